@@ -1,0 +1,40 @@
+# The two entry points of the README: `make demo` and `make test`.
+# Both create the virtualenv and install on first use, so they work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps demo up test test-fast bench lint clean
+
+setup: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	infra/install-system-deps.sh
+
+demo: setup
+	$(BIN)/marquee demo
+
+up: setup
+	$(BIN)/marquee up
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: setup
+	$(BIN)/marquee bench all
+
+lint: $(STAMP)
+	$(BIN)/ruff check streams models serve infra feature_repo tests
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Marquee runs beside its Python code: kcat (a non-Python
+# Kafka client used to cross-check the broker), redis-server (Feast's optional online
+# store) and prometheus (metrics). Idempotent: does nothing when all are present.
+set -euo pipefail
+need=()
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "install-system-deps: need root (or sudo) to install: ${need[*]}" >&2
+    echo "  run: apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+fi
+echo "install-system-deps: installing ${need[*]} with apt-get"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+# Debian starts these as services when a service manager runs; Marquee starts its own.
+for svc in prometheus redis-server; do
+  $SUDO service "$svc" stop >/dev/null 2>&1 || true
+done

@@ -1,0 +1,1 @@
+"""Events in: the event contract, producers, the synthetic world, and the streaming tokenizer."""

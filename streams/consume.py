@@ -1,0 +1,54 @@
+"""Read a topic back from the beginning: for tests, the demo and checks, not the flow."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.config import KafkaSettings
+from streams.topics import partition_count
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message as read back."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+def read_all(settings: KafkaSettings, topic: str, expected: int | None = None,
+             timeout: float = 30.0) -> list[Record]:
+    """Every message of ``topic`` from offset 0, by assignment (no consumer group).
+
+    Stops at ``expected`` messages, or when every partition reached its high watermark,
+    or at ``timeout``.
+    """
+    consumer = Consumer(settings.client_config(**{
+        "group.id": "marquee-reader", "enable.auto.commit": False,
+        "auto.offset.reset": "earliest"}))
+    partitions = partition_count(settings, topic)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+             for p in range(partitions)}
+    records: list[Record] = []
+    positions = dict.fromkeys(range(partitions), 0)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if expected is not None and len(records) >= expected:
+                break
+            if expected is None and all(positions[p] >= highs[p] for p in highs):
+                break
+            for msg in consumer.consume(10_000, timeout=0.5):
+                if msg.error():
+                    continue
+                records.append(Record(msg.partition(), msg.offset(), msg.key(), msg.value()))
+                positions[msg.partition()] = msg.offset() + 1
+    finally:
+        consumer.close()
+    return records
