@@ -50,6 +50,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_schema)
 
 
+def register_bench(bench: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench produce``."""
+    p = bench.add_parser("produce", help="producer events/s vs the raw librdkafka floor",
+                         description="Produce N synthetic events three ways (raw librdkafka "
+                                     "loop, produce_events on pre-serialized events, the "
+                                     "end-to-end synthetic producer) to the embedded broker "
+                                     "(or KAFKA_BOOTSTRAP_SERVERS) and print events/s and ratios.")
+    p.add_argument("--events", type=int, default=200_000)
+    p.set_defaults(func=_bench_produce)
+
+
+def _bench_produce(args: argparse.Namespace) -> int:
+    from streams.bench_produce import run_bench
+
+    figures = run_bench(getattr(args, "events", 200_000))
+    return 0 if figures["read_back"] == figures["events"] else 1
+
+
 def _produce(args: argparse.Namespace) -> int:
     from streams.config import KafkaSettings
     from streams.produce import produce_events

@@ -143,7 +143,9 @@ def _problems_from(error: ValidationError) -> list[Problem]:
     return problems
 
 
-def validate_event(raw: bytes | str | dict[str, Any]) -> tuple[InteractionEvent | None, list[Problem]]:
+def validate_event(
+    raw: bytes | str | dict[str, Any],
+) -> tuple[InteractionEvent | None, list[Problem]]:
     """Parse and check one event; returns ``(event, [])`` or ``(None, problems)``, never raises."""
     if isinstance(raw, bytes | str):
         try:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from confluent_kafka import KafkaError, Producer
 from tqdm import tqdm
 
@@ -86,7 +86,7 @@ def produce_events(events: Iterable[dict[str, Any] | bytes], settings: KafkaSett
         if isinstance(event, bytes):
             value, key = event, key_of(event)
         else:
-            value, key = json.dumps(event, separators=(",", ":")).encode(), None
+            value = orjson.dumps(event)
             key = str(event.get("user_id", "")).encode() or None
         while True:
             try:

@@ -6,10 +6,11 @@ broker untouched and the flow's dead-letter path sees them).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 SASREC_START_MS = 1_700_000_000_000
 SASREC_STEP_MS = 60_000
@@ -55,7 +56,7 @@ def read_sasrec_sequences(path: Path) -> dict[str, list[str]]:
 def key_of(value: bytes) -> bytes | None:
     """The message key (user_id) of a raw JSON event, or None if it has none."""
     try:
-        user = json.loads(value).get("user_id")
-    except (ValueError, AttributeError):
+        user = orjson.loads(value).get("user_id")
+    except (orjson.JSONDecodeError, AttributeError):
         return None
     return str(user).encode() if user is not None else None

@@ -23,6 +23,7 @@ so replays are detectable as duplicates.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 import random
@@ -99,8 +100,8 @@ class SyntheticWorld:
             else:
                 self._by_genre[title.genre].append(title)
         # Zipf-like popularity weights inside each genre: the head is watched by many.
-        self._weights = {
-            g: [1.0 / (rank + 1) ** 0.8 for rank in range(len(titles))]
+        self._cum_weights = {
+            g: list(itertools.accumulate(1.0 / (rank + 1) ** 0.8 for rank in range(len(titles))))
             for g, titles in self._by_genre.items()
         }
 
@@ -197,10 +198,10 @@ class SyntheticWorld:
             return self._series[series][user.watching[series]], "home/continue_watching"
         for _ in range(20):
             genre = rng.choices(GENRES, user.taste)[0]
-            titles, weights = self._by_genre[genre], self._weights[genre]
+            titles, weights = self._by_genre[genre], self._cum_weights[genre]
             if not titles:
                 continue
-            title = rng.choices(titles, weights)[0]
+            title = rng.choices(titles, cum_weights=weights)[0]
             if title.release_ms > now or title.item_id in user.seen:
                 fresh = [t for t in titles if now - 14 * DAY_MS < t.release_ms <= now
                          and t.item_id not in user.seen]
@@ -232,7 +233,8 @@ class SyntheticWorld:
                        "surface": "search", "position": 0, "watch_seconds": 0.0}
                 now += int(rng.uniform(4, 15) * 1000)
                 surface = "search/results"
-            position = 0 if surface == "home/continue_watching" else rng.randrange(self.config.row_size)
+            position = (0 if surface == "home/continue_watching"
+                        else rng.randrange(self.config.row_size))
             if surface != "player/autoplay":
                 row = self._row(user, title, position, now)
                 for slot, shown in enumerate(row):
@@ -268,7 +270,7 @@ class SyntheticWorld:
             genre = rng.choice(GENRES)
             titles = self._by_genre[genre]
             if titles:
-                t = rng.choices(titles, self._weights[genre])[0]
+                t = rng.choices(titles, cum_weights=self._cum_weights[genre])[0]
                 if t.release_ms <= now and t.item_id != chosen.item_id:
                     row.append(t)
         row.insert(min(position, len(row)), chosen)

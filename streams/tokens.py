@@ -32,7 +32,8 @@ N_HOURS, N_DOWS = 25, 8  # ids 1..24, 1..7
 
 def gap_bucket(gap_ms: int | None) -> int:
     """Log2-scale bucket of the time since the previous token: 1 = first token, 2 = < 1 s,
-    then one bucket per doubling from 1 s up to ~4.5 h, 15 = longer."""
+    then one bucket per doubling from 1 s up to ~4.5 h, 15 = longer.
+    """
     if gap_ms is None:
         return 1
     seconds = max(gap_ms, 0) / 1000
@@ -64,7 +65,8 @@ def dow_id(ts_ms: int) -> int:
 @dataclass(frozen=True)
 class Token:
     """One event token. ``item``..``duration`` are facet ids; the rest is context kept for
-    features and the token log."""
+    features and the token log.
+    """
 
     user_id: str
     ts: int  # epoch ms of the token's first event

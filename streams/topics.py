@@ -1,4 +1,4 @@
-"""Explicit topic management: Tansu does not auto-create topics, and neither should we rely on it."""
+"""Explicit topic management: Tansu does not auto-create topics; we never rely on it."""
 
 from __future__ import annotations
 
