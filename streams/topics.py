@@ -1,4 +1,4 @@
-"""Explicit topic management: Tansu does not auto-create topics; we never rely on it."""
+"""Explicit topic management: partition counts are ours, never a broker's auto-create default."""
 
 from __future__ import annotations
 
