@@ -1,0 +1,295 @@
+"""The foundation model: a decoder-only causal transformer over event tokens.
+
+One input token is one event token (``streams.tokens.Token``). Its embedding is the sum of
+one embedding per facet (item, action, time gap, hour, weekday, device, surface, watch
+duration) plus a recency position. The item embedding itself is an id embedding plus an
+*item tower* over catalogue metadata (genre, kind, release age, length), so a title that was
+never a training target still has a useful vector: its id part is switched off (``known`` = 0)
+and the tower part alone places it near titles like it (cold start without retraining).
+
+Heads, all read off the hidden state at a token:
+- next item: full softmax over the catalogue with the (tied) item vectors, id part + tower;
+- next action and next watch-duration bucket of the following token (auxiliary tasks that
+  make the state encode satisfaction, not only identity);
+- multi-token prediction: the items of the 2nd .. k-th interactions ahead, each through a
+  small projection and the same tied item vectors (less myopic states).
+
+``ModelConfig.item_only`` gives the ablation: item ids only, no tower, no extra heads.
+
+Tensors in, tensors out; the device is taken from the inputs. Inputs are left-padded with 0
+(newest token last) and positions count back from the newest token, so the same history gives
+the same output whatever the padding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from streams.tokens import FACETS, N_DOWS, N_DURATION_BUCKETS, N_GAP_BUCKETS, N_HOURS, TOKEN_ACTIONS
+
+N_ACTIONS = len(TOKEN_ACTIONS) + 2  # ids 2.. (0 pad, 1 unknown)
+N_AGE_BUCKETS = 16  # release age: 1 = after the reference time, then log2 days
+N_LENGTH_BUCKETS = N_DURATION_BUCKETS  # title length, same buckets as watch duration
+NEG = -1e9  # score of excluded items
+
+
+@dataclass
+class ModelConfig:
+    """Shape, switches and loss weights of the model. Stored in every checkpoint."""
+
+    n_items: int  # item table size incl. pad (0) and unknown (1) = Vocab.size("item")
+    n_devices: int = 16
+    n_surfaces: int = 32
+    n_genres: int = 2  # incl. 0 = unknown; tower tables
+    n_kinds: int = 2
+    max_len: int = 200
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    item_only: bool = False  # ablation: item id facet only, no tower, no extra heads
+    use_tower: bool = True  # item tower from metadata (ignored when item_only)
+    mtp_k: int = 3  # items of the next k interactions (1 = next item only)
+    w_item: float = 1.0
+    w_action: float = 0.2
+    w_duration: float = 0.2
+    w_mtp: float = 0.3  # per extra offset
+    facet_sizes: dict[str, int] = field(default_factory=dict)  # filled in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
+        if self.n_items < 3:
+            raise ValueError(f"n_items={self.n_items}: the item table needs at least one item")
+        self.facet_sizes = {"action": N_ACTIONS, "gap": N_GAP_BUCKETS, "hour": N_HOURS,
+                            "dow": N_DOWS, "device": self.n_devices,
+                            "surface": self.n_surfaces, "duration": N_DURATION_BUCKETS}
+
+    @property
+    def facets(self) -> tuple[str, ...]:
+        """The facets this model reads (all of ``FACETS``, or ``item`` for the ablation)."""
+        return ("item",) if self.item_only else FACETS
+
+    @property
+    def tower(self) -> bool:
+        """Whether item vectors include the metadata tower."""
+        return self.use_tower and not self.item_only
+
+    def to_dict(self) -> dict:
+        """Plain dict for checkpoints and ONNX metadata."""
+        out = asdict(self)
+        out.pop("facet_sizes")
+        return out
+
+
+class SelfAttention(nn.Module):
+    """Multi-head causal self-attention written out (matmul + mask) so ONNX export is plain."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x: [B, L, D], mask: [B, 1, L, L] bool (True = may attend) -> [B, L, D]."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        q = q.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, H, L, Dh]
+        k = k.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)
+        v = v.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d // self.n_heads))  # [B, H, L, L]
+        att = att.masked_fill(~mask, NEG).softmax(dim=-1)
+        y = (self.drop(att) @ v).transpose(1, 2).reshape(b, n, d)
+        return self.drop(self.proj(y))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = SelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(),
+                                 nn.Linear(4 * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x: [B, L, D] -> [B, L, D]."""
+        x = x + self.attn(self.ln1(x), mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class ItemTower(nn.Module):
+    """Metadata -> item vector: genre, kind, release age and length buckets, mixed by an MLP."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.genre = nn.Embedding(cfg.n_genres, d)
+        self.kind = nn.Embedding(cfg.n_kinds, d)
+        self.age = nn.Embedding(N_AGE_BUCKETS, d)
+        self.length = nn.Embedding(N_LENGTH_BUCKETS, d)
+        self.mlp = nn.Sequential(nn.GELU(), nn.Linear(d, d))
+
+    def forward(self, meta: Tensor) -> Tensor:
+        """meta: [N, 4] (genre, kind, age, length ids; 0 = unknown) -> [N, D]."""
+        x = (self.genre(meta[:, 0]) + self.kind(meta[:, 1]) + self.age(meta[:, 2])
+             + self.length(meta[:, 3]))
+        return x + self.mlp(x)
+
+
+class FoundationModel(nn.Module):
+    """Event tokens -> per-token hidden states -> item/action/duration/multi-token heads."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.item_emb = nn.Embedding(cfg.n_items, d, padding_idx=0)
+        self.facet_emb = nn.ModuleDict() if cfg.item_only else nn.ModuleDict(
+            {f: nn.Embedding(n, d, padding_idx=0) for f, n in cfg.facet_sizes.items()})
+        self.tower = ItemTower(cfg) if cfg.tower else None
+        self.pos_emb = nn.Embedding(cfg.max_len, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        extra = not cfg.item_only
+        self.action_head = nn.Linear(d, N_ACTIONS) if extra else None
+        self.duration_head = nn.Linear(d, N_DURATION_BUCKETS) if extra else None
+        n_mtp = cfg.mtp_k - 1 if extra else 0
+        self.mtp_proj = nn.ModuleList(nn.Linear(d, d) for _ in range(n_mtp))
+        # Catalogue side, carried in the state dict: metadata ids per item and whether the id
+        # embedding was trained (1) or the item is cold and known by its metadata only (0).
+        self.register_buffer("item_meta", torch.zeros(cfg.n_items, 4, dtype=torch.long))
+        self.register_buffer("known", torch.ones(cfg.n_items))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def set_catalogue(self, item_meta: Tensor, known: Tensor) -> None:
+        """Install item metadata ids [n_items, 4] and the known-item mask [n_items]."""
+        self.item_meta.copy_(item_meta)
+        self.known.copy_(known)
+
+    def item_vectors(self) -> Tensor:
+        """All item vectors [n_items, D]: id part (trained items only) + metadata tower."""
+        vec = self.item_emb.weight * self.known.unsqueeze(1)
+        if self.tower is not None:
+            vec = vec + self.tower(self.item_meta)
+        return vec
+
+    def forward(self, tokens: dict[str, Tensor], items: Tensor | None = None) -> Tensor:
+        """tokens: facet -> [B, L] int64 (left-padded) -> hidden states [B, L, D].
+
+        ``items`` ([n_items, D]) lets callers pass precomputed item vectors.
+        """
+        item = _clamp_ids(tokens["item"], self.cfg.n_items)
+        n = item.shape[1]
+        items = self.item_vectors() if items is None else items
+        x = F.embedding(item, items)  # [B, L, D]
+        for facet, emb in self.facet_emb.items():
+            x = x + emb(_clamp_ids(tokens[facet], emb.num_embeddings))
+        valid = item > 0  # [B, L]
+        ar = torch.arange(n, device=item.device)
+        pos = (n - 1 - ar).clamp(max=self.cfg.max_len - 1)  # recency: 0 = newest
+        x = self.drop(x + self.pos_emb(pos)) * valid.unsqueeze(-1)
+        causal = ar.unsqueeze(1) >= ar.unsqueeze(0)  # [L, L]: query i sees keys j <= i
+        eye = ar.unsqueeze(1) == ar.unsqueeze(0)
+        mask = (causal & valid.unsqueeze(1)) | eye  # [B, L, L]; padding attends to itself
+        mask = mask.unsqueeze(1)  # [B, 1, L, L]
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_f(x)
+
+    def losses(self, tokens: dict[str, Tensor], targets: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Weighted training losses. targets: ``item`` [B, L], ``mtp`` [B, L, k-1],
+        ``action`` [B, L], ``duration`` [B, L], ``weight`` [B, L]; target 0 = no loss there.
+        """
+        cfg = self.cfg
+        items = self.item_vectors()
+        h = self.forward(tokens, items)  # [B, L, D]
+        weight = targets["weight"]
+        out = {"item": _weighted_ce(h @ items.T, targets["item"], weight)}
+        total = cfg.w_item * out["item"]
+        if self.action_head is not None and self.duration_head is not None:
+            out["action"] = _weighted_ce(self.action_head(h), targets["action"], weight)
+            out["duration"] = _weighted_ce(self.duration_head(h), targets["duration"], weight)
+            total = total + cfg.w_action * out["action"] + cfg.w_duration * out["duration"]
+        for j, proj in enumerate(self.mtp_proj):
+            out[f"mtp{j + 2}"] = _weighted_ce(proj(h) @ items.T, targets["mtp"][..., j], weight)
+            total = total + cfg.w_mtp * out[f"mtp{j + 2}"]
+        out["loss"] = total
+        return out
+
+    def user_embedding(self, tokens: dict[str, Tensor], items: Tensor | None = None) -> Tensor:
+        """The state after the newest token: [B, D]."""
+        return self.forward(tokens, items)[:, -1, :]
+
+    def score(self, tokens: dict[str, Tensor], seen_mask: Tensor) -> Tensor:
+        """Scores of every item for the next interaction [B, n_items]; excluded items get NEG
+        (seen_mask 1, and ids 0/1 always).
+        """
+        items = self.item_vectors()
+        scores = self.user_embedding(tokens, items) @ items.T
+        return _exclude(scores, seen_mask)
+
+
+def _clamp_ids(ids: Tensor, size: int) -> Tensor:
+    """Ids beyond a table (values the vocabulary grew after training) read as UNKNOWN (1)."""
+    return torch.where(ids < size, ids, torch.ones_like(ids))
+
+
+def _exclude(scores: Tensor, seen_mask: Tensor) -> Tensor:
+    """Set excluded items (mask > 0, pad and unknown) to NEG."""
+    excluded = seen_mask > 0
+    excluded[:, :2] = True
+    return scores.masked_fill(excluded, NEG)
+
+
+def _weighted_ce(logits: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """Mean cross-entropy over positions with target > 0, weighted per position."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    ce = F.cross_entropy(flat, target.reshape(-1), reduction="none", ignore_index=0)
+    w = weight.reshape(-1) * (target.reshape(-1) > 0)
+    return (ce * w).sum() / w.sum().clamp(min=1.0)
+
+
+class Ranker(nn.Module):
+    """The exported graph: facet tensors + seen mask -> user embedding, top-k ids and scores.
+
+    Item vectors are computed once here and frozen into the graph as a constant.
+    """
+
+    def __init__(self, model: FoundationModel, k: int) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.k = min(k, model.cfg.n_items)
+        with torch.no_grad():
+            self.register_buffer("items", model.item_vectors().detach().clone())
+
+    def forward(self, item: Tensor, action: Tensor, gap: Tensor, hour: Tensor, dow: Tensor,
+                device: Tensor, surface: Tensor, duration: Tensor,
+                seen_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """[B, L] int64 x 8, [B, n_items] float -> ([B, D], [B, K] int64, [B, K] float)."""
+        tokens = {"item": item, "action": action, "gap": gap, "hour": hour, "dow": dow,
+                  "device": device, "surface": surface, "duration": duration}
+        emb = self.model.user_embedding(tokens, self.items)
+        scores = emb @ self.items.T  # [B, n_items]
+        excluded = (seen_mask > 0) | (torch.arange(scores.shape[1], device=scores.device) < 2)
+        scores = scores.masked_fill(excluded, NEG)
+        top_scores, top_ids = scores.topk(self.k, dim=1)
+        return emb, top_ids, top_scores
