@@ -1,0 +1,150 @@
+"""Grafana dashboards as data: one list of panels per dashboard, rendered to JSON.
+
+The JSON under ``infra/grafana/dashboards/`` is generated from these specs (``marquee
+dashboards --write``) so that the test that runs every panel's PromQL against a real
+Prometheus reads exactly what Grafana shows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DASHBOARD_DIR = Path(__file__).parent / "grafana" / "dashboards"
+DATASOURCE = {"type": "prometheus", "uid": "marquee-prometheus"}
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One time-series panel: a title, its PromQL expressions (with legends), and a unit."""
+
+    title: str
+    exprs: tuple[tuple[str, str], ...]  # (expr, legend)
+    unit: str = "short"
+    description: str = ""
+
+
+def _p99(metric: str, by: str = "") -> str:
+    group = f"le, {by}" if by else "le"
+    return f"histogram_quantile(0.99, sum by ({group}) (rate({metric}_bucket[5m])))"
+
+
+def _p50(metric: str, by: str = "") -> str:
+    group = f"le, {by}" if by else "le"
+    return f"histogram_quantile(0.5, sum by ({group}) (rate({metric}_bucket[5m])))"
+
+
+PIPELINE = [
+    Panel("Events consumed / s", (
+        ("sum(rate(marquee_events_consumed_total[1m]))", "consumed"),
+        ("sum(rate(marquee_events_valid_total[1m]))", "valid")), "ops"),
+    Panel("Invalid events by reason / s", (
+        ("sum by (reason) (rate(marquee_events_invalid_total[5m])) or vector(0)", "{{reason}}"),),
+        "ops", "Events that broke the contract; each goes to the dead-letter topic."),
+    Panel("Dead-lettered / s", (
+        ("sum(rate(marquee_events_dead_lettered_total[5m])) or vector(0)", "dead-lettered"),),
+        "ops"),
+    Panel("Tokens emitted / s", (("sum(rate(marquee_tokens_emitted_total[1m]))", "tokens"),),
+          "ops"),
+    Panel("Merge ratio (events per token)", (
+        ("sum(rate(marquee_events_valid_total[5m])) / "
+         "sum(rate(marquee_tokens_emitted_total[5m]))", "events/token"),), "short"),
+    Panel("Consumer lag by partition", (
+        ("sum by (partition) (marquee_consumer_lag_messages)", "p{{partition}}"),), "short"),
+    Panel("Feast write latency", (
+        (_p50("marquee_feast_write_seconds"), "p50"),
+        (_p99("marquee_feast_write_seconds"), "p99")), "s"),
+    Panel("Event → online feature freshness", (
+        (_p50("marquee_event_freshness_seconds"), "p50"),
+        (_p99("marquee_event_freshness_seconds"), "p99")), "s"),
+]
+
+SERVING = [
+    Panel("Requests / s by route and code", (
+        ("sum by (route, code) (rate(marquee_requests_total[1m]))", "{{route}} {{code}}"),),
+        "reqps"),
+    Panel("Error rate (5xx share)", (
+        ('(sum(rate(marquee_requests_total{code=~"5.."}[5m])) or vector(0)) / '
+         "sum(rate(marquee_requests_total[5m]))", "5xx share"),), "percentunit"),
+    Panel("Latency p99 by stage", ((_p99("marquee_request_seconds", "stage"), "{{stage}}"),),
+          "s"),
+    Panel("Latency p50 by stage", ((_p50("marquee_request_seconds", "stage"), "{{stage}}"),),
+          "s"),
+    Panel("Mean inference batch size", (
+        ("sum(rate(marquee_batch_size_sum[5m])) / sum(rate(marquee_batch_size_count[5m]))",
+         "batch"),), "short"),
+    Panel("Feature store read latency", ((_p99("marquee_feast_read_seconds"), "p99"),), "s"),
+    Panel("Model version serving", (("max by (model_version) (marquee_model_info)",
+                                     "{{model_version}}"),), "short"),
+    Panel("Fallbacks and degraded responses / s", (
+        ("sum by (reason) (rate(marquee_fallbacks_total[5m])) or vector(0)", "{{reason}}"),
+        ("sum(rate(marquee_degraded_responses_total[5m])) or vector(0)", "degraded")), "ops"),
+]
+
+MODEL_BUSINESS = [
+    Panel("Catalogue coverage of what was shown", (
+        ("max(marquee_catalogue_coverage_ratio)", "coverage"),), "percentunit",
+        "Share of the catalogue shown at least once in the recent window."),
+    Panel("Exposure share of the most popular titles", (
+        ("max(marquee_popular_exposure_ratio)", "top-titles share"),), "percentunit",
+        "Popularity bias: what share of impressions went to the most popular titles."),
+    Panel("New-title share of rankings", (("max(marquee_new_title_share_ratio)", "new"),),
+          "percentunit"),
+    Panel("Goal constraints satisfied", (
+        ("sum(rate(marquee_rerank_constraints_satisfied_total[5m])) / "
+         "sum(rate(marquee_rerank_constraints_total[5m]))", "satisfied share"),),
+        "percentunit"),
+    Panel("Re-ranker solve time", ((_p50("marquee_rerank_solve_seconds"), "p50"),
+                                   (_p99("marquee_rerank_solve_seconds"), "p99")), "s"),
+    Panel("Infeasible goals and relaxations / s", (
+        ("sum(rate(marquee_rerank_infeasible_total[5m])) or vector(0)", "infeasible"),
+        ("sum(rate(marquee_rerank_relaxations_total[5m])) or vector(0)", "relaxations")), "ops"),
+    Panel("Cold-start share of shown items", (("max(marquee_cold_start_share_ratio)", "cold"),),
+          "percentunit"),
+]
+
+DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
+    "pipeline": ("Marquee · Pipeline (ingest → tokens → features)", PIPELINE),
+    "serving": ("Marquee · Serving (traffic, latency by stage, errors, batching)", SERVING),
+    "model_business": ("Marquee · Model and business", MODEL_BUSINESS),
+}
+
+
+def render(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:
+    """A Grafana dashboard JSON model with panels on a two-column grid."""
+    rendered = []
+    for i, panel in enumerate(panels):
+        rendered.append({
+            "id": i + 1, "type": "timeseries", "title": panel.title,
+            "description": panel.description, "datasource": DATASOURCE,
+            "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
+            "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+            "targets": [{"refId": chr(ord("A") + j), "datasource": DATASOURCE, "expr": expr,
+                         "legendFormat": legend} for j, (expr, legend) in enumerate(panel.exprs)],
+        })
+    return {"uid": f"marquee-{uid}", "title": title, "tags": ["marquee"], "timezone": "utc",
+            "schemaVersion": 39, "version": 1, "refresh": "10s",
+            "time": {"from": "now-30m", "to": "now"}, "panels": rendered}
+
+
+def write_dashboards(folder: Path = DASHBOARD_DIR) -> list[Path]:
+    """Render every dashboard to ``folder/<name>.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, (title, panels) in DASHBOARDS.items():
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(render(name, title, panels), indent=2) + "\n")
+        paths.append(path)
+    return paths
+
+
+def dashboard_exprs(folder: Path = DASHBOARD_DIR) -> list[tuple[str, str, str]]:
+    """``(dashboard file, panel title, expr)`` for every target of every committed dashboard."""
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel["targets"]:
+                found.append((path.name, panel["title"], target["expr"]))
+    return found
