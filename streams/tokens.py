@@ -28,6 +28,7 @@ PAD, UNKNOWN = 0, 1
 N_GAP_BUCKETS = 16   # ids 1..15
 N_DURATION_BUCKETS = 12  # ids 1..11
 N_HOURS, N_DOWS = 25, 8  # ids 1..24, 1..7
+MAX_SEQ = 200  # most recent tokens kept per user in the online store ("<facet>_seq" arrays)
 
 
 def gap_bucket(gap_ms: int | None) -> int:
@@ -84,6 +85,7 @@ class Token:
     session_start: bool = False
     weight: float = 1.0  # < 1 for down-weighted (accidental-looking) tokens
     n_events: int = 1  # events merged into this token
+    event_id: str = ""  # id of the token's first event: stable across replays (token log key)
 
     def facet_ids(self) -> tuple[int, ...]:
         """The facet ids in ``FACETS`` order."""
