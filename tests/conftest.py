@@ -42,3 +42,50 @@ def kafka_topics(kafka: KafkaSettings) -> Iterator[KafkaSettings]:
     create_topics(settings, {settings.events_topic: 4, settings.dead_letter_topic: 1})
     yield settings
     delete_topics(settings, [settings.events_topic, settings.dead_letter_topic])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``redis-server`` (Debian package) on a free port, data in a temp dir, for the
+    session; tests take their own db number or flush what they use."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (make system-deps installs it)")
+    from infra.broker import free_port
+
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir",
+                             str(folder), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(5)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def feature_store(request: pytest.FixtureRequest, tmp_path) -> object:
+    """A real Feast store with Marquee's definitions applied, on SQLite and on Redis."""
+    from feature_repo.store import open_store
+
+    if request.param == "redis":
+        import redis
+
+        url = request.getfixturevalue("redis_url")
+        redis.Redis.from_url(url).flushdb()
+        return open_store(online="redis", data_dir=tmp_path, redis_url=url)
+    return open_store(online="sqlite", data_dir=tmp_path)
