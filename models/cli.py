@@ -10,9 +10,71 @@ import argparse
 import json
 from pathlib import Path
 
+FORMATS = ("tokens", "sasrec", "synthetic")
+
+
+def _data_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--data", type=Path, default=None,
+                   help="token log dir (tokens) or 'user item' file (sasrec); not for synthetic")
+    p.add_argument("--format", choices=FORMATS, default=None if not required else "tokens",
+                   help="data format (train default: tokens; evaluate default: as trained)")
+    p.add_argument("--vocab", type=Path, default=None, help="tokens: vocab.json (default: "
+                                                            "beside the token log)")
+    p.add_argument("--catalogue", type=Path, default=None,
+                   help="tokens: catalogue.jsonl (default: beside the token log)")
+    p.add_argument("--users", type=int, default=None, help="synthetic: users (default 2000)")
+    p.add_argument("--days", type=int, default=None, help="synthetic: days (default 30)")
+    p.add_argument("--world-seed", type=int, default=None, help="synthetic: seed (default 7)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``export`` to ``marquee``."""
+    """Add ``train``, ``evaluate`` and ``export`` to ``marquee``."""
+    p = sub.add_parser(
+        "train", help="train the foundation model (checkpoint, metrics.json, curves.png)",
+        description="Train on a leave-one-out split with early stopping on validation NDCG@10. "
+                    "Writes DIR/model.pt (config, weights, vocabulary, catalogue tables), "
+                    "DIR/metrics.json and DIR/curves.png.",
+        epilog="examples:\n  marquee train --format synthetic --users 500 --out var/model\n"
+               "  marquee train --data var/tokens --format tokens --out var/model\n"
+               "  marquee train --data ../shared/data/amazon_video_games.txt --format sasrec "
+               "--max-len 50 --out var/amazon --with-ablation",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _data_args(p, required=True)
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=5, help="evaluations without improvement")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget per model")
+    p.add_argument("--valid-users", type=int, default=None, help="cap on validation users")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--max-len", type=int, default=200)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--mtp-k", type=int, default=3, help="items of the next k interactions")
+    p.add_argument("--item-only", action="store_true", help="train the item-only ablation")
+    p.add_argument("--with-ablation", action="store_true",
+                   help="also train the item-only ablation with the same budget into DIR/ablation")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "evaluate", help="HR/NDCG@10/50 of a model vs most-popular and the item-only ablation",
+        description="Leave-one-out, full catalogue ranked, interacted items filtered. Prints "
+                    "JSON: the model, most_popular, item_only (DIR/ablation or --ablation), "
+                    "onnx (--onnx), onnx_fp32/onnx_int8 and int8_change (--int8).")
+    p.add_argument("--model", type=Path, required=True, help="model directory")
+    _data_args(p, required=False)
+    p.add_argument("--split", choices=("test", "valid"), default="test")
+    p.add_argument("--ablation", type=Path, default=None, help="item-only model directory")
+    p.add_argument("--onnx", type=Path, default=None, help="also evaluate this ONNX file")
+    p.add_argument("--int8", action="store_true",
+                   help="export fp32 and int8 ONNX and report the accuracy change")
+    p.set_defaults(func=_evaluate)
+
     p = sub.add_parser("export", help="export a trained model to ONNX (ranking graph)",
                        description="Write FILE.onnx (dynamic batch and length; outputs user "
                                    "embedding, top-k ids and scores) with FILE.vocab.json and "
@@ -29,4 +91,69 @@ def _export(args: argparse.Namespace) -> int:
 
     out = export(args.model, args.out, k=args.k, int8=args.int8)
     print(json.dumps({"onnx": str(out), "k": args.k, "int8": args.int8}))
+    return 0
+
+
+def _corpus(args: argparse.Namespace, spec: dict | None = None):
+    """Load the data named by the arguments, falling back to what a model was trained on."""
+    from models.data import load_corpus
+
+    spec = spec or {}
+    fmt = args.format or spec.get("format")
+    if fmt is None:
+        raise ValueError("--format is required (the model does not record its data)")
+    path = args.data if args.data is not None else (
+        Path(spec["path"]) if spec.get("path") and fmt == spec.get("format") else None)
+    opts: dict = dict(spec.get("options", {})) if fmt == spec.get("format") else {}
+    if fmt == "synthetic":
+        for key, value in (("n_users", args.users), ("days", args.days),
+                           ("seed", args.world_seed)):
+            if value is not None:
+                opts[key] = value
+    elif fmt == "tokens":
+        opts = {"vocab_path": args.vocab, "catalogue_path": args.catalogue}
+    else:
+        opts = {}
+    saved = {k: v for k, v in opts.items() if not isinstance(v, Path)}
+    return load_corpus(fmt, path, **opts), {"format": fmt, "path": str(path) if path else None,
+                                            "options": saved}
+
+
+def _train(args: argparse.Namespace) -> int:
+    import logging
+
+    from models.train import TrainConfig, train, write_outputs
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    corpus, spec = _corpus(args)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      patience=args.patience, max_minutes=args.max_minutes,
+                      valid_users=args.valid_users, seed=args.seed,
+                      progress=not args.no_progress, **({"device": args.device}
+                                                        if args.device else {}))
+    model_cfg = {"max_len": args.max_len, "d_model": args.d_model, "n_layers": args.layers,
+                 "n_heads": args.heads, "dropout": args.dropout, "mtp_k": args.mtp_k,
+                 "item_only": args.item_only}
+    summary = {}
+    runs = [(args.out, model_cfg, "fm")]
+    if args.with_ablation:
+        runs.append((args.out / "ablation", {**model_cfg, "item_only": True}, "item-only"))
+    for out, mc, tag in runs:
+        metrics = write_outputs(train(corpus, mc, cfg, data_spec=spec, tag=tag), out)
+        summary[tag] = {"dir": str(out), "best_epoch": metrics["best_epoch"],
+                        "valid": metrics["valid"],
+                        "train_tokens_per_s": metrics["train_tokens_per_s"]}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from models.checkpoint import load_checkpoint
+    from models.evaluate import evaluate_dir
+
+    spec = load_checkpoint(args.model).extra.get("data", {})
+    corpus, _ = _corpus(args, spec)
+    result = evaluate_dir(args.model, corpus, args.split, ablation_dir=args.ablation,
+                          onnx_path=args.onnx, int8=args.int8)
+    print(json.dumps(result, indent=2))
     return 0

@@ -24,6 +24,7 @@ the same output whatever the padding.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -223,14 +224,15 @@ class FoundationModel(nn.Module):
         items = self.item_vectors()
         h = self.forward(tokens, items)  # [B, L, D]
         weight = targets["weight"]
-        out = {"item": _weighted_ce(h @ items.T, targets["item"], weight)}
+        out = {"item": _masked_ce(h, lambda x: x @ items.T, targets["item"], weight)}
         total = cfg.w_item * out["item"]
         if self.action_head is not None and self.duration_head is not None:
-            out["action"] = _weighted_ce(self.action_head(h), targets["action"], weight)
-            out["duration"] = _weighted_ce(self.duration_head(h), targets["duration"], weight)
+            out["action"] = _masked_ce(h, self.action_head, targets["action"], weight)
+            out["duration"] = _masked_ce(h, self.duration_head, targets["duration"], weight)
             total = total + cfg.w_action * out["action"] + cfg.w_duration * out["duration"]
         for j, proj in enumerate(self.mtp_proj):
-            out[f"mtp{j + 2}"] = _weighted_ce(proj(h) @ items.T, targets["mtp"][..., j], weight)
+            out[f"mtp{j + 2}"] = _masked_ce(h, lambda x, p=proj: p(x) @ items.T,
+                                            targets["mtp"][..., j], weight)
             total = total + cfg.w_mtp * out[f"mtp{j + 2}"]
         out["loss"] = total
         return out
@@ -260,12 +262,16 @@ def _exclude(scores: Tensor, seen_mask: Tensor) -> Tensor:
     return scores.masked_fill(excluded, NEG)
 
 
-def _weighted_ce(logits: Tensor, target: Tensor, weight: Tensor) -> Tensor:
-    """Mean cross-entropy over positions with target > 0, weighted per position."""
-    flat = logits.reshape(-1, logits.shape[-1])
-    ce = F.cross_entropy(flat, target.reshape(-1), reduction="none", ignore_index=0)
-    w = weight.reshape(-1) * (target.reshape(-1) > 0)
-    return (ce * w).sum() / w.sum().clamp(min=1.0)
+def _masked_ce(h: Tensor, head: Callable[[Tensor], Tensor], target: Tensor,
+               weight: Tensor) -> Tensor:
+    """Weighted mean cross-entropy of ``head`` over the positions with a target (> 0) only:
+    logits are computed just there, which matters when most positions have none.
+    """
+    sel = target.reshape(-1) > 0  # [B*L]
+    x = h.reshape(-1, h.shape[-1])[sel]  # [n, D]
+    w = weight.reshape(-1)[sel]
+    ce = F.cross_entropy(head(x), target.reshape(-1)[sel], reduction="none")
+    return (ce * w).sum() / w.sum().clamp(min=1e-6)
 
 
 class Ranker(nn.Module):

@@ -1,0 +1,169 @@
+"""Ranking evaluation under the standard sequential-recommendation protocol.
+
+Each evaluated user's target is one held-out interaction; the scorer sees the history before
+it, the full catalogue is ranked, items the user already interacted with are excluded (the
+target itself is kept), and the target's rank gives HR@K and NDCG@K. Cold-start recall is the
+hit rate over targets whose item was never a training target.
+
+Scorers: the PyTorch model, an exported ONNX file (ranks read off its top-k output), and the
+most-popular baseline; all run on the same ``EvalSet``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.data import Corpus, EvalSet, Split, known_items
+from models.model import FoundationModel
+from streams.tokens import FACETS
+
+KS = (10, 50)
+# A scorer maps (tokens [b, L, F], seen mask [b, n_items], targets [b]) to target ranks [b].
+Ranks = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def seen_mask(es: EvalSet, rows: slice, n_items: int) -> np.ndarray:
+    """Float mask [b, n_items] of already-interacted items, the target left rankable."""
+    users = range(len(es.users))[rows]
+    mask = np.zeros((len(users), n_items), np.float32)
+    for r, u in enumerate(users):
+        mask[r, es.seen[u][es.seen[u] < n_items]] = 1.0
+        if es.target[u] < n_items:
+            mask[r, es.target[u]] = 0.0
+    return mask
+
+
+def metrics_from_ranks(ranks: np.ndarray, cold: np.ndarray | None = None) -> dict[str, float]:
+    """HR@K / NDCG@K from 0-based ranks (and cold-start recall over the ``cold`` subset)."""
+    out: dict[str, float] = {"users": int(len(ranks))}
+    for k in KS:
+        hit = ranks < k
+        out[f"hr@{k}"] = round(float(hit.mean()), 5) if len(ranks) else 0.0
+        out[f"ndcg@{k}"] = round(float((hit / np.log2(ranks + 2)).mean()), 5) if len(ranks) else 0.0
+    if cold is not None and cold.any():
+        out["cold_users"] = int(cold.sum())
+        for k in KS:
+            out[f"cold_recall@{k}"] = round(float((ranks[cold] < k).mean()), 5)
+    return out
+
+
+def evaluate_ranks(ranks_of: Ranks, es: EvalSet, n_items: int, known: np.ndarray | None = None,
+                   batch_size: int = 256) -> dict[str, float]:
+    """Run a scorer over an eval set in batches and summarise its ranks."""
+    ranks = np.concatenate([
+        ranks_of(es.tokens[i:i + batch_size], seen_mask(es, slice(i, i + batch_size), n_items),
+                 es.target[i:i + batch_size])
+        for i in range(0, len(es.users), batch_size)]) if es.users else np.zeros(0)
+    cold = None
+    if known is not None:
+        cold = np.array([t >= len(known) or known[t] == 0 for t in es.target], dtype=bool)
+    return metrics_from_ranks(ranks, cold)
+
+
+def _ranks_from_scores(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Rank = items scored above the target plus half the others tied with it (random
+    tie-breaking in expectation: cold items known only by metadata can tie exactly).
+    Unrankable targets (ids beyond the table) miss.
+    """
+    n = scores.shape[1]
+    ok = targets < n
+    tscore = np.where(ok, scores[np.arange(len(targets)), np.minimum(targets, n - 1)], np.inf)
+    above = (scores > tscore[:, None]).sum(1)
+    tied = (scores == tscore[:, None]).sum(1) - 1
+    return np.where(ok, above + tied // 2, n)
+
+
+def torch_ranker(model: FoundationModel, device: str = "cpu") -> Ranks:
+    """Scorer over the eager model."""
+    model.eval()
+
+    def ranks(tokens: np.ndarray, mask: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        batch = {f: torch.from_numpy(tokens[..., i]).to(device) for i, f in enumerate(FACETS)}
+        with torch.no_grad():
+            scores = model.score(batch, torch.from_numpy(mask).to(device))
+        return _ranks_from_scores(scores.float().cpu().numpy(), targets)
+    return ranks
+
+
+def popularity_ranker(corpus: Corpus, split: Split) -> Ranks:
+    """Most-popular baseline: training interaction counts, the same exclusions."""
+    counts = np.zeros(corpus.n_items, np.float32)
+    known = known_items(corpus, split)
+    positive = corpus.positive_ids()
+    for user, end in split.train.items():
+        seq = corpus.sequences[user][:end]
+        np.add.at(counts, seq[np.isin(seq[:, 1], positive), 0], 1.0)
+    counts *= known > 0  # cold items were never training targets
+    counts += np.linspace(0, 1e-3, len(counts), dtype=np.float32)[::-1]  # stable tie-break
+
+    def ranks(tokens: np.ndarray, mask: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        scores = np.where(mask > 0, -np.inf, counts[None, :]).astype(np.float32)
+        scores[:, :2] = -np.inf
+        return _ranks_from_scores(scores, targets)
+    return ranks
+
+
+def onnx_ranker(path: Path, threads: int | None = None) -> Ranks:
+    """Scorer over an exported ONNX file: the rank is the target's place in ``top_ids``
+    (targets outside the top k count as rank k, a miss for every K <= k).
+    """
+    from models.onnx_runtime import OnnxRanker
+
+    runner = OnnxRanker(path, threads=threads)
+    if runner.k < max(KS):
+        raise ValueError(f"{path} was exported with k={runner.k}; need k >= {max(KS)}")
+
+    def ranks(tokens: np.ndarray, mask: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        batch = {f: tokens[..., i] for i, f in enumerate(FACETS)}
+        _, ids, _ = runner.rank(batch, mask)
+        hit = ids == targets[:, None]
+        return np.where(hit.any(1), hit.argmax(1), runner.k)
+    return ranks
+
+
+def evaluate_dir(model_dir: Path, corpus: Corpus, split_name: str = "test",
+                 ablation_dir: Path | None = None, onnx_path: Path | None = None,
+                 int8: bool = False) -> dict[str, object]:
+    """``marquee evaluate``: the model, its baselines and its exports on the same split."""
+    import tempfile
+
+    from models.checkpoint import load_checkpoint
+    from models.data import eval_set, leave_one_out
+    from models.export import export_checkpoint
+
+    ckpt = load_checkpoint(model_dir)
+    split = leave_one_out(corpus)
+    cuts = split.test if split_name == "test" else split.valid
+    known = known_items(corpus, split)
+    n_items, max_len = ckpt.config.n_items, ckpt.config.max_len
+    if corpus.n_items > n_items:
+        raise ValueError(f"the data has {corpus.n_items} item ids, model {model_dir} only "
+                         f"{n_items}: evaluate on the data it was trained on")
+    es = eval_set(corpus, cuts, max_len)
+    out: dict[str, object] = {"split": split_name, "users": len(es.users), "items": n_items,
+                              "model_version": ckpt.version}
+    out["model"] = evaluate_ranks(torch_ranker(ckpt.model), es, n_items, known)
+    out["most_popular"] = evaluate_ranks(popularity_ranker(corpus, split), es, n_items, known)
+    ablation_dir = ablation_dir or (model_dir / "ablation" if (model_dir / "ablation").exists()
+                                    else None)
+    if ablation_dir is not None:
+        abl = load_checkpoint(ablation_dir)
+        abl_es = es if abl.config.max_len == max_len else eval_set(corpus, cuts, abl.config.max_len)
+        out["item_only"] = evaluate_ranks(torch_ranker(abl.model), abl_es, n_items, known)
+    if onnx_path is not None:
+        out["onnx"] = evaluate_ranks(onnx_ranker(onnx_path), es, n_items, known)
+    if int8:
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_checkpoint(ckpt, Path(tmp) / "fp32.onnx")
+            q8 = export_checkpoint(ckpt, Path(tmp) / "int8.onnx", int8=True)
+            out["onnx_fp32"] = evaluate_ranks(onnx_ranker(fp32), es, n_items, known)
+            out["onnx_int8"] = evaluate_ranks(onnx_ranker(q8), es, n_items, known)
+            out["int8_size_ratio"] = round(q8.stat().st_size / fp32.stat().st_size, 3)
+        a, b = out["onnx_fp32"], out["onnx_int8"]
+        out["int8_change"] = {k: round(b[k] - a[k], 5) for k in a  # type: ignore[index]
+                              if k.startswith(("hr@", "ndcg@"))}
+    return out

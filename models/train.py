@@ -1,0 +1,192 @@
+"""Training: windows of the leave-one-out training prefixes, AdamW, early stopping on validation.
+
+The checkpoint kept is the one with the best validation NDCG@10 (never test). It carries its
+model config, vocabulary, catalogue tables and a description of the data it was trained on, so
+``marquee evaluate`` can rebuild the same split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.checkpoint import Checkpoint, new_version
+from models.data import Corpus, Split, eval_set, known_items, leave_one_out, training_windows
+from models.evaluate import evaluate_ranks, torch_ranker
+from models.model import FoundationModel, ModelConfig
+from streams.tokens import FACETS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation budget and schedule."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    patience: int = 5  # evaluations without validation improvement before stopping
+    eval_every: int = 1  # epochs
+    max_minutes: float | None = None  # wall-clock budget (checked after each epoch)
+    valid_users: int | None = None  # cap on validation users (sampled once, seeded)
+    seed: int = 42
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """The best checkpoint and the history that chose it."""
+
+    checkpoint: Checkpoint
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_valid: dict[str, float]
+    tokens_per_s: float
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same run (on CPU)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(corpus: Corpus, split: Split, model_cfg: dict[str, Any]) -> FoundationModel:
+    """A fresh model sized for the corpus, with its catalogue tables installed."""
+    has_meta = corpus.item_meta is not None
+    cfg = ModelConfig(n_items=corpus.n_items, n_devices=max(corpus.vocab.size("device"), 2),
+                      n_surfaces=max(corpus.vocab.size("surface"), 2),
+                      n_genres=len(corpus.genres) + 1, n_kinds=len(corpus.kinds) + 1,
+                      **{"use_tower": has_meta, **model_cfg})
+    model = FoundationModel(cfg)
+    meta = corpus.item_meta if has_meta else np.zeros((corpus.n_items, 4), np.int64)
+    model.set_catalogue(torch.from_numpy(meta), torch.from_numpy(known_items(corpus, split)))
+    return model
+
+
+def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
+          data_spec: dict[str, Any] | None = None, split: Split | None = None,
+          tag: str = "fm") -> TrainResult:
+    """Train one model; returns the best-on-validation checkpoint."""
+    seed_everything(cfg.seed)
+    split = split or leave_one_out(corpus)
+    model = build_model(corpus, split, model_cfg).to(cfg.device)
+    mc = model.cfg
+    log.info("training %s: %s on %s, %d users, %d items", tag, mc.to_dict(), cfg.device,
+             len(corpus.sequences), corpus.n_items)
+    win = training_windows(corpus, split, mc.max_len, mc.mtp_k)
+    tensors = {"tokens": torch.from_numpy(win.tokens), "item": torch.from_numpy(win.item),
+               "mtp": torch.from_numpy(win.mtp), "action": torch.from_numpy(win.action),
+               "duration": torch.from_numpy(win.duration), "weight": torch.from_numpy(win.weight)}
+    valid = _valid_set(corpus, split, mc.max_len, cfg)
+    known = known_items(corpus, split)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict[str, Any]] = []
+    best: tuple[float, int, dict[str, Any], dict[str, float]] = (-1.0, 0, {}, {})
+    start, n_tokens, train_s, bad = time.monotonic(), 0, 0.0, 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0 = time.monotonic()
+        order = torch.randperm(len(win), generator=gen)
+        sums: dict[str, float] = {}
+        batches = range(0, len(order), cfg.batch_size)
+        bar = tqdm(batches, desc=f"{tag} epoch {epoch}", disable=not cfg.progress, leave=False)
+        for i in bar:
+            idx = order[i:i + cfg.batch_size]
+            tok = tensors["tokens"][idx].to(cfg.device)
+            batch = {f: tok[..., j] for j, f in enumerate(FACETS)}
+            targets = {k: tensors[k][idx].to(cfg.device) for k in
+                       ("item", "mtp", "action", "duration", "weight")}
+            losses = model.losses(batch, targets)
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            opt.step()
+            n_tokens += int((tok[..., 0] > 0).sum())
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
+        train_s += time.monotonic() - t0
+        row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": round(v / len(batches), 5)
+                                                  for k, v in sums.items()}}
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            metrics = evaluate_ranks(torch_ranker(model, cfg.device), valid, mc.n_items, known)
+            row.update({f"valid_{k}": v for k, v in metrics.items()})
+            if metrics["ndcg@10"] > best[0]:
+                state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best, bad = (metrics["ndcg@10"], epoch, state, metrics), 0
+            else:
+                bad += 1
+        row["elapsed_s"] = round(time.monotonic() - start, 1)
+        history.append(row)
+        log.info("%s %s", tag, row)
+        if cfg.progress:
+            tqdm.write(f"{tag} " + json.dumps(row))
+        elapsed_min = (time.monotonic() - start) / 60
+        out_of_time = cfg.max_minutes is not None and elapsed_min > cfg.max_minutes
+        if bad >= cfg.patience or out_of_time or not math.isfinite(row.get("train_loss", 0.0)):
+            break
+    model.load_state_dict(best[2])
+    model.cpu().eval()
+    extra = {"data": data_spec or {}, "train": {**asdict(cfg), "device": cfg.device},
+             "best_epoch": best[1], "valid": best[3]}
+    ckpt = Checkpoint(model=model, vocab=corpus.vocab, version=new_version(tag),
+                      genres=corpus.genres, kinds=corpus.kinds, ref_ms=corpus.ref_ms, extra=extra)
+    return TrainResult(ckpt, history, best[1], best[3], n_tokens / max(train_s, 1e-9))
+
+
+def _valid_set(corpus: Corpus, split: Split, max_len: int, cfg: TrainConfig):
+    cuts = split.valid
+    if cfg.valid_users is not None and len(cuts) > cfg.valid_users:
+        keep = random.Random(cfg.seed).sample(sorted(cuts), cfg.valid_users)
+        cuts = {u: cuts[u] for u in keep}
+    return eval_set(corpus, cuts, max_len)
+
+
+def write_outputs(result: TrainResult, out_dir: Path) -> dict[str, Any]:
+    """Checkpoint, ``metrics.json`` and ``curves.png`` into ``out_dir``; returns the metrics."""
+    result.checkpoint.save(out_dir)
+    metrics = {"version": result.checkpoint.version, "best_epoch": result.best_epoch,
+               "valid": result.best_valid, "train_tokens_per_s": round(result.tokens_per_s, 1),
+               "config": result.checkpoint.config.to_dict(), "history": result.history}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_curves(result.history, out_dir / "curves.png")
+    return metrics
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Training losses and validation HR/NDCG@10 per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [r["epoch"] for r in history]
+    for key in sorted({k for r in history for k in r if k.startswith("train_")}):
+        ax1.plot(epochs, [r.get(key, float("nan")) for r in history], label=key[6:])
+    ax1.set_xlabel("epoch")
+    ax1.set_title("training losses")
+    ax1.legend()
+    ev = [r for r in history if "valid_ndcg@10" in r]
+    for key in ("valid_hr@10", "valid_ndcg@10"):
+        ax2.plot([r["epoch"] for r in ev], [r[key] for r in ev], marker="o", label=key[6:])
+    ax2.set_xlabel("epoch")
+    ax2.set_title("validation")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
