@@ -1,0 +1,58 @@
+"""Item-level stream features: plays, impressions and CTR over sliding event-time windows.
+
+Counts live in one-minute buckets per item, so memory is bounded (at most 24 * 60 buckets)
+and the result does not depend on arrival order: windows end at the newest event time the
+item has seen, and a bucket is only evicted once it is outside every future window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.events import Action, InteractionEvent
+
+BUCKET_MS = 60_000
+HOUR, DAY = 60, 24 * 60  # in buckets
+
+
+@dataclass
+class ItemCounter:
+    """One item's bucketed counters (bucket -> [plays, impressions, clicks])."""
+
+    item_id: str
+    buckets: dict[int, list[int]] = field(default_factory=dict)
+    newest: int = 0  # newest bucket seen
+
+    def add(self, event: InteractionEvent) -> bool:
+        """Count a play, impression or click; returns whether anything changed."""
+        column = {Action.PLAY: 0, Action.IMPRESSION: 1, Action.CLICK: 2}.get(event.action)
+        if column is None:
+            return False
+        bucket = event.ts // BUCKET_MS
+        if bucket <= self.newest - DAY:
+            return False  # outside every window from now on
+        if bucket > self.newest:
+            self.newest = bucket
+            for old in [b for b in self.buckets if b <= bucket - DAY]:
+                del self.buckets[old]
+        self.buckets.setdefault(bucket, [0, 0, 0])[column] += 1
+        return True
+
+    def row(self, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The ``item_stats`` row (``event_timestamp`` = end of the window, ms)."""
+        plays_1h = plays = impressions = clicks = 0
+        for bucket, (p, i, c) in self.buckets.items():
+            if bucket > self.newest - DAY:
+                plays += p
+                impressions += i
+                clicks += c
+                if bucket > self.newest - HOUR:
+                    plays_1h += p
+        meta = meta or {}
+        return {"item_id": self.item_id, "event_timestamp": (self.newest + 1) * BUCKET_MS,
+                "plays_1h": plays_1h, "plays_24h": plays, "impressions_24h": impressions,
+                "ctr_24h": clicks / impressions if impressions else 0.0,
+                "release_ms": int(meta.get("release_ms", 0)), "genre": meta.get("genre", ""),
+                "kind": meta.get("kind", ""), "duration_s": int(meta.get("duration_s", 0))}

@@ -1,0 +1,85 @@
+"""The dataflow with Bytewax's TestingSource/TestingSink: what comes out for what goes in."""
+
+from __future__ import annotations
+
+import json
+
+from bytewax.testing import TestingSink, TestingSource, run_main
+
+from streams.events import InteractionEvent
+from streams.flow import DeadLetter, FlowSettings, ItemRow, Shared, UserRow, build_flow
+from streams.synthetic import SyntheticWorld, WorldConfig
+from streams.tokenizer import tokenize_events
+from streams.tokens import Vocab
+from tests.streams.tokenizer_reference import token_tuple
+
+
+def world_events(n_users: int = 12, days: int = 2) -> tuple[list[dict], SyntheticWorld]:
+    world = SyntheticWorld(WorldConfig(n_users=n_users, days=days))
+    return list(world.events()), world
+
+
+def shared_for(world: SyntheticWorld, **settings) -> Shared:
+    durations = {t.item_id: t.duration_s for t in world.catalogue}
+    catalogue = {t.item_id: {"genre": t.genre, "kind": t.kind, "release_ms": t.release_ms,
+                             "duration_s": t.duration_s} for t in world.catalogue}
+    return Shared(Vocab(), durations, catalogue,
+                  FlowSettings(finish_at_eof=True, flush_s=0.01, **settings))
+
+
+def run(raw: list[bytes], shared: Shared) -> tuple[list, list]:
+    out, dead = [], []
+    run_main(build_flow(TestingSource(raw, batch_size=50), TestingSink(out), TestingSink(dead),
+                        shared))
+    return out, dead
+
+
+def test_flow_tokens_equal_the_batch_tokenizer_and_bad_events_are_dead_lettered():
+    events, world = world_events()
+    raw = [json.dumps(e).encode() for e in events]
+    # Noise: a duplicate, broken JSON, a contract violation and an event far too late.
+    late = {**events[-1], "event_id": "late-1", "ts": events[-1]["ts"] - 3_600_000}
+    noisy = (raw[:100] + [raw[5], b"{not json", json.dumps({**events[0], "action": "fly",
+                                                            "event_id": "x1"}).encode()]
+             + raw[100:] + [json.dumps(late).encode()])
+    shared = shared_for(world)
+    out, dead = run(noisy, shared)
+
+    tokens = [v for _, v in out if not isinstance(v, UserRow | ItemRow)]
+    want_vocab = Vocab()
+    want = tokenize_events([InteractionEvent.model_validate(e) for e in events], want_vocab,
+                           config=shared.settings.tokenizer(), durations=shared.durations)
+    assert sorted(token_tuple(t, shared.vocab) for t in tokens) == sorted(
+        token_tuple(t, want_vocab) for t in want)
+
+    reasons = sorted(d.reason for d in dead)
+    assert all(isinstance(d, DeadLetter) for d in dead)
+    assert reasons == ["duplicate", "invalid_action", "invalid_event", "late"]
+    assert json.loads(dead[0].to_json())["raw"]
+
+    # The last row per user is that user's whole token history (all final at EOF).
+    rows = {}
+    for key, value in out:
+        if isinstance(value, UserRow):
+            rows[value.user_id] = value
+            assert key == f"u:{value.user_id}"
+    by_user: dict[str, list] = {}
+    for t in want:
+        by_user.setdefault(t.user_id, []).append(token_tuple(t, want_vocab))
+    assert set(rows) == set(by_user)
+    for user_id, row in rows.items():
+        assert [token_tuple(t, shared.vocab) for t in row.tokens] == by_user[user_id][-200:]
+
+    # Item rows: every played item has a row with plays and catalogue metadata.
+    items = {v.row["item_id"]: v.row for _, v in out if isinstance(v, ItemRow)}
+    played = {e["item_id"] for e in events if e["action"] == "play"}
+    assert played <= set(items)
+    some = items[sorted(played)[0]]
+    assert some["plays_24h"] >= 1 and some["genre"] and some["duration_s"] > 0
+    for item_id, row in items.items():  # windows end at the item's newest event (minutes)
+        mine = [e for e in events if e["item_id"] == item_id
+                and e["action"] in ("play", "impression", "click")]
+        newest = max(e["ts"] // 60_000 for e in mine)
+        recent = [e for e in mine if e["ts"] // 60_000 > newest - 24 * 60]
+        assert row["plays_24h"] == sum(e["action"] == "play" for e in recent)
+        assert row["impressions_24h"] == sum(e["action"] == "impression" for e in recent)
