@@ -11,6 +11,7 @@ import orjson
 from confluent_kafka import Producer
 
 from infra.broker import broker_for
+from infra.charts import bar_chart
 from streams.config import KafkaSettings
 from streams.consume import read_all
 from streams.produce import PRODUCER_CONFIG, produce_events
@@ -64,7 +65,9 @@ def run_bench(n: int = 200_000, out: Path = Path("var/bench/produce.json")) -> d
     figures["ratio_end_to_end_vs_floor"] = figures["produce_synthetic_end_to_end_eps"] / floor
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
+    bar_chart({k.removesuffix("_eps"): v for k, v in figures.items() if k.endswith("_eps")},
+              f"Producer throughput ({n:,} events)", "events/s", out.with_suffix(".png"))
     for key, value in figures.items():
         print(f"{key:38s} {value:14,.2f}")
-    print(f"(written to {out})")
+    print(f"(written to {out} and {out.with_suffix('.png')})")
     return figures
