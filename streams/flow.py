@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams import metrics
 from streams.events import InteractionEvent, validate_event
 from streams.item_stats import ItemCounter
+from streams.synthetic import SURFACES
 from streams.tokenizer import TokenizerConfig, UserTokenizer
 from streams.tokens import Token, Vocab
 
@@ -365,11 +366,19 @@ def _stateful_by_key(step_id: str, up: Any, make: Any) -> Any:
 
 
 # ---- wiring for production ------------------------------------------------------------------
+KNOWN_VALUES: dict[str, tuple[str, ...]] = {
+    "device": ("tv", "phone", "tablet", "web"),
+    "surface": SURFACES + ("search",),
+}
+
+
 def load_shared(settings: FlowSettings) -> Shared:
     """Vocabulary (persisted ids first, then catalogue titles in id order) and catalogue.
 
-    Seeding the vocabulary from the catalogue in sorted order makes item ids the same in
-    every process, so several worker processes agree on ids without talking to each other.
+    Seeding the vocabulary from the catalogue in sorted order (and the usual devices and
+    surfaces) makes ids the same in every process and every run, whatever the order events
+    arrive in. Values seen for the first time get the next free id in arrival order: stable
+    once given (persisted before any row uses them), but numbered by arrival.
     """
     data = settings.data_dir
     vocab_path = data / "vocab.json"
@@ -383,6 +392,9 @@ def load_shared(settings: FlowSettings) -> Shared:
                 catalogue[title["item_id"]] = title
         for item_id in sorted(catalogue):
             vocab.id("item", item_id)
+    for facet, values in KNOWN_VALUES.items():
+        for value in values:
+            vocab.id(facet, value)
     durations = {k: int(v.get("duration_s", 0)) for k, v in catalogue.items()
                  if v.get("duration_s")}
     shared = Shared(vocab, durations, catalogue, settings, vocab_path)
