@@ -1,0 +1,516 @@
+"""The re-ranker's MILPs (scipy HiGHS) and the exact reductions that keep them small.
+
+Three models share one builder: **selection** (one binary per candidate: which k), **ordering**
+(x[i, p]: the chosen k items to k slots) and **joint** (x[i, p] over all candidates: the exact
+reference). Constraint rules are counts over the chosen items (pins, goal, group counts, shares,
+the per-group cap a diversity window implies) or windows over slots (diversity).
+
+Why these reductions are exact:
+
+* **Dominance** (selection and joint): item i dominates j if it scores at least as high, counts
+  in every lower-bounded rule j counts in and in no upper-bounded rule j is not in. Swapping j
+  for an unchosen dominator keeps every rule (also their violations, when relaxed) and does not
+  lower the objective; an optimum that is maximal in the dominance order never holds an item
+  with k dominators, so such items are dropped. With the constraints strict, an item with as
+  many better same-signature items as its tightest cap (``hi``) is dropped likewise.
+* **Order pruning** (ordering): see ``order_pruning``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+
+from serve.constraints import Constraints, Goal
+from serve.highs import Route, solve_milp
+
+TIER_POLICY, TIER_GOAL, TIER_PIN = 1, 2, 3  # relaxed first .. relaxed last
+ATTRIBUTES = ("genre", "kind", "series")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One item to rank with what the constraints look at."""
+
+    item_id: str
+    score: float
+    genre: str = ""
+    kind: str = ""
+    series: str = ""
+    duration_s: int = 0
+    is_new: bool = False  # released recently (a "new title")
+    over_exposed: bool = False  # shown far more than its share lately
+    familiar: bool = False  # the user already interacted with it (or its series)
+
+
+@dataclass
+class Pool:
+    """Unblocked candidates, one per item id (its best score), best first, as arrays."""
+
+    cands: list[Candidate]
+    scores: np.ndarray
+    tables: dict[str, dict[str, int]]  # attribute -> value -> code ("" -> -1)
+    codes: dict[str, np.ndarray]  # attribute -> code per item
+    is_new: np.ndarray
+    over: np.ndarray
+    familiar: np.ndarray
+    duration_s: np.ndarray
+    index: dict[str, int]
+
+    @classmethod
+    def build(cls, candidates: list[Candidate], blocked: set[str]) -> Pool:
+        """Validate and index candidates (a non-finite score is the caller's bug: ValueError)."""
+        best: dict[str, Candidate] = {}
+        for c in candidates:
+            if not math.isfinite(c.score):
+                raise ValueError(f"candidate {c.item_id}: score {c.score} is not finite")
+            if c.item_id not in blocked and (c.item_id not in best
+                                             or c.score > best[c.item_id].score):
+                best[c.item_id] = c
+        cands = sorted(best.values(), key=lambda c: -c.score)
+        tables: dict[str, dict[str, int]] = {}
+        codes = {}
+        for a in ATTRIBUTES:
+            table = tables[a] = {"": -1}
+            codes[a] = np.array([table.setdefault(getattr(c, a), len(table) - 1)
+                                 for c in cands], dtype=np.int64)
+        flags = np.array([(c.is_new, c.over_exposed, c.familiar) for c in cands],
+                         dtype=bool).reshape(-1, 3)
+        return cls(cands, np.array([c.score for c in cands], dtype=np.float64), tables, codes,
+                   flags[:, 0], flags[:, 1], flags[:, 2],
+                   np.array([c.duration_s for c in cands], np.float64),
+                   {c.item_id: i for i, c in enumerate(cands)})
+
+    def has(self, attribute: str, values: list[str]) -> np.ndarray:
+        """Mask of items whose ``attribute`` is one of ``values``."""
+        table = self.tables[attribute]
+        wanted = [table[v] for v in values if v in table and v]
+        return np.isin(self.codes[attribute], wanted)
+
+    def __len__(self) -> int:
+        return len(self.cands)
+
+
+@dataclass
+class Rule:
+    """One reported constraint. Count rules have a ``mask`` over the pool; ``diversity`` and
+    ``pin`` rules are positional.
+    """
+
+    name: str
+    family: str
+    tier: int
+    lo: int = 0
+    hi: int | None = None
+    mask: np.ndarray | None = None
+    attribute: str = ""  # diversity
+    window: int = 0
+    pin_item: int = -1  # pool index of a pinned item
+    pin_pos: int | None = None  # 0-based slot
+
+
+def goal_mask(goal: Goal, pool: Pool) -> np.ndarray:
+    """Which pool items pass the goal's filters."""
+    g = goal.resolved()
+    ok = np.ones(len(pool), dtype=bool)
+    if g.kinds:
+        ok &= pool.has("kind", list(g.kinds))
+    if g.genres:
+        ok &= pool.has("genre", g.genres)
+    if g.exclude_genres:
+        ok &= ~pool.has("genre", g.exclude_genres)
+    if g.max_duration_minutes is not None:
+        ok &= pool.duration_s <= g.max_duration_minutes * 60
+    if g.min_duration_minutes is not None:
+        ok &= pool.duration_s >= g.min_duration_minutes * 60
+    if g.new_to_me:
+        ok &= ~pool.familiar
+    if g.new_releases:
+        ok &= pool.is_new
+    return ok
+
+
+def build_rules(cons: Constraints, pool: Pool, k: int) -> list[Rule]:
+    """The constraint model as rules over the pool for a list of length k (pins of items not
+    in the pool, or past slot k, are left out: the caller reports them).
+    """
+    rules: list[Rule] = []
+    for pin in cons.pinned:
+        if pin.item_id in pool.index and (pin.position is None or pin.position <= k):
+            where = f" at {pin.position}" if pin.position else ""
+            rules.append(Rule(f"pin {pin.item_id}{where}", "pin", TIER_PIN, lo=1,
+                              mask=np.arange(len(pool)) == pool.index[pin.item_id],
+                              pin_item=pool.index[pin.item_id],
+                              pin_pos=None if pin.position is None else pin.position - 1))
+    if cons.goal is not None:
+        rules.append(Rule(f"goal: {cons.goal.describe()}", "goal", TIER_GOAL, lo=k,
+                          mask=goal_mask(cons.goal, pool)))
+    for gc in cons.group_counts:
+        bounds = ([f">= {gc.min}"] if gc.min else []) + (
+            [f"<= {gc.max}"] if gc.max is not None else [])
+        rules.append(Rule(f"{gc.attribute}={gc.value} {' and '.join(bounds)}", "group_count",
+                          TIER_POLICY, lo=min(gc.min, k), hi=gc.max,
+                          mask=pool.has(gc.attribute, [gc.value])))
+    if cons.min_new_share:
+        need = math.ceil(cons.min_new_share * k - 1e-9)
+        rules.append(Rule(f"new titles >= {cons.min_new_share:.0%} ({need} of {k})",
+                          "new_share", TIER_POLICY, lo=need, mask=pool.is_new))
+    if cons.max_overexposed_share is not None:
+        cap = math.floor(cons.max_overexposed_share * k + 1e-9)
+        rules.append(Rule(f"over-exposed titles <= {cons.max_overexposed_share:.0%} "
+                          f"({cap} of {k})", "overexposed_share", TIER_POLICY, hi=cap,
+                          mask=pool.over))
+    for d in cons.diversity:
+        rules.append(Rule(f"at most {d.max_items} per {d.attribute} in any {d.window} slots",
+                          "diversity", TIER_POLICY, hi=d.max_items, attribute=d.attribute,
+                          window=d.window))
+    return rules
+
+
+def window_cap(m: int, w: int, k: int) -> int:
+    """Most items of one group a list of k can hold with at most m in any w consecutive slots."""
+    return m * (k // w) + min(m, k % w)
+
+
+def evaluate(order: list[int], rules: list[Rule], pool: Pool) -> list[float]:
+    """Each rule's value on an ordered list of pool indices: a count, the fullest window of
+    any group, or 1.0/0.0 for a pin.
+    """
+    out = []
+    chosen = np.array(order, dtype=np.int64)
+    for r in rules:
+        if r.family == "pin":
+            ok = r.pin_item in order and (r.pin_pos is None
+                                          or order.index(r.pin_item) == r.pin_pos)
+            out.append(1.0 if ok else 0.0)
+        elif r.family == "diversity":
+            codes = pool.codes[r.attribute][chosen]
+            worst = 0
+            for g in np.unique(codes[codes >= 0]):
+                hits = np.convolve((codes == g).astype(np.int64), np.ones(r.window, np.int64))
+                worst = max(worst, int(hits.max()))
+            out.append(float(worst))
+        else:
+            out.append(float(r.mask[chosen].sum()) if len(order) else 0.0)
+    return out
+
+
+def violation(rule: Rule, value: float) -> float:
+    """How far ``value`` breaks ``rule`` (0 when it holds)."""
+    over = max(0.0, value - rule.hi) if rule.hi is not None else 0.0
+    return max(0.0, rule.lo - value) + over
+
+
+@dataclass
+class CountRow:
+    """A row over chosen items: lo <= sum(mask[chosen]) <= hi, reported as ``rules[owner]``."""
+
+    mask: np.ndarray
+    lo: float
+    hi: float
+    owner: int
+
+
+def count_rows(rules: list[Rule], pool: Pool, k: int) -> list[CountRow]:
+    """Count rows of every rule; a diversity rule gives each group the cap its window implies."""
+    rows = []
+    for j, r in enumerate(rules):
+        if r.family == "diversity":
+            codes = pool.codes[r.attribute]
+            cap = window_cap(r.hi, r.window, k)
+            for g in np.unique(codes[codes >= 0]):
+                mask = codes == g
+                if mask.sum() > cap:
+                    rows.append(CountRow(mask, 0.0, float(cap), j))
+        else:
+            rows.append(CountRow(r.mask, float(r.lo), np.inf if r.hi is None else float(r.hi), j))
+    return rows
+
+
+def dominance_keep(rows: list[CountRow], n: int, k: int, strict: bool) -> np.ndarray:
+    """Items that may be in an optimum (see the module docstring); pool order = score order."""
+    if not rows:
+        return np.arange(n) < k
+    lo_bits = np.array([r.mask for r in rows if r.lo > 0], dtype=bool).reshape(-1, n).T
+    hi_bits = np.array([r.mask for r in rows if np.isfinite(r.hi)], dtype=bool).reshape(-1, n).T
+    sig = np.concatenate([lo_bits, hi_bits], axis=1)
+    if sig.shape[1] <= 62:  # hash each signature into one int: np.unique(axis=0) is slow
+        key = sig.astype(np.int64) @ (np.int64(1) << np.arange(sig.shape[1], dtype=np.int64))
+        _, first, t_of = np.unique(key, return_index=True, return_inverse=True)
+        types = sig[first]
+    else:
+        types, t_of = np.unique(sig, axis=0, return_inverse=True)
+    t_of = t_of.reshape(-1)
+    nlo = lo_bits.shape[1]
+    tl, th = types[:, :nlo], types[:, nlo:]
+    # dom[a, b]: type a dominates type b
+    dom = (tl[:, None, :] >= tl[None, :, :]).all(-1) & (th[:, None, :] <= th[None, :, :]).all(-1)
+    onehot = np.zeros((n, len(types)), dtype=np.int64)
+    onehot[np.arange(n), t_of] = 1
+    before = np.cumsum(onehot, axis=0) - onehot
+    dominators = (before * dom[:, t_of].T).sum(axis=1)
+    keep = dominators < k
+    if strict and hi_bits.shape[1]:
+        his = np.array([r.hi for r in rows if np.isfinite(r.hi)])
+        cap = np.where(hi_bits, his[None, :], np.inf).min(axis=1)
+        keep &= before[np.arange(n), t_of] < cap
+    return keep
+
+
+def order_pruning(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> np.ndarray:
+    """Allowed (item, slot) pairs when ordering the chosen ``items`` (ascending pool index =
+    score order).
+
+    Exchange argument: two unpinned items that share their group under every diversity rule
+    where that group is crowded (more than m chosen; other groups can never break a window) can
+    swap slots without changing any window count, so in an optimum they keep their score order:
+    the r-th of n such items sits in slots r .. k-1-(n-1-r). Pinned items sit at their pin and
+    nobody else does.
+    """
+    n = len(items)
+    allowed = np.ones((n, k), dtype=bool)
+    pinned_at = {r.pin_item: r.pin_pos for r in rules
+                 if r.family == "pin" and r.pin_pos is not None}
+    keys = []
+    for r in rules:
+        if r.family == "diversity":
+            codes = pool.codes[r.attribute][items]
+            counts = np.bincount(codes[codes >= 0], minlength=1)
+            crowded = np.isin(codes, np.nonzero(counts > r.hi)[0])
+            keys.append(np.where(crowded, codes, -1))
+    key_rows = np.array(keys).T if keys else np.zeros((n, 0), np.int64)
+    classes: dict[tuple, list[int]] = {}
+    for j, i in enumerate(items):
+        if i in pinned_at:
+            allowed[j, :] = False
+            allowed[j, pinned_at[i]] = True
+            continue
+        allowed[j, list(pinned_at.values())] = False
+        classes.setdefault(tuple(key_rows[j]), []).append(j)
+    for members in classes.values():  # already in score order
+        for rank, j in enumerate(members):
+            allowed[j, :rank] = False
+            allowed[j, k - (len(members) - rank) + 1:] = False
+    return allowed
+
+
+@dataclass
+class Model:
+    """Assignment of ``items`` (ascending pool indices) to ``slots`` with count and window rows.
+
+    ``slots == 1``: selection (one binary per item, k of them). Otherwise x[i, p] puts item i at
+    slot p; every slot is filled once and every item used at most once (exactly once when
+    ``place_all``, the ordering model). ``allowed`` prunes (item, slot) pairs.
+    """
+
+    pool: Pool
+    items: np.ndarray
+    slots: int
+    k: int
+    weights: np.ndarray
+    rules: list[Rule]
+    rows: list[CountRow]
+    allowed: np.ndarray | None = None
+    place_all: bool = False
+    select_only: bool = False  # the selection model: one column per item, no slots
+    time_limit: float = 0.25
+    route: Route = "core"
+    calls: int = 0
+    optimal: bool = True
+    col_i: np.ndarray = field(init=False)
+    col_p: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        allowed = (np.ones((len(self.items), self.slots), bool) if self.allowed is None
+                   else self.allowed)
+        local_i, self.col_p = np.nonzero(allowed)
+        self.col_i = self.items[local_i]  # pool index per column
+
+    def _matrix(self) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, their bounds, and the rule each row reports to (-1 = structural)."""
+        ncol, ci, cp = len(self.col_i), self.col_i, self.col_p
+        r_idx: list[np.ndarray] = []
+        c_idx: list[np.ndarray] = []
+        lo: list[float] = []
+        hi: list[float] = []
+        owner: list[int] = []
+
+        def add(cols: np.ndarray, low: float, high: float, who: int) -> None:
+            r_idx.append(np.full(len(cols), len(lo)))
+            c_idx.append(cols)
+            lo.append(low)
+            hi.append(high)
+            owner.append(who)
+
+        every = np.arange(ncol)
+        if self.select_only:
+            add(every, self.k, self.k, -1)
+        else:  # one row per slot, then one per item (rows built in one go: this runs per request)
+            local = np.searchsorted(self.items, ci)
+            r_idx += [cp, self.slots + local]
+            c_idx += [every, every]
+            lo += [1.0] * self.slots + [1.0 if self.place_all else 0.0] * len(self.items)
+            hi += [1.0] * (self.slots + len(self.items))
+            owner += [-1] * (self.slots + len(self.items))
+        for row in self.rows:
+            cols = every[row.mask[ci]]
+            if len(cols) or row.lo > 0:
+                add(cols, row.lo, row.hi, row.owner)
+        if not self.select_only:
+            self._windows(r_idx, c_idx, lo, hi, owner)
+            for j, r in enumerate(self.rules):
+                if r.family == "pin" and r.pin_pos is not None and not self.place_all:
+                    add(every[(ci == r.pin_item) & (cp == r.pin_pos)], 1.0, np.inf, j)
+        a = sparse.csr_matrix((np.ones(sum(len(c) for c in c_idx)),
+                               (np.concatenate(r_idx), np.concatenate(c_idx))),
+                              shape=(len(lo), ncol))
+        return a, np.array(lo), np.array(hi), np.array(owner)
+
+    def _windows(self, r_idx: list[np.ndarray], c_idx: list[np.ndarray], lo: list[float],
+                 hi: list[float], owner: list[int]) -> None:
+        """Rows "at most m of group g in slots t..t+w-1" for every crowded group and window."""
+        ci, cp = self.col_i, self.col_p
+        for j, r in enumerate(self.rules):
+            if r.family != "diversity":
+                continue
+            codes = self.pool.codes[r.attribute][ci]
+            n_windows = max(1, self.slots - r.window + 1)
+            for g in np.unique(codes[codes >= 0]):
+                cols = np.nonzero(codes == g)[0]
+                if len(np.unique(ci[cols])) <= r.hi:
+                    continue  # too few items of g to break any window
+                # column at slot p is in windows max(0, p-w+1) .. min(p, n_windows-1)
+                first = np.maximum(0, cp[cols] - r.window + 1)
+                last = np.minimum(cp[cols], n_windows - 1)
+                reps = np.maximum(0, last - first + 1)
+                col_rep = np.repeat(cols, reps)
+                offset = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+                win = np.repeat(first, reps) + offset
+                base = len(lo)
+                r_idx.append(base + win)
+                c_idx.append(col_rep)
+                lo += [0.0] * n_windows
+                hi += [float(r.hi)] * n_windows
+                owner += [j] * n_windows
+
+    def _milp(self, c: np.ndarray, a: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray,
+              ub: np.ndarray) -> np.ndarray | None:
+        self.calls += 1
+        status, x = solve_milp(c, a, lo, hi, ub, self.time_limit, self.route)
+        if status == "time_limit":
+            self.optimal = False  # the best found so far
+        elif status == "error":
+            raise RuntimeError("HiGHS failed on the re-rank model; this is a bug")
+        return x
+
+    def solve(self, strict: bool = True) -> list[int] | None:
+        """The best list (pool indices, slot order; selection: score order). ``strict=True``
+        returns None when the constraints cannot all hold; ``strict=False`` solves the elastic
+        model: the least violation first, then the best list.
+        """
+        a, lo, hi, owner = self._matrix()
+        ncol = a.shape[1]
+        value = self.pool.scores[self.col_i] * self.weights[self.col_p]
+        if strict:
+            x = self._milp(-value, a, lo, hi, np.ones(ncol))
+            return None if x is None else self._decode(x[:ncol])
+        return self._decode(self._solve_elastic(a, lo, hi, owner, value)[:ncol])
+
+    def _solve_elastic(self, a: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray,
+                       owner: np.ndarray, value: np.ndarray) -> np.ndarray:
+        """Phase 1: least tier-weighted violation; phase 2: the best list within it."""
+        ncol, nrow = a.shape[1], a.shape[0]
+        rows, signs = [], []
+        for r in np.nonzero(owner >= 0)[0]:
+            if lo[r] > 0:
+                rows.append(r)
+                signs.append(1.0)  # shortfall
+            if np.isfinite(hi[r]):
+                rows.append(r)
+                signs.append(-1.0)  # excess
+        ns = len(rows)
+        slack = sparse.csr_matrix((signs, (rows, np.arange(ns))), shape=(nrow, ns))
+        base = ns * self.k + 1.0
+        tier_w = np.array([base ** (self.rules[owner[r]].tier - 1) for r in rows])
+        a2 = sparse.hstack([a, slack]).tocsr()
+        ub = np.concatenate([np.ones(ncol), np.full(ns, float(self.k))])
+        c1 = np.concatenate([np.zeros(ncol), tier_w])
+        x1 = self._milp(c1, a2, lo, hi, ub)
+        if x1 is None:
+            raise RuntimeError("elastic re-rank model infeasible; this is a bug")
+        a3 = sparse.vstack([a2, sparse.csr_matrix(c1[None, :])]).tocsr()
+        x2 = self._milp(np.concatenate([-value, np.zeros(ns)]), a3, np.append(lo, -np.inf),
+                        np.append(hi, float(c1 @ x1) + 0.5), ub)
+        return x2 if x2 is not None else x1
+
+    def _decode(self, x: np.ndarray) -> list[int]:
+        on = x > 0.5
+        items, slots = self.col_i[on], self.col_p[on]
+        if self.select_only:
+            return sorted(int(i) for i in items)
+        return [int(i) for _, i in sorted(zip(slots, items, strict=True))]
+
+
+def quick_infeasible(rows: list[CountRow], pool_size: int, k: int, pins: np.ndarray) -> bool:
+    """A cheap proof that the strict selection is infeasible (one row cannot hold beside the
+    pins), so the strict solve can be skipped. ``pins``: mask of pinned pool items.
+    """
+    n_pins = int(pins.sum())
+    if n_pins > k:
+        return True
+    for r in rows:
+        members = int(r.mask.sum())
+        free = k - int((pins & ~r.mask).sum())  # slots left once pins outside the row sit
+        if r.lo > min(members, free):
+            return True
+        if np.isfinite(r.hi) and (k - r.hi > pool_size - members or (pins & r.mask).sum() > r.hi):
+            return True
+    return False
+
+
+def greedy_order(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> list[int] | None:
+    """A feasible order if a greedy fill finds one (each slot takes the best remaining item
+    that keeps its windows), else None. Only a lower bound for ``bound_pruning``.
+    """
+    fixed = {r.pin_pos: r.pin_item for r in rules if r.family == "pin" and r.pin_pos is not None}
+    rest = [int(i) for i in items if int(i) not in set(fixed.values())]
+    windows = [(pool.codes[r.attribute], r.window, r.hi) for r in rules
+               if r.family == "diversity"]
+    order: list[int] = []
+    for p in range(k):
+        if p in fixed:
+            order.append(int(fixed[p]))
+            continue
+        for j, i in enumerate(rest):
+            if all(codes[i] < 0 or sum(codes[o] == codes[i] for o in order[-(w - 1):]) < m
+                   for codes, w, m in windows):
+                order.append(rest.pop(j))
+                break
+        else:
+            return None
+    if any(violation(r, v) > 0 for r, v in zip(rules, evaluate(order, rules, pool), strict=True)):
+        return None
+    return order
+
+
+def bound_pruning(scores: np.ndarray, weights: np.ndarray, lower: float) -> np.ndarray:
+    """(item, slot) pairs that can be in an order worth at least ``lower``.
+
+    ``scores`` are in descending order (item r's unconstrained slot is r). The best order with
+    item r forced to slot p, ignoring every window, is the score order with r moved to p; it
+    loses sum_{q=p}^{r-1} (w_q - w_{q+1}) (s_q - s_r) (p < r; symmetric for p > r). If even
+    that is below a known feasible order's value, no optimum puts r at p.
+    """
+    k = len(scores)
+    total = float(weights @ scores)
+    dw = weights[:-1] - weights[1:]  # dw[q] = w_q - w_{q+1} >= 0
+    loss = np.zeros((k, k))
+    for r in range(k):
+        up = dw[:r] * (scores[:r] - scores[r])  # moving r up past q < r
+        loss[r, :r] = np.cumsum(up[::-1])[::-1]
+        down = dw[r:] * (scores[r] - scores[r + 1:])  # moving r down past q > r
+        loss[r, r + 1:] = np.cumsum(down)
+    return total - loss >= lower - 1e-9 * max(1.0, abs(lower))
