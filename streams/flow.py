@@ -131,6 +131,7 @@ def decode(msg: Any) -> Envelope:
         key, partition, offset, produced = None, -1, -1, int(time.time() * 1000)
     else:
         raw, key, partition, offset = msg.value or b"", msg.key, msg.partition, msg.offset
+        metrics.observe_offset(partition, offset)
         produced = msg.timestamp[1] if msg.timestamp and msg.timestamp[1] > 0 else int(
             time.time() * 1000)
     try:  # the fast path: a valid event parses straight from JSON
@@ -421,7 +422,9 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
                       data_dir / "tokens", settings.flush_s, settings.sink_partitions,
                       shared.save_vocab, key=str(data_dir.resolve()))
     dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic)
-    metrics.serve(settings.metrics_port)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+        metrics.watch_lag(kafka.client_config(), kafka.events_topic)
     log.info("flow %s: %s -> feast (%s) + %s; dead letters -> %s; %s", name,
              kafka.events_topic, online or "env", data_dir / "tokens", kafka.dead_letter_topic,
              settings.model_dump_json())

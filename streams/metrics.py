@@ -36,6 +36,48 @@ CONSUMER_LAG = Gauge("marquee_consumer_lag_messages",
                      ["partition"])
 
 
+# When a list, every freshness observation is also appended here (benchmarks read it).
+FRESHNESS_SAMPLES: list[float] | None = None
+_positions: dict[int, int] = {}  # partition -> next offset to read, as seen by decode
+
+
+def observe_freshness(seconds: float) -> None:
+    """One event became visible online ``seconds`` after it was produced."""
+    FRESHNESS_SECONDS.observe(seconds)
+    if FRESHNESS_SAMPLES is not None:
+        FRESHNESS_SAMPLES.append(seconds)
+
+
+def observe_offset(partition: int, offset: int) -> None:
+    """Remember how far the flow has read ``partition`` (for the lag gauge)."""
+    if offset >= _positions.get(partition, -1):
+        _positions[partition] = offset + 1
+
+
+def watch_lag(client_config: dict[str, object], topic: str, every_s: float = 5.0) -> None:
+    """Keep ``marquee_consumer_lag_messages`` current from a daemon thread: high watermark
+    minus the next offset this process will read, for the partitions it reads.
+    """
+    import threading
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    def loop() -> None:
+        consumer = Consumer({**client_config, "group.id": "marquee-lag-probe",
+                             "enable.auto.commit": False})
+        while True:
+            for partition, position in list(_positions.items()):
+                try:
+                    high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                          timeout=5)[1]
+                except Exception:  # noqa: BLE001 - a probe failure must not stop the flow
+                    continue
+                CONSUMER_LAG.labels(partition=str(partition)).set(max(high - position, 0))
+            threading.Event().wait(every_s)
+
+    threading.Thread(target=loop, name="marquee-lag", daemon=True).start()
+
+
 def observe_tokens(n_tokens: int, n_events: int) -> None:
     """Count released tokens and keep the merge-ratio gauge current."""
     if n_tokens:

@@ -76,7 +76,7 @@ class _OutputPartition(StatefulSinkPartition[Any, None]):
             metrics.FEAST_ROWS.labels(feature_view="user_tokens").inc(len(rows))
             done_ms = time.time() * 1000
             for produced in self.produced:
-                metrics.FRESHNESS_SECONDS.observe(max(done_ms - produced, 0) / 1000)
+                metrics.observe_freshness(max(done_ms - produced, 0) / 1000)
         if self.items:
             with metrics.FEAST_WRITE_SECONDS.labels(feature_view="item_stats").time():
                 if writer is not None:

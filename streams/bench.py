@@ -1,0 +1,193 @@
+"""``marquee bench stream``: the flow's throughput into Feast and its freshness, beside the
+framework's floor (a Bytewax flow that reads the same topic and does nothing), same run.
+
+1. Produce N synthetic events to a fresh topic (embedded broker unless
+   ``KAFKA_BOOTSTRAP_SERVERS`` is set).
+2. Floor: KafkaSource -> count, one worker, to the end of the topic.
+3. Full flow, one worker, to the end of the topic, Feast SQLite (or ``--online redis``) in a
+   temp dir: events/s per worker. Feast is opened before the clock starts.
+4. Freshness: the full flow tailing a second topic while events are produced at a fixed rate
+   below capacity; p50/p99 of (online write - producer timestamp) over every event.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSource
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import run_main
+
+from streams import metrics
+from streams.config import KafkaSettings
+from streams.produce import produce_events
+from streams.synthetic import SyntheticWorld, WorldConfig
+from streams.topics import create_topics, delete_topics
+
+END = b"__marquee_bench_end__"
+
+
+class _Null(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+
+class NullSink(DynamicSink[Any]):
+    """Drops everything (the floor flow's sink)."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Null:
+        """A partition that does nothing."""
+        return _Null()
+
+
+class _UntilEnd(StatefulSourcePartition[Any, Any]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any]) -> None:
+        self.inner = inner
+        self.done = False
+
+    def next_batch(self) -> list[Any]:
+        if self.done:
+            raise StopIteration
+        batch = self.inner.next_batch()
+        for i, msg in enumerate(batch):
+            if getattr(msg, "value", None) == END:
+                self.done = True
+                return batch[:i]
+        return batch
+
+    def next_awake(self) -> Any:
+        return self.inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class UntilEndSource(FixedPartitionedSource[Any, Any]):
+    """A tailing KafkaSource whose partitions stop at an end marker (for timed runs)."""
+
+    def __init__(self, inner: KafkaSource) -> None:
+        self.inner = inner
+
+    def list_parts(self) -> list[str]:
+        """The Kafka partitions."""
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _UntilEnd:
+        """Wrap the Kafka partition."""
+        return _UntilEnd(self.inner.build_part(step_id, for_part, resume_state))
+
+
+def _end_markers(kafka: KafkaSettings, topic: str, partitions: int) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer(kafka.client_config())
+    for p in range(partitions):
+        producer.produce(topic, value=END, partition=p)
+    producer.flush(30)
+
+
+def _produce(kafka: KafkaSettings, topic: str, events: list[bytes], rate: float | None) -> float:
+    report = produce_events(events, kafka, topic=topic, rate=rate, progress=False)
+    if report.undelivered:
+        raise RuntimeError(f"bench: {report.summary()}")
+    _end_markers(kafka, topic, kafka.events_partitions)
+    return report.seconds
+
+
+def _source(kafka: KafkaSettings, topic: str, batch_size: int) -> UntilEndSource:
+    return UntilEndSource(KafkaSource([kafka.bootstrap_servers], [topic], tail=True,
+                                      batch_size=batch_size,
+                                      add_config={"fetch.wait.max.ms": "20"}))
+
+
+def floor_seconds(kafka: KafkaSettings, topic: str, batch_size: int) -> float:
+    """Seconds for a do-nothing Bytewax flow to read the topic to its end markers."""
+    flow = Dataflow("floor")
+    stream = op.input("in", flow, _source(kafka, topic, batch_size))
+    op.output("out", op.map("len", stream, lambda m: len(m.value or b"")), NullSink())
+    start = time.perf_counter()
+    run_main(flow)
+    return time.perf_counter() - start
+
+
+def full_flow(kafka: KafkaSettings, topic: str, data: Path, online: str, batch_size: int,
+              flush_s: float) -> tuple[Dataflow, Any]:
+    """The production flow over ``topic`` with Feast opened already (outside the clock)."""
+    from feature_repo.store import FeatureWriter, open_store
+    from streams.flow import DeadLetterSink, FlowSettings, build_flow, load_shared
+    from streams.sinks import OutputSink, shared_writer
+
+    settings = FlowSettings(data_dir=data, flush_s=flush_s, batch_size=batch_size)
+    shared = load_shared(settings)
+    key = f"bench-{data}"
+    writer = shared_writer(key, lambda: FeatureWriter(open_store(online=online, data_dir=data)))
+    sink = OutputSink(lambda: writer, data / "tokens", flush_s, settings.sink_partitions,
+                      shared.save_vocab, key=key)
+    dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic)
+    return build_flow(_source(kafka, topic, batch_size), sink, dead, shared, "bench"), writer
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
+
+
+def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int = 5000,
+              flush_s: float = 0.25, fresh_rate: float = 5000.0, fresh_seconds: float = 8.0,
+              out: Path | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns (and optionally writes) the figures."""
+    from infra.broker import broker_for
+
+    world = SyntheticWorld(WorldConfig(n_users=2000))
+    events = [json.dumps(e, separators=(",", ":")).encode() for e in world.events(n_events)]
+    with broker_for() as kafka, tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        world.write_catalogue(data / "catalogue.jsonl")
+        topics = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+        create_topics(kafka, {t: kafka.events_partitions for t in topics})
+        try:
+            produce_s = _produce(kafka, topics[0], events, None)
+            floor = floor_seconds(kafka, topics[0], batch_size)
+            flow, _ = full_flow(kafka, topics[0], data / "a", online, batch_size, flush_s)
+            start = time.perf_counter()
+            run_main(flow)
+            full = time.perf_counter() - start
+
+            # Freshness: produce at a fixed rate while the flow tails the second topic.
+            metrics.FRESHNESS_SAMPLES = []
+            n_fresh = int(fresh_rate * fresh_seconds)
+            fresh_events = events[:n_fresh]
+            flow2, _ = full_flow(kafka, topics[1], data / "b", online, batch_size, flush_s)
+            producer = threading.Thread(target=_produce,
+                                        args=(kafka, topics[1], fresh_events, fresh_rate))
+            producer.start()
+            run_main(flow2)
+            producer.join()
+            samples, metrics.FRESHNESS_SAMPLES = metrics.FRESHNESS_SAMPLES, None
+        finally:
+            delete_topics(kafka, topics)
+    result = {
+        "events": n_events, "online_store": online, "workers": 1, "batch_size": batch_size,
+        "flush_s": flush_s, "produce_events_per_s": n_events / produce_s,
+        "floor_events_per_s": n_events / floor, "flow_events_per_s_per_worker": n_events / full,
+        "flow_vs_floor": floor / full, "freshness_rate_events_per_s": fresh_rate,
+        "freshness_events": len(samples), "freshness_p50_s": _pct(samples, 0.5),
+        "freshness_p99_s": _pct(samples, 0.99),
+        "targets": {"events_per_s_per_worker": 50_000, "freshness_p99_s": 1.0},
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
