@@ -88,7 +88,7 @@ def load_token_log(path: Path, vocab_path: Path | None = None,
     import pandas as pd
 
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not files:
+    if not path.exists() or not files:
         raise FileNotFoundError(f"no *.parquet files under {path}; run the flow first")
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     missing = [c for c in ("user_id", "ts", "token_id", *FACETS) if c not in frame.columns]
@@ -218,7 +218,9 @@ def leave_one_out(corpus: Corpus) -> Split:
 
 
 def known_items(corpus: Corpus, split: Split) -> np.ndarray:
-    """1.0 for items that are training targets (their id embedding is trained), else 0."""
+    """1.0 for items interacted with in the training prefixes (their id embedding is trained),
+    else 0 (cold: known to the model by metadata only).
+    """
     positive = corpus.positive_ids()
     known = np.zeros(corpus.n_items, np.float32)
     for user, end in split.train.items():

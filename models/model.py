@@ -56,6 +56,7 @@ class ModelConfig:
     item_only: bool = False  # ablation: item id facet only, no tower, no extra heads
     use_tower: bool = True  # item tower from metadata (ignored when item_only)
     mtp_k: int = 3  # items of the next k interactions (1 = next item only)
+    n_negatives: int = 0  # 0 = full softmax; else sampled softmax with this many negatives
     w_item: float = 1.0
     w_action: float = 0.2
     w_duration: float = 0.2
@@ -224,18 +225,37 @@ class FoundationModel(nn.Module):
         items = self.item_vectors()
         h = self.forward(tokens, items)  # [B, L, D]
         weight = targets["weight"]
-        out = {"item": _masked_ce(h, lambda x: x @ items.T, targets["item"], weight)}
+        out = {"item": self._item_ce(h, items, targets["item"], weight)}
         total = cfg.w_item * out["item"]
         if self.action_head is not None and self.duration_head is not None:
             out["action"] = _masked_ce(h, self.action_head, targets["action"], weight)
             out["duration"] = _masked_ce(h, self.duration_head, targets["duration"], weight)
             total = total + cfg.w_action * out["action"] + cfg.w_duration * out["duration"]
         for j, proj in enumerate(self.mtp_proj):
-            out[f"mtp{j + 2}"] = _masked_ce(h, lambda x, p=proj: p(x) @ items.T,
-                                            targets["mtp"][..., j], weight)
+            out[f"mtp{j + 2}"] = self._item_ce(proj(h), items, targets["mtp"][..., j], weight)
             total = total + cfg.w_mtp * out[f"mtp{j + 2}"]
         out["loss"] = total
         return out
+
+    def _item_ce(self, h: Tensor, items: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        """Next-item cross-entropy: full softmax over the catalogue, or, with ``n_negatives``,
+        a sampled softmax over shared uniform negatives with the log-ratio correction (an
+        estimate of the full softmax at a fraction of the cost for large catalogues).
+        """
+        n_neg = self.cfg.n_negatives
+        if not n_neg or n_neg >= self.cfg.n_items - 2:
+            return _masked_ce(h, lambda x: x @ items.T, target, weight)
+        negs = torch.randint(2, self.cfg.n_items, (n_neg,), device=h.device)  # [N]
+        correction = math.log((self.cfg.n_items - 2) / n_neg)
+        sel = target.reshape(-1) > 0
+        x = h.reshape(-1, h.shape[-1])[sel]  # [n, D]
+        tgt = target.reshape(-1)[sel]  # [n]
+        pos = (x * items[tgt]).sum(-1, keepdim=True)  # [n, 1]
+        neg = (x @ items[negs].T + correction).masked_fill(negs[None, :] == tgt[:, None], NEG)
+        ce = F.cross_entropy(torch.cat([pos, neg], dim=1), torch.zeros_like(tgt),
+                             reduction="none")
+        w = weight.reshape(-1)[sel]
+        return (ce * w).sum() / w.sum().clamp(min=1e-6)
 
     def user_embedding(self, tokens: dict[str, Tensor], items: Tensor | None = None) -> Tensor:
         """The state after the newest token: [B, D]."""

@@ -1,0 +1,79 @@
+"""Train tiny models on the synthetic world, evaluate them against the baselines, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infra.cli import main
+from models.checkpoint import load_checkpoint
+from models.data import load_synthetic
+from models.evaluate import evaluate_dir
+from models.train import TrainConfig, train, write_outputs
+
+TINY = {"max_len": 64, "d_model": 32, "n_heads": 2, "n_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return load_synthetic(n_users=150, days=10)
+
+
+@pytest.fixture(scope="module")
+def trained(world, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fm")
+    cfg = TrainConfig(epochs=3, progress=False, device="cpu", seed=1)
+    spec = {"format": "synthetic", "path": None, "options": {"n_users": 150, "days": 10}}
+    write_outputs(train(world, TINY, cfg, data_spec=spec), out)
+    write_outputs(train(world, {**TINY, "item_only": True}, cfg, data_spec=spec, tag="io"),
+                  out / "ablation")
+    return out
+
+
+def test_checkpoint_carries_config_vocab_and_history(trained: Path, world) -> None:
+    ckpt = load_checkpoint(trained)
+    assert ckpt.config.n_items == world.n_items and ckpt.config.max_len == 64
+    assert ckpt.vocab.tables == world.vocab.tables
+    assert ckpt.genres == world.genres and ckpt.extra["data"]["format"] == "synthetic"
+    assert (ckpt.model.known == 0).sum() > 2  # cold titles are known by metadata only
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3]
+    assert metrics["best_epoch"] == ckpt.extra["best_epoch"]
+    assert (trained / "curves.png").stat().st_size > 1000
+
+
+def test_event_model_beats_baselines_and_ranks_cold_titles(trained: Path, world) -> None:
+    result = evaluate_dir(trained, world)
+    model, pop, ablation = result["model"], result["most_popular"], result["item_only"]
+    assert model["users"] == pop["users"] == ablation["users"] > 100
+    assert model["hr@10"] > pop["hr@10"] and model["hr@10"] > ablation["hr@10"]
+    assert model["cold_users"] > 0 and model["cold_recall@50"] > 0.1
+    assert ablation["cold_recall@50"] < model["cold_recall@50"]
+
+
+def test_cli_export_and_onnx_evaluation_agree(trained: Path, tmp_path: Path, capsys) -> None:
+    onnx_path = tmp_path / "fm.onnx"
+    assert main(["export", "--model", str(trained), "--out", str(onnx_path), "--k", "60"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(trained), "--onnx", str(onnx_path)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "test"
+    for key in ("hr@10", "hr@50", "cold_recall@50"):
+        assert abs(result["onnx"][key] - result["model"][key]) <= 0.02  # only tie order differs
+
+
+def test_cli_train_sasrec(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "d.txt"
+    data.write_text("".join(f"{u} {(u * 7 + k) % 40 + 1}\n" for u in range(1, 60)
+                            for k in range(6)))
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(data), "--format", "sasrec", "--out", str(out),
+                 "--epochs", "2", "--max-len", "8", "--d-model", "16", "--no-progress",
+                 "--negatives", "10"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["fm"]["valid"]["users"] == 59
+    assert load_checkpoint(out).config.n_negatives == 10
+    assert main(["evaluate", "--model", str(out)]) == 0  # data found from the checkpoint
+    assert json.loads(capsys.readouterr().out)["model"]["users"] == 59
