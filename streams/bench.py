@@ -126,8 +126,8 @@ def full_flow(kafka: KafkaSettings, topic: str, data: Path, online: str, batch_s
               flush_s: float) -> tuple[Dataflow, Any]:
     """The production flow over ``topic`` with Feast opened already (outside the clock)."""
     from feature_repo.store import FeatureWriter, open_store
-    from streams.flow import DeadLetterSink, FlowSettings, build_flow, load_shared
-    from streams.sinks import OutputSink, shared_writer
+    from streams.flow import FlowSettings, build_flow, load_shared
+    from streams.sinks import DeadLetterSink, OutputSink, shared_writer
 
     settings = FlowSettings(data_dir=data, flush_s=flush_s, batch_size=batch_size)
     shared = load_shared(settings)
@@ -154,7 +154,8 @@ def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int =
     events = [json.dumps(e, separators=(",", ":")).encode() for e in world.events(n_events)]
     with broker_for() as kafka, tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        world.write_catalogue(data / "catalogue.jsonl")
+        for sub in ("a", "b"):
+            world.write_catalogue(data / sub / "catalogue.jsonl")
         topics = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(2)]
         create_topics(kafka, {t: kafka.events_partitions for t in topics})
         try:

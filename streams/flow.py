@@ -125,7 +125,6 @@ class ItemRow:
 # ---- step logic -----------------------------------------------------------------------------
 def decode(msg: Any) -> Envelope:
     """A Kafka message (or raw bytes, in tests) -> ``Envelope``; never raises."""
-    metrics.EVENTS_CONSUMED.inc()
     if isinstance(msg, bytes | str):
         raw = msg.encode() if isinstance(msg, str) else msg
         key, partition, offset, produced = None, -1, -1, int(time.time() * 1000)
@@ -151,6 +150,8 @@ def invalid_reason(env: Envelope) -> str:
 def dead_letter(env: Envelope, reason: str) -> DeadLetter:
     """The dead-letter record of a refused envelope."""
     metrics.EVENTS_INVALID.labels(reason=reason).inc()
+    if reason.startswith("invalid_"):  # valid events are counted per batch in tokenize
+        metrics.EVENTS_CONSUMED.inc()
     return DeadLetter(reason, env.problems, env.raw, env.key, env.partition, env.offset)
 
 
@@ -200,17 +201,19 @@ class TokenizeLogic(StatefulBatchLogic[Envelope, Any, bytes]):
         """Offer each event; emit final tokens and refusals."""
         out: list[Any] = []
         n_events = 0
+        metrics.EVENTS_CONSUMED.inc(len(values))
+        accepted = len(self.produced)
         for env in values:
             tokens, reason = self.tok.offer(env.event)  # type: ignore[arg-type]
             if reason is not None:
                 out.append(dead_letter(env, reason))
                 continue
-            metrics.EVENTS_VALID.inc()
             self.produced.append(env.produced_ms)
             if env.event.item_id:  # type: ignore[union-attr]
                 out.append(env.event)  # on to the item counters
             out.extend(tokens)
             n_events += sum(t.n_events for t in tokens)
+        metrics.EVENTS_VALID.inc(len(self.produced) - accepted)
         metrics.observe_tokens(sum(isinstance(o, Token) for o in out), n_events)
         if self.produced and self.due is None:
             self.due = datetime.now(UTC) + self.flush

@@ -332,6 +332,28 @@ class TokenMachine:
         emitted.last_session = d.session
         return token
 
+    def clone(self) -> TokenMachine:
+        """A copy whose later ``feed`` calls leave this machine as it is (cheaper than
+        ``copy.deepcopy``: only the drafts and the maps that point at them are copied).
+        """
+        twin = copy.copy(self)  # __getstate__ leaves the shared parts out: put them back
+        twin.vocab, twin.durations = self.vocab, self.durations
+        mapping: dict[int, _Draft] = {}
+        for d in self.drafts:
+            c = _Draft.__new__(_Draft)
+            for slot in _Draft.__slots__:
+                setattr(c, slot, getattr(d, slot))
+            mapping[id(d)] = c
+        twin.drafts = deque(mapping[id(d)] for d in self.drafts)
+        twin.open_watch = {k: mapping[id(d)] for k, d in self.open_watch.items()}
+        twin.open_imp = {k: mapping[id(d)] for k, d in self.open_imp.items()}
+        twin.open_clicks = {k: [mapping[id(d)] for d in ds] for k, ds in self.open_clicks.items()}
+        twin.click_deadlines = deque((t, mapping[id(d)]) for t, d in self.click_deadlines)
+        twin.imp_deadlines = deque((t, mapping[id(d)]) for t, d in self.imp_deadlines)
+        twin.dwell = {k: [(t, mapping[id(d)]) for t, d in v] for k, v in self.dwell.items()}
+        twin.emitted = _Emitted(self.emitted.last_ts, self.emitted.last_session)
+        return twin
+
     def render_open(self) -> list[Token]:
         """The open groups as provisional tokens (clicks and impressions kept, an unfinished
         watch shown as ``watch``); the state is left as it was.
@@ -443,8 +465,7 @@ class UserTokenizer:
         the newest ``recent_tokens``: what the online store shows for this user now.
         """
         if self.buffer:
-            probe = copy.deepcopy(self.machine)  # __getstate__ leaves the shared parts out
-            probe.vocab, probe.durations = self.machine.vocab, self.machine.durations
+            probe = self.machine.clone()
             provisional: list[Token] = []
             for _, _, ev in sorted(self.buffer, key=lambda entry: entry[:2]):
                 provisional.extend(probe.feed(ev))
