@@ -1,0 +1,206 @@
+"""The ranking service: one Ray Serve deployment with a FastAPI ingress over ``Ranker``.
+
+The deployment parses, times, counts and calls; the logic lives in ``serve.ranker``. ONNX
+inference goes through ``@serve.batch`` so concurrent requests share one model call. The model
+path is ``user_config``: changing it (``rollover``) calls ``reconfigure`` on the running
+replicas, which load the new file beside the old one and swap, so no request is dropped.
+
+Library entry points (what the CLI and the demo call): ``build_app(settings)``,
+``start(settings) -> url``, ``rollover(settings, model_path)`` and ``stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+
+from serve.config import ServeSettings
+from serve.schemas import Health, RankRequest, RankResponse, SimilarItem, SimilarResponse
+
+log = logging.getLogger(__name__)
+APP_NAME = "marquee"
+NOOP_APP_NAME = "marquee-noop"
+
+api = FastAPI(title="Marquee ranking service", version="1",
+              description="Session-aware rankings from an ONNX foundation model of user "
+                          "behaviour, re-ranked to a goal stated with the request.")
+
+
+@api.middleware("http")
+async def _count(request: Request, call_next: Any) -> Response:
+    from serve import metrics
+
+    response = await call_next(request)
+    route = request.scope.get("route")
+    path = getattr(route, "path", "other")
+    version = getattr(request.app.state, "model_version", "none")
+    metrics.REQUESTS.labels(path, str(response.status_code), version).inc()
+    return response
+
+
+@serve.deployment(name="RankingService", max_ongoing_requests=64)
+@serve.ingress(api)
+class RankingService:
+    """HTTP ingress + ranking in one replica (features, batched inference, re-rank)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from serve.ranker import Ranker
+
+        self.settings = ServeSettings(**settings)
+        logging.basicConfig(level=logging.INFO)
+        log.info(self.settings.summary())
+        store = None
+        try:
+            from feature_repo.store import open_store
+
+            store = open_store(data_dir=self.settings.data_dir,
+                               online=self.settings.online_store)
+        except Exception as exc:  # noqa: BLE001 - no store: serve degraded, say so
+            log.warning("feature store unavailable at start (%s); serving degraded", exc)
+        self.ranker = Ranker(self.settings, store, None)
+        self.model_path: str | None = None
+        self.infer.set_max_batch_size(self.settings.batch_max_size)
+        self.infer.set_batch_wait_timeout_s(self.settings.batch_wait_s)
+        api.state.model_version = self.ranker.version
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Load ``user_config["model_path"]`` (a rollover) without stopping service."""
+        path = user_config.get("model_path")
+        if path and path != self.model_path:
+            version = await asyncio.to_thread(self.ranker.load_model, Path(path))
+            self.model_path = path
+            api.state.model_version = version
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def infer(self, prepared: list[Any]) -> list[Any]:
+        """One ONNX call for every request that arrived within the batch window."""
+        return self.ranker.infer(prepared)
+
+    @api.post("/v1/rank", response_model=RankResponse, response_model_exclude_none=True,
+              responses={422: {"description": "a bad request; the detail says what to fix"}})
+    async def rank(self, req: RankRequest) -> RankResponse:
+        """Rank for a user now: stored history + in-session events, then the goal re-rank."""
+        t0 = time.perf_counter()
+        try:
+            prepared = self.ranker.prepare(req)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        inferred = await self.infer(prepared)
+        response = self.ranker.finish(prepared, inferred)
+        if response.latency_ms is not None:
+            response.latency_ms["total"] = (time.perf_counter() - t0) * 1e3
+        from serve import metrics
+
+        metrics.REQUEST_SECONDS.labels("total", response.model_version).observe(
+            time.perf_counter() - t0)
+        return response
+
+    @api.get("/v1/similar/{item_id}", response_model=SimilarResponse,
+             responses={404: {"description": "unknown item"}, 503: {"description": "no model"}})
+    async def similar(self, item_id: str, k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
+        """Titles nearest to ``item_id`` in the model's item space."""
+        try:
+            items = self.ranker.similar(item_id, k)
+        except KeyError:
+            raise HTTPException(404, f"item {item_id!r} is not in the model's catalogue; "
+                                     "use an item id the model was trained on") from None
+        except LookupError as exc:
+            raise HTTPException(503, f"{exc}; see /readyz") from None
+        return SimilarResponse(item_id=item_id, model_version=self.ranker.version,
+                               items=[SimilarItem(item_id=i, score=s) for i, s in items])
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz(self) -> Health:
+        """The process answers."""
+        return Health(status="ok", model_version=self.ranker.version)
+
+    @api.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    async def readyz(self) -> Any:
+        """Ready when a model is loaded."""
+        if self.ranker.model is None:
+            return JSONResponse(status_code=503, content=Health(
+                status="not ready", detail="no model loaded; set model_path").model_dump())
+        return Health(status="ready", model_version=self.ranker.version)
+
+    @api.get("/metrics", response_class=Response)
+    async def metrics(self) -> Response:
+        """Prometheus exposition of every replica (multiprocess files)."""
+        from serve import metrics
+
+        body, content_type = metrics.render()
+        return Response(content=body, media_type=content_type)
+
+
+noop_api = FastAPI(title="no-op")
+
+
+@serve.deployment(name="NoOp", max_ongoing_requests=64)
+@serve.ingress(noop_api)
+class NoOp:
+    """The framework's floor for ``marquee bench serve``: parses the same body, does nothing."""
+
+    @noop_api.post("/v1/rank")
+    async def rank(self, req: RankRequest) -> dict[str, str]:
+        """Echo the user id."""
+        return {"user_id": req.user_id}
+
+
+def build_app(settings: ServeSettings) -> Any:
+    """The bound application; the model path travels as ``user_config`` (rollover-able)."""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(_multiproc_dir(settings))}
+    init = settings.model_dump(mode="json", exclude={"model_path"})
+    user_config = {"model_path": str(settings.model_path) if settings.model_path else None}
+    return RankingService.options(
+        num_replicas=settings.replicas, user_config=user_config,
+        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}},
+    ).bind(init)
+
+
+def _multiproc_dir(settings: ServeSettings) -> Path:
+    return (settings.data_dir / "prometheus-multiproc").resolve()
+
+
+def start(settings: ServeSettings, noop: bool = False) -> str:
+    """Start Ray Serve (if needed) and the app on ``settings.host:port``; returns the URL.
+
+    ``noop=True`` also deploys the no-op baseline under ``/noop``.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    mp = _multiproc_dir(settings)
+    shutil.rmtree(mp, ignore_errors=True)
+    mp.mkdir(parents=True, exist_ok=True)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+    if noop:
+        serve.run(NoOp.options(ray_actor_options={"num_cpus": 0}).bind(), name=NOOP_APP_NAME,
+                  route_prefix="/noop")
+    return f"http://{settings.host}:{settings.port}"
+
+
+def rollover(settings: ServeSettings, model_path: Path) -> None:
+    """Serve ``model_path`` from now on: an in-place ``user_config`` update (``reconfigure``)."""
+    serve.run(build_app(settings.model_copy(update={"model_path": model_path})), name=APP_NAME,
+              route_prefix="/")
+
+
+def handle() -> Any:
+    """A handle on the running ranking deployment (for in-process callers and tests)."""
+    return serve.get_app_handle(APP_NAME)
+
+
+def stop() -> None:
+    """Tear the apps and Ray Serve down."""
+    serve.shutdown()

@@ -1,0 +1,57 @@
+"""The ranking service's settings: one pydantic settings object, overridable by ``MARQUEE_*``
+environment variables, validated at start and logged as one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serve.constraints import Constraints
+from serve.rerank import RerankConfig
+
+
+class ServeSettings(BaseSettings):
+    """What the service loads and how it ranks. ``MARQUEE_MODEL_PATH=var/models/x.onnx`` etc."""
+
+    model_config = SettingsConfigDict(env_prefix="MARQUEE_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("var"), description="vocab.json, catalogue.jsonl, feast/")
+    model_path: Path | None = Field(None, description="ONNX model; None = not ready")
+    online_store: str | None = Field(None, description="sqlite | redis (default: feature_repo)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    replicas: int = Field(1, ge=1, le=64)
+    onnx_threads: int = Field(1, ge=1, le=64, description="intra-op threads per replica")
+    batch_max_size: int = Field(16, ge=1, le=512)
+    batch_wait_s: float = Field(0.002, ge=0, le=1)
+    k_default: int = Field(20, ge=1, le=200)
+    k_max: int = Field(100, ge=1, le=1000)
+    exposure_strength: float = Field(
+        0.3, ge=0, le=10, description="score penalty per unit of log exposure ratio; 0 = off")
+    new_title_days: float = Field(14, gt=0, description="released within this many days = new")
+    overexposed_quantile: float = Field(
+        0.9, gt=0, lt=1, description="impressions_24h above this catalogue quantile = over-exposed")
+    item_stats_ttl_s: float = Field(10, gt=0, description="how often item stats are re-read")
+    session_events_max: int = Field(500, ge=1, le=10_000)
+    rerank: RerankConfig = RerankConfig()
+    constraints: Constraints = Field(
+        default_factory=Constraints,
+        description="business constraints applied to every list (a request adds to them)")
+
+    @model_validator(mode="after")
+    def _k(self) -> ServeSettings:
+        if self.k_default > self.k_max:
+            raise ValueError(f"k_default ({self.k_default}) > k_max ({self.k_max}); "
+                             "raise MARQUEE_K_MAX or lower MARQUEE_K_DEFAULT")
+        return self
+
+    def summary(self) -> str:
+        """One log line of the effective settings."""
+        return (f"serve: model={self.model_path} data_dir={self.data_dir} "
+                f"online={self.online_store or 'default'} replicas={self.replicas} "
+                f"onnx_threads={self.onnx_threads} batch={self.batch_max_size}/"
+                f"{self.batch_wait_s * 1e3:g}ms exposure_strength={self.exposure_strength} "
+                f"rerank={self.rerank.mode}/{self.rerank.solver}")

@@ -1,0 +1,64 @@
+"""Prometheus metrics of the ranking service, defined once here.
+
+Ray Serve runs each replica in its own process, so a plain registry would only show the
+replica that happened to answer the scrape. The app sets ``PROMETHEUS_MULTIPROC_DIR`` for
+every replica (``runtime_env``) before this module is imported there; each process then
+writes its samples to files in that directory and ``GET /metrics`` on any replica merges them
+with ``MultiProcessCollector``. Without the variable (tests, one process) the default registry
+is used. Labels are low-cardinality only: route, status code, stage, model version, reason,
+constraint family; never a user or an item.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05,
+                   0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUESTS = Counter("marquee_requests_total", "HTTP requests by route, status and model version",
+                   ["route", "code", "model_version"])
+REQUEST_SECONDS = Histogram("marquee_request_seconds", "time per ranking stage",
+                            ["stage", "model_version"], buckets=LATENCY_BUCKETS)
+BATCH_SIZE = Histogram("marquee_batch_size", "requests per ONNX inference batch",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+MODEL_INFO = Gauge("marquee_model_info", "1 for the model version a replica serves",
+                   ["model_version"], multiprocess_mode="max")
+RERANK_SOLVE_SECONDS = Histogram("marquee_rerank_solve_seconds", "goal re-ranker time",
+                                 buckets=LATENCY_BUCKETS)
+RERANK_INFEASIBLE = Counter("marquee_rerank_infeasible_total",
+                            "re-ranks whose constraints could not all hold")
+RERANK_RELAXATIONS = Counter("marquee_rerank_relaxations_total",
+                             "constraints relaxed, by family", ["family"])
+CONSTRAINTS = Counter("marquee_constraints_total",
+                      "constraint outcomes per response: satisfied, binding or relaxed",
+                      ["family", "outcome"])
+FALLBACKS = Counter("marquee_fallbacks_total", "responses made by a fallback path", ["reason"])
+DEGRADED = Counter("marquee_degraded_responses_total", "responses with degraded: true")
+SHOWN = Counter("marquee_shown_items_total",
+                "items returned; segment popular = over-exposed titles, new = new titles; "
+                "shares are ratios of these", ["segment"])
+COVERAGE = Gauge("marquee_catalogue_coverage_ratio",
+                 "distinct titles shown since start / catalogue size (per replica; max merged)",
+                 multiprocess_mode="max")
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of every process (multiprocess) or of this one."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

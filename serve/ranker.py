@@ -1,0 +1,364 @@
+"""Ranking for one user, as plain classes the Ray deployment calls (and tests call directly).
+
+Per request: the user's token sequence from the Feast online store (``user_tokens``) ->
+in-session events tokenized with the flow's own ``tokenize_session`` -> the ONNX model
+(batched by the caller) -> candidates from the full-catalogue scores minus seen and unreleased
+titles -> exposure-aware adjustment from ``item_stats`` -> the goal re-ranker -> response.
+
+Degrade, don't fail: an unknown user gets popular and fresh titles; an unreachable feature
+store leaves the in-session events only (``degraded``); no model gives popular titles
+(``degraded``) while ``/readyz`` says not ready.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serve import metrics
+from serve.config import ServeSettings
+from serve.rerank import Candidate, GoalReranker, RerankResult
+from serve.schemas import ConstraintOut, RankedItemOut, RankRequest, RankResponse
+from streams.tokens import FACETS, Vocab
+
+log = logging.getLogger(__name__)
+DAY_MS = 86_400_000
+SEEN_ACTIONS = ("watch", "complete", "abandon")
+
+
+@dataclass
+class ItemInfo:
+    """What ranking needs to know about a title (catalogue + ``item_stats``)."""
+
+    genre: str = ""
+    kind: str = ""
+    series: str = ""
+    duration_s: int = 0
+    release_ms: int = 0
+    plays_24h: int = 0
+    impressions_24h: int = 0
+
+
+@dataclass
+class Prepared:
+    """One request after feature assembly, ready for (batched) inference."""
+
+    request: RankRequest
+    k: int
+    seq: dict[str, list[int]]  # facet -> ids, oldest first
+    history: set[str]  # item ids the user watched (stored + session)
+    now_ms: int
+    degraded: bool = False
+    fallback: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class ItemCatalogue:
+    """Title metadata and exposure stats, re-read from the feature store every ``ttl`` seconds
+    (stats are global, not per user, so one read serves every request in between).
+    """
+
+    def __init__(self, settings: ServeSettings, store: Any | None, item_ids: list[str]) -> None:
+        self.settings = settings
+        self.store = store
+        self.items: dict[str, ItemInfo] = {}
+        self._read_at = -math.inf
+        self._lock = threading.Lock()
+        path = settings.data_dir / "catalogue.jsonl"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                t = json.loads(line)
+                self.items[t["item_id"]] = ItemInfo(t["genre"], t["kind"], t.get("series_id", ""),
+                                                    int(t["duration_s"]), int(t["release_ms"]))
+        for item_id in item_ids:
+            self.items.setdefault(item_id, ItemInfo())
+        self.mean_impressions = 0.0
+        self.overexposed_at = math.inf
+
+    def refresh(self, force: bool = False) -> bool:
+        """Re-read item stats if stale; False when the store could not be read."""
+        if self.store is None:
+            return False
+        if not force and time.monotonic() - self._read_at < self.settings.item_stats_ttl_s:
+            return True
+        with self._lock:
+            from feature_repo.store import read_items
+
+            try:
+                rows = read_items(self.store, list(self.items))
+            except Exception as exc:  # noqa: BLE001 - any store failure means "degrade"
+                log.warning("item stats unavailable: %s", exc)
+                self._read_at = time.monotonic()  # do not hammer a dead store
+                return False
+            for item_id, row in rows.items():
+                info = self.items[item_id]
+                info.plays_24h = int(row.get("plays_24h") or 0)
+                info.impressions_24h = int(row.get("impressions_24h") or 0)
+                info.genre = row.get("genre") or info.genre
+                info.kind = row.get("kind") or info.kind
+                info.duration_s = int(row.get("duration_s") or info.duration_s)
+                info.release_ms = int(row.get("release_ms") or info.release_ms)
+            impressions = np.array([i.impressions_24h for i in self.items.values()], float)
+            self.mean_impressions = float(impressions.mean()) if len(impressions) else 0.0
+            positive = impressions[impressions > 0]
+            self.overexposed_at = (float(np.quantile(positive, self.settings.overexposed_quantile))
+                                   if len(positive) else math.inf)
+            self._read_at = time.monotonic()
+        return True
+
+
+class Ranker:
+    """Feature assembly, inference, candidates, exposure adjustment and re-ranking."""
+
+    def __init__(self, settings: ServeSettings, store: Any | None = None,
+                 model: Any | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.model = model
+        vocab_path = settings.data_dir / "vocab.json"
+        self.vocab = (Vocab.load(vocab_path) if vocab_path.exists()
+                      else model.vocab if model is not None else Vocab())
+        ids = list(self.vocab.tables["item"]) or (list(model.vocab.tables["item"]) if model
+                                                  else [])
+        self.catalogue = ItemCatalogue(settings, store, ids)
+        self.reranker = GoalReranker(settings.rerank, settings.constraints)
+        self._shown: set[str] = set()
+        self._set_model(model)
+
+    # ---- model ---------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        """The served model's version ("none" when no model is loaded)."""
+        return self.model.version if self.model is not None else "none"
+
+    def _set_model(self, model: Any | None) -> None:
+        self.model = model
+        if model is None:
+            return
+        names = model.vocab.items_by_id()
+        self._model_items = names  # model id -> item id
+        self._model_ids = {name: i for i, name in enumerate(names) if i >= 2}
+        release = np.zeros(model.n_items, dtype=np.int64)
+        for name, i in self._model_ids.items():
+            if i < model.n_items and name in self.catalogue.items:
+                release[i] = self.catalogue.items[name].release_ms
+        self._release = release
+
+    def load_model(self, path: Path, threads: int | None = None) -> str:
+        """Load an ONNX model and swap it in (the old one serves until the swap)."""
+        from models.onnx_runtime import OnnxRanker
+
+        model = OnnxRanker(path, threads=threads or self.settings.onnx_threads)
+        old = self.version
+        self._set_model(model)
+        metrics.MODEL_INFO.labels(old).set(0)
+        metrics.MODEL_INFO.labels(model.version).set(1)
+        log.info("model %s -> %s (%s)", old, model.version, path)
+        return model.version
+
+    # ---- stage 1: features ---------------------------------------------------------------
+    def prepare(self, req: RankRequest) -> Prepared:
+        """The user's stored tokens plus their in-session events, as facet id sequences."""
+        from streams.tokenizer import tokenize_session
+
+        t0 = time.perf_counter()
+        k = req.k or self.settings.k_default
+        if k > self.settings.k_max:
+            raise ValueError(f"k={k} is more than k_max={self.settings.k_max}; ask for fewer")
+        foreign = [e.event_id for e in req.events if e.user_id != req.user_id]
+        if foreign:
+            raise ValueError(f"events {foreign[:3]} belong to another user than {req.user_id}; "
+                             "send only this user's events")
+        seq: dict[str, list[int]] = {f: [] for f in FACETS}
+        last_ts, degraded, fallback = None, False, None
+        if self.store is None:
+            degraded, fallback = True, "feature_store_unavailable"
+        else:
+            from feature_repo.store import read_users
+
+            try:
+                row = read_users(self.store, [req.user_id])[req.user_id]
+                seq = {f: list(row[f"{f}_seq"]) for f in FACETS}
+                last_ts = row.get("last_ts") or None
+            except Exception as exc:  # noqa: BLE001 - any store failure means "degrade"
+                log.warning("feature store read failed: %s", exc)
+                degraded, fallback = True, "feature_store_unavailable"
+        t1 = time.perf_counter()
+        tokens = tokenize_session(list(req.events), self.vocab, last_ts)
+        for tok in tokens:
+            for f, v in zip(FACETS, tok.facet_ids(), strict=True):
+                seq[f].append(v)
+        names = self.vocab.items_by_id()
+        watched = {self.vocab.tables["action"][a] for a in SEEN_ACTIONS}
+        history = {names[i] for i, a in zip(seq["item"], seq["action"], strict=True)
+                   if a in watched and 2 <= i < len(names)}
+        history |= {e.item_id for e in req.events if e.item_id and e.action.value in
+                    ("play", "stop", "complete")}
+        times = [e.ts for e in req.events] + ([last_ts] if last_ts else [])
+        now = max(times) if times else int(time.time() * 1000)
+        if not seq["item"] and fallback is None:
+            fallback = "unknown_user"
+        return Prepared(req, k, seq, history, now, degraded, fallback,
+                        {"features": t1 - t0, "tokenize": time.perf_counter() - t1})
+
+    # ---- stage 2: inference (batched) ----------------------------------------------------
+    def infer(self, batch: list[Prepared]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One ONNX call for the requests that have a sequence and a model."""
+        out: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(batch)
+        todo = [i for i, p in enumerate(batch) if p.seq["item"] and self.model is not None]
+        if todo:
+            t0 = time.perf_counter()
+            model = self.model
+            length = min(model.max_len, max(len(batch[i].seq["item"]) for i in todo))
+            arrays = {f: np.zeros((len(todo), length), np.int64) for f in FACETS}
+            mask = np.zeros((len(todo), model.n_items), np.float32)
+            for row, i in enumerate(todo):
+                p = batch[i]
+                for f in FACETS:
+                    tail = p.seq[f][-length:]
+                    arrays[f][row, length - len(tail):] = tail
+                mask[row, self._release > p.now_ms] = 1.0  # not released yet
+                seen = [self._model_ids[n] for n in p.history if n in self._model_ids]
+                mask[row, [s for s in seen if s < model.n_items]] = 1.0
+            emb, ids, scores = model.rank(arrays, mask)
+            metrics.BATCH_SIZE.observe(len(todo))
+            spent = time.perf_counter() - t0
+            for row, i in enumerate(todo):
+                out[i] = (emb[row], ids[row], scores[row])
+                batch[i].timings["inference"] = spent
+        return out  # type: ignore[return-value]
+
+    # ---- stage 3: candidates, exposure, re-rank ------------------------------------------
+    def finish(self, p: Prepared, inferred: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+               ) -> RankResponse:
+        """Candidates -> exposure adjustment -> goal re-rank -> the response."""
+        t0 = time.perf_counter()
+        stats_ok = self.catalogue.refresh()
+        if not stats_ok and self.store is not None and not p.degraded:
+            p.degraded, p.fallback = True, p.fallback or "feature_store_unavailable"
+        if inferred is None:
+            if self.model is None:
+                p.degraded, p.fallback = True, "no_model"
+            scored = self._popular(p)
+        else:
+            scored = self._scored(p, *inferred)
+        cands = [self._candidate(item_id, s, p) for item_id, s in scored]
+        t1 = time.perf_counter()
+        result = self.reranker.rerank(cands, p.k, p.request.goal) if cands else None
+        t2 = time.perf_counter()
+        p.timings.update({"candidates": t1 - t0, "rerank": t2 - t1})
+        return self._response(p, result)
+
+    def _scored(self, p: Prepared, emb: np.ndarray, ids: np.ndarray, scores: np.ndarray
+                ) -> list[tuple[str, float]]:
+        if p.request.candidates is not None:
+            known = [c for c in p.request.candidates if c in self._model_ids
+                     and self._model_ids[c] < self.model.n_items]
+            vecs = self.model.item_embeddings[[self._model_ids[c] for c in known]]
+            got = dict(zip(known, (vecs @ emb).tolist(), strict=True))
+            floor = min(got.values(), default=0.0) - 1.0  # cold titles: last, but rankable
+            return [(c, got.get(c, floor)) for c in dict.fromkeys(p.request.candidates)]
+        out = []
+        for i, s in zip(ids.tolist(), scores.tolist(), strict=True):
+            if s > -1e8 and 2 <= i < len(self._model_items):
+                out.append((self._model_items[i], s))
+        return out
+
+    def _popular(self, p: Prepared) -> list[tuple[str, float]]:
+        """Popular and fresh titles for a user the store does not know (or no model)."""
+        pool = p.request.candidates or list(self.catalogue.items)
+        out = []
+        for item_id in pool:
+            info = self.catalogue.items.get(item_id, ItemInfo())
+            if info.release_ms > p.now_ms or item_id in p.history:
+                continue
+            fresh = 1.0 if 0 <= p.now_ms - info.release_ms < self.settings.new_title_days * DAY_MS \
+                else 0.0
+            out.append((item_id, math.log1p(info.plays_24h) + fresh))
+        return out
+
+    def _candidate(self, item_id: str, score: float, p: Prepared) -> Candidate:
+        info = self.catalogue.items.get(item_id, ItemInfo())
+        lam = self.settings.exposure_strength
+        mean = self.catalogue.mean_impressions
+        if lam and mean > 0:  # popularity-bias control: exposure above average costs score
+            score -= lam * math.log1p(info.impressions_24h / mean)
+        new = 0 <= p.now_ms - info.release_ms < self.settings.new_title_days * DAY_MS
+        familiar = item_id in p.history or (info.series and any(
+            h.startswith(info.series) for h in p.history))
+        return Candidate(item_id, float(score), info.genre, info.kind, info.series,
+                         info.duration_s, bool(new and info.release_ms),
+                         info.impressions_24h >= self.catalogue.overexposed_at, bool(familiar))
+
+    def _response(self, p: Prepared, result: RerankResult | None) -> RankResponse:
+        items = result.items if result else []
+        reports = [ConstraintOut(**vars(c)) for c in (result.constraints if result else [])]
+        out_items = []
+        for it in items:
+            info = self.catalogue.items.get(it.item_id, ItemInfo())
+            out_items.append(RankedItemOut(item_id=it.item_id, score=it.score,
+                                           position=it.position, genre=info.genre,
+                                           kind=info.kind))
+        self._record(p, result, out_items)
+        explain = p.request.explain
+        return RankResponse(
+            user_id=p.request.user_id, model_version=self.version, items=out_items,
+            binding=[c for c in reports if c.binding], relaxed=[c for c in reports if c.relaxed],
+            explanation=result.explanation if result else "no candidates",
+            degraded=p.degraded, fallback=p.fallback,
+            latency_ms={k: v * 1e3 for k, v in p.timings.items()} if explain else None,
+            constraints=reports if explain else None)
+
+    def _record(self, p: Prepared, result: RerankResult | None,
+                items: list[RankedItemOut]) -> None:
+        version = self.version
+        for stage, seconds in p.timings.items():
+            metrics.REQUEST_SECONDS.labels(stage, version).observe(seconds)
+        if p.fallback:
+            metrics.FALLBACKS.labels(p.fallback).inc()
+        if p.degraded:
+            metrics.DEGRADED.inc()
+        if result is not None:
+            metrics.RERANK_SOLVE_SECONDS.observe(result.seconds)
+            if result.relaxed:
+                metrics.RERANK_INFEASIBLE.inc()
+            for c in result.constraints:
+                outcome = "relaxed" if c.relaxed else "binding" if c.binding else "satisfied"
+                metrics.CONSTRAINTS.labels(c.family, outcome).inc()
+                if c.relaxed:
+                    metrics.RERANK_RELAXATIONS.labels(c.family).inc()
+        cat = self.catalogue
+        metrics.SHOWN.labels("all").inc(len(items))
+        metrics.SHOWN.labels("popular").inc(sum(
+            cat.items.get(i.item_id, ItemInfo()).impressions_24h >= cat.overexposed_at
+            for i in items))
+        metrics.SHOWN.labels("new").inc(sum(
+            0 <= p.now_ms - cat.items.get(i.item_id, ItemInfo()).release_ms
+            < self.settings.new_title_days * DAY_MS for i in items))
+        self._shown.update(i.item_id for i in items)
+        if cat.items:
+            metrics.COVERAGE.set(len(self._shown) / len(cat.items))
+
+    # ---- similar items -------------------------------------------------------------------
+    def similar(self, item_id: str, k: int) -> list[tuple[str, float]]:
+        """Nearest titles by cosine in the model's item space (KeyError: unknown item)."""
+        if self.model is None:
+            raise LookupError("no model loaded")
+        idx = self._model_ids.get(item_id)
+        if idx is None or idx >= self.model.n_items:
+            raise KeyError(item_id)
+        vecs = self.model.item_embeddings
+        norms = np.linalg.norm(vecs, axis=1) + 1e-9
+        sims = vecs @ vecs[idx] / (norms * norms[idx])
+        sims[:2] = -np.inf
+        sims[idx] = -np.inf
+        top = np.argsort(-sims)[:k]
+        return [(self._model_items[i], float(sims[i])) for i in top if np.isfinite(sims[i])]

@@ -1,0 +1,94 @@
+"""The HTTP API's request and response bodies (published in the OpenAPI document)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serve.constraints import Constraints
+from streams.events import InteractionEvent
+
+
+class RankRequest(BaseModel):
+    """``POST /v1/rank``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "user_id": "u000042", "k": 10,
+        "events": [{"event_id": "e1", "user_id": "u000042", "item_id": "s0003e01",
+                    "action": "play", "ts": 1767300000000, "device": "tv",
+                    "surface": "home/top_picks"}],
+        "goal": {"goal": {"preset": "short_episodes"}, "min_new_share": 0.2},
+        "explain": True}]})
+
+    user_id: str = Field(min_length=1, max_length=128)
+    events: list[InteractionEvent] = Field(
+        default_factory=list, max_length=500,
+        description="the user's in-session events not yet in the feature store (event contract)")
+    candidates: list[str] | None = Field(
+        default=None, min_length=1, max_length=1000,
+        description="rank only these item ids (default: the whole catalogue)")
+    k: int | None = Field(default=None, ge=1, le=1000, description="list length")
+    goal: Constraints | None = Field(
+        default=None, description="constraints and the user's goal for this request")
+    explain: bool = Field(default=False, description="add per-stage latency and all constraints")
+
+
+class RankedItemOut(BaseModel):
+    """One item of the list."""
+
+    item_id: str
+    score: float
+    position: int
+    genre: str = ""
+    kind: str = ""
+
+
+class ConstraintOut(BaseModel):
+    """How a constraint fared (see ``serve.rerank.ConstraintReport``)."""
+
+    name: str
+    family: str
+    bound: str
+    value: float
+    binding: bool
+    relaxed: bool
+    changed_ranking: bool
+    message: str = ""
+
+
+class RankResponse(BaseModel):
+    """The ranked list and how it was made."""
+
+    user_id: str
+    model_version: str
+    items: list[RankedItemOut]
+    binding: list[ConstraintOut]
+    relaxed: list[ConstraintOut]
+    explanation: str
+    degraded: bool = Field(description="made without some inputs (see fallback)")
+    fallback: str | None = Field(
+        default=None, description="why: no_model | unknown_user | feature_store_unavailable")
+    latency_ms: dict[str, float] | None = None
+    constraints: list[ConstraintOut] | None = None
+
+
+class SimilarItem(BaseModel):
+    """A neighbour in the model's item space."""
+
+    item_id: str
+    score: float
+
+
+class SimilarResponse(BaseModel):
+    """``GET /v1/similar/{item_id}``."""
+
+    item_id: str
+    model_version: str
+    items: list[SimilarItem]
+
+
+class Health(BaseModel):
+    """``/healthz`` and ``/readyz``."""
+
+    status: str
+    model_version: str | None = None
+    detail: str = ""
