@@ -160,3 +160,32 @@ def _evaluate(args: argparse.Namespace) -> int:
                           onnx_path=args.onnx, int8=args.int8)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench model``."""
+    p = bench_sub.add_parser(
+        "model", help="ONNX Runtime vs eager PyTorch ranking latency; training tokens/s",
+        description="Ranks the same batches (1 and 64 users, full-length histories) with eager "
+                    "PyTorch and ONNX Runtime on CPU, and measures training tokens/s; adds "
+                    "CUDA figures when a GPU is present. Writes JSON and a PNG chart.")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model directory (default: an untrained SASRec-sized model: 3.7k items, "
+                        "2 layers, d=64, 200 tokens)")
+    p.add_argument("--out", type=Path, default=Path("var/bench"), help="output directory")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for both runtimes")
+    p.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from models.bench import run_bench
+
+    result = run_bench(args.model, args.out, threads=args.threads, min_s=args.seconds)
+    for row in result["ranking_cpu"]:
+        print(f"batch {row['batch']:>3}: eager {row['eager_ms']:.2f} ms, ORT {row['ort_ms']:.2f} ms"
+              f" -> ORT x{row['ort_speedup']}")
+    print(f"training: {result['training_cpu']['tokens_per_s']:.0f} tokens/s on CPU")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {args.out / 'bench_model.json'} and {args.out / 'bench_model.png'}")
+    return 0
