@@ -141,7 +141,8 @@ def _tokenize(events: object, vocab: Vocab, durations: dict[str, int]) -> list[T
         from models.synthetic_tokens import tokenize_events as stand_in
         return stand_in(events, vocab, durations=durations)  # type: ignore[arg-type]
     from streams.events import InteractionEvent
-    return tokenize_events((InteractionEvent(**e) for e in events), vocab)  # type: ignore
+    return tokenize_events((InteractionEvent(**e) for e in events),  # type: ignore[attr-defined]
+                           vocab, durations=durations)
 
 
 def read_catalogue(path: Path) -> dict[str, dict]:
