@@ -60,7 +60,7 @@ class TokenizerConfig:
 
     session_gap_ms: int = 30 * 60_000
     max_play_ms: int = 4 * 3_600_000  # extra idle time allowed while a watch group is open
-    impression_window_ms: int = 10 * 60_000
+    impression_window_ms: int = 60_000
     min_impression_ms: int = 1_000
     click_play_window_ms: int = 60_000
     accidental_weight: float = 0.0  # 0 drops accidental tokens, (0, 1) down-weights them
@@ -339,18 +339,22 @@ class TokenMachine:
         twin = copy.copy(self)  # __getstate__ leaves the shared parts out: put them back
         twin.vocab, twin.durations = self.vocab, self.durations
         mapping: dict[int, _Draft] = {}
-        for d in self.drafts:
-            c = _Draft.__new__(_Draft)
-            for slot in _Draft.__slots__:
-                setattr(c, slot, getattr(d, slot))
-            mapping[id(d)] = c
-        twin.drafts = deque(mapping[id(d)] for d in self.drafts)
-        twin.open_watch = {k: mapping[id(d)] for k, d in self.open_watch.items()}
-        twin.open_imp = {k: mapping[id(d)] for k, d in self.open_imp.items()}
-        twin.open_clicks = {k: [mapping[id(d)] for d in ds] for k, ds in self.open_clicks.items()}
-        twin.click_deadlines = deque((t, mapping[id(d)]) for t, d in self.click_deadlines)
-        twin.imp_deadlines = deque((t, mapping[id(d)]) for t, d in self.imp_deadlines)
-        twin.dwell = {k: [(t, mapping[id(d)]) for t, d in v] for k, v in self.dwell.items()}
+
+        def twin_of(d: _Draft) -> _Draft:  # also drafts already released but still queued
+            c = mapping.get(id(d))
+            if c is None:
+                c = mapping[id(d)] = _Draft.__new__(_Draft)
+                for slot in _Draft.__slots__:
+                    setattr(c, slot, getattr(d, slot))
+            return c
+
+        twin.drafts = deque(twin_of(d) for d in self.drafts)
+        twin.open_watch = {k: twin_of(d) for k, d in self.open_watch.items()}
+        twin.open_imp = {k: twin_of(d) for k, d in self.open_imp.items()}
+        twin.open_clicks = {k: [twin_of(d) for d in ds] for k, ds in self.open_clicks.items()}
+        twin.click_deadlines = deque((t, twin_of(d)) for t, d in self.click_deadlines)
+        twin.imp_deadlines = deque((t, twin_of(d)) for t, d in self.imp_deadlines)
+        twin.dwell = {k: [(t, twin_of(d)) for t, d in v] for k, v in self.dwell.items()}
         twin.emitted = _Emitted(self.emitted.last_ts, self.emitted.last_session)
         return twin
 
