@@ -10,6 +10,7 @@ batch first, because each Feast write row costs ~0.2 ms on SQLite.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,6 +133,9 @@ class FeatureWriter:
         self.provider = store._get_provider()  # Feast has no public handle on it
         self.views = {name: store.get_feature_view(name) for name in ("user_tokens",
                                                                        "item_stats")}
+        # Worker threads of one process share this writer; Feast's SQLite store shares one
+        # connection, and interleaved transactions on it can lose a write.
+        self.lock = threading.Lock()
 
     def write_users(self, rows: list[dict[str, Any]]) -> None:
         """Write ``user_row`` rows (one per user)."""
@@ -162,7 +166,8 @@ class FeatureWriter:
             entity = EntityKey(join_keys=[key], entity_values=[Value(string_val=row[key])])
             when = datetime.fromtimestamp(row["event_timestamp"] / 1000, tz=UTC)
             data.append((entity, {f: value(row[f]) for f in features}, when, None))
-        self.provider.online_write_batch(self.store.config, self.views[view], data, None)
+        with self.lock:
+            self.provider.online_write_batch(self.store.config, self.views[view], data, None)
 
 
 def write_users(store: Any, rows: list[dict[str, Any]]) -> None:
