@@ -9,8 +9,8 @@ Library entry points (what the CLI and the demo call): ``build_app(settings)``,
 ``start(settings) -> url``, ``rollover(settings, model_path)`` and ``stop()``.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FastAPI reads the route signatures at runtime
+# and a string annotation on a method of a Ray Serve ingress class would not resolve.
 import asyncio
 import logging
 import os
