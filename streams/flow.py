@@ -38,6 +38,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams import metrics
 from streams.events import InteractionEvent, validate_event
 from streams.item_stats import ItemCounter
+from streams.shared_vocab import SharedVocab
 from streams.synthetic import SURFACES
 from streams.tokenizer import TokenizerConfig, UserTokenizer
 from streams.tokens import Token, Vocab
@@ -380,13 +381,13 @@ def load_shared(settings: FlowSettings) -> Shared:
     """Vocabulary (persisted ids first, then catalogue titles in id order) and catalogue.
 
     Seeding the vocabulary from the catalogue in sorted order (and the usual devices and
-    surfaces) makes ids the same in every process and every run, whatever the order events
-    arrive in. Values seen for the first time get the next free id in arrival order: stable
-    once given (persisted before any row uses them), but numbered by arrival.
+    surfaces) makes ids the same in every run, whatever the order events arrive in. Values
+    seen for the first time are numbered through the shared, locked ``vocab.json``
+    (``SharedVocab``), so every worker process on the machine gives them the same id.
     """
     data = settings.data_dir
     vocab_path = data / "vocab.json"
-    vocab = Vocab.load(vocab_path)
+    vocab = SharedVocab(vocab_path)
     catalogue: dict[str, dict[str, Any]] = {}
     cat_path = data / "catalogue.jsonl"
     if cat_path.exists():
@@ -394,16 +395,12 @@ def load_shared(settings: FlowSettings) -> Shared:
             if line.strip():
                 title = json.loads(line)
                 catalogue[title["item_id"]] = title
-        for item_id in sorted(catalogue):
-            vocab.id("item", item_id)
+    vocab.ensure("item", sorted(catalogue))
     for facet, values in KNOWN_VALUES.items():
-        for value in values:
-            vocab.id(facet, value)
+        vocab.ensure(facet, values)
     durations = {k: int(v.get("duration_s", 0)) for k, v in catalogue.items()
                  if v.get("duration_s")}
-    shared = Shared(vocab, durations, catalogue, settings, vocab_path)
-    shared.save_vocab()
-    return shared
+    return Shared(vocab, durations, catalogue, settings, None)
 
 
 def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
