@@ -8,6 +8,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``serve`` to ``marquee``."""
+    register_serve(sub)
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
@@ -26,12 +27,87 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("var/bench/rerank.json"))
     p.set_defaults(func=_bench_rerank)
 
+    p = bench_sub.add_parser(
+        "serve", help="load on the running app (closed and open loop) vs a no-op deployment",
+        description="Builds a small sample world (synthetic events -> Feast SQLite, an "
+                    "untrained ONNX model unless --model), starts Ray Serve with the app and a "
+                    "no-op deployment, and measures both under the same load.")
+    p.add_argument("--data-dir", type=Path, default=Path("var/bench/serve-world"))
+    p.add_argument("--model", type=Path, default=None, help="a trained ONNX model to serve")
+    p.add_argument("--users", type=int, default=60)
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=8.0, help="per load level")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--rates", type=float, nargs="+", default=[100, 300, 500])
+    p.add_argument("--out", type=Path, default=Path("var/bench/serve.json"))
+    p.set_defaults(func=_bench_serve)
+
 
 def _bench_rerank(args: argparse.Namespace) -> int:
     from serve.bench_rerank import print_report, run_bench
 
     report = run_bench(n=args.n, k=args.k, requests=args.requests,
                        exact_sample=args.exact_sample, out=args.out)
+    print_report(report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def register_serve(sub: argparse._SubParsersAction) -> None:
+    """``marquee serve``: run the ranking service until Ctrl-C."""
+    p = sub.add_parser(
+        "serve", help="run the ranking service (Ray Serve + FastAPI) until Ctrl-C",
+        description="Serve POST /v1/rank, GET /v1/similar/{item}, /healthz, /readyz and "
+                    "/metrics. Settings come from MARQUEE_* variables (serve/config.py); the "
+                    "flags override them.")
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (MARQUEE_MODEL_PATH)")
+    p.add_argument("--data-dir", type=Path, default=None, help="vocab, catalogue, feast/")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--replicas", type=int, default=None)
+    p.set_defaults(func=_serve)
+
+
+def _settings(args: argparse.Namespace):  # noqa: ANN202 - lazy import of the settings type
+    from serve.config import ServeSettings
+
+    over = {"model_path": args.model, "data_dir": args.data_dir, "host": args.host,
+            "port": args.port, "replicas": args.replicas}
+    return ServeSettings(**{k: v for k, v in over.items() if v is not None})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import time
+
+    from serve import app
+
+    settings = _settings(args)
+    url = app.start(settings)
+    print(f"serving on {url} (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        app.stop()
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    from serve import app
+    from serve.bench_serve import print_report, run_bench
+    from serve.sample_world import SampleWorld, free_port
+
+    data_dir = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    world = SampleWorld(data_dir, n_users=args.users, days=4)
+    settings = world.settings(port=free_port(), replicas=args.replicas,
+                              **({"model_path": args.model} if args.model else {}))
+    url = app.start(settings, noop=True)
+    try:
+        report = run_bench(url, world.users, seconds=args.seconds, out=args.out,
+                           concurrency=tuple(args.clients), rates=tuple(args.rates))
+    finally:
+        app.stop()
     print_report(report)
     print(f"wrote {args.out}")
     return 0

@@ -3,80 +3,21 @@ models made by the real export code) and one Ray Serve start for the whole sessi
 
 from __future__ import annotations
 
-import socket
-from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from serve.config import ServeSettings
-from streams.events import InteractionEvent
-from streams.synthetic import SyntheticWorld, WorldConfig
-from streams.tokens import Vocab
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class World:
-    """What the serve tests know about the data they ranked."""
-
-    def __init__(self, data_dir: Path) -> None:
-        from feature_repo.store import FeatureWriter, open_store, user_row
-        from models.checkpoint import init_checkpoint
-        from models.export import export_checkpoint
-        from streams.tokenizer import tokenize_events
-
-        self.data_dir = data_dir
-        world = SyntheticWorld(WorldConfig(seed=11, n_users=30, days=4))
-        world.write_catalogue(data_dir / "catalogue.jsonl")
-        self.catalogue = {t.item_id: t for t in world.catalogue}
-        self.events = [InteractionEvent.model_validate(e) for e in world.events()]
-        vocab = Vocab()
-        for item_id in self.catalogue:  # every title known to the model
-            vocab.id("item", item_id)
-        tokens = tokenize_events(self.events, vocab)
-        vocab.save(data_dir / "vocab.json")
-        self.vocab = vocab
-        by_user: dict[str, list] = {}
-        for tok in tokens:
-            by_user.setdefault(tok.user_id, []).append(tok)
-        self.tokens = by_user
-        self.store = open_store(data_dir=data_dir, online="sqlite")
-        writer = FeatureWriter(self.store)
-        writer.write_users([user_row(u, t[-200:], t[-1].ts) for u, t in by_user.items()])
-        plays = Counter(e.item_id for e in self.events if e.action.value == "play")
-        shows = Counter(e.item_id for e in self.events if e.action.value == "impression")
-        now = max(e.ts for e in self.events)
-        writer.write_items([{
-            "item_id": t.item_id, "event_timestamp": now, "plays_1h": 0,
-            "plays_24h": plays[t.item_id], "impressions_24h": shows[t.item_id],
-            "ctr_24h": 0.0, "release_ms": t.release_ms, "genre": t.genre, "kind": t.kind,
-            "duration_s": t.duration_s} for t in world.catalogue])
-        models = data_dir / "models"
-        self.model_a = export_checkpoint(init_checkpoint(vocab, version="fm-a", d_model=32),
-                                         models / "a.onnx", k=100)
-        self.model_b = export_checkpoint(init_checkpoint(vocab, version="fm-b", d_model=32),
-                                         models / "b.onnx", k=100)
-        self.users = sorted(by_user, key=lambda u: -len(by_user[u]))
-
-    def settings(self, **overrides: object) -> ServeSettings:
-        base = {"data_dir": self.data_dir, "model_path": self.model_a, "online_store": "sqlite",
-                "port": free_port(), "batch_wait_s": 0.001}
-        return ServeSettings(**{**base, **overrides})
+from serve.sample_world import SampleWorld
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return World(tmp_path_factory.mktemp("serve-world"))
+def world(tmp_path_factory: pytest.TempPathFactory) -> SampleWorld:
+    return SampleWorld(tmp_path_factory.mktemp("serve-world"))
 
 
 @pytest.fixture(scope="session")
-def served(world: World) -> Iterator[tuple[str, ServeSettings]]:
+def served(world: SampleWorld) -> Iterator[tuple[str, ServeSettings]]:
     """The app running on Ray Serve (one start per session) and its settings."""
     import ray
 
