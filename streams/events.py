@@ -9,6 +9,7 @@ exactly what to change.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -40,6 +41,8 @@ def parse_ts(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("not a timestamp")
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("not a finite number")  # int() would raise OverflowError
         ms = int(value)
     elif isinstance(value, str):
         text = value.strip()
