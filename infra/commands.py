@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from streams.config import DEFAULT_BOOTSTRAP
 
@@ -20,13 +21,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="have the broker reject events that break infra/schemas/*.json")
     p.set_defaults(func=_broker)
 
-    p = sub.add_parser(
-        "demo", help="the main job on embedded defaults (what `make demo` runs)",
-        description="Start the embedded broker and stream synthetic events through the pipeline, "
-                    "printing each step.")
-    p.add_argument("--events", type=int, default=20_000, help="synthetic events to stream")
-    p.add_argument("--rate", type=float, default=None, help="events/s cap (default: unlimited)")
-    p.set_defaults(func=_demo)
+    for name, keep in (("demo", False), ("up", True)):
+        p = sub.add_parser(
+            name, help="the main job on embedded defaults (what `make demo` runs)" if not keep
+            else "like demo, then keep the stack running (broker, flow, service, Prometheus)",
+            description="Broker -> synthetic events -> Bytewax flow -> Feast -> model trained "
+                        "for a short budget (reused when the data is unchanged) -> Ray Serve, "
+                        "then a ranking, a ranking after new in-session events, and a goal "
+                        "re-rank." + (" Then keeps everything running until Ctrl-C: point "
+                                      "your producers at the broker and clients at the "
+                                      "service." if keep else ""))
+        p.add_argument("--data-dir", type=Path, default=Path("var/demo"))
+        p.add_argument("--users", type=int, default=400, help="synthetic users (400)")
+        p.add_argument("--days", type=int, default=14, help="synthetic days (14)")
+        p.add_argument("--train-minutes", type=float, default=1.5,
+                       help="training budget in minutes (1.5)")
+        p.add_argument("--port", type=int, default=8000, help="ranking service port (8000)")
+        p.add_argument("--broker-port", type=int, default=9092 if keep else None,
+                       help="embedded broker port (default: " +
+                            ("9092)" if keep else "a free one)"))
+        p.add_argument("--prometheus-port", type=int, default=9090)
+        p.set_defaults(func=_demo, keep_running=keep)
 
 
 def register_bench_all(bench_sub: argparse._SubParsersAction) -> None:
@@ -42,9 +57,12 @@ def _broker(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from infra.demo import run_demo
+    from infra.demo import DemoConfig, run_demo
 
-    return run_demo(events=args.events, rate=args.rate)
+    config = DemoConfig(data_dir=args.data_dir, users=args.users, days=args.days,
+                        train_minutes=args.train_minutes, serve_port=args.port,
+                        broker_port=args.broker_port, prometheus_port=args.prometheus_port)
+    return run_demo(config, keep_running=args.keep_running)
 
 
 def _bench_all(args: argparse.Namespace) -> int:

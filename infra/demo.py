@@ -1,36 +1,193 @@
-"""The main job on embedded defaults: what the README's first command runs.
+"""``marquee demo`` and ``marquee up``: the whole pipeline on embedded defaults.
 
-Today it starts the broker, streams synthetic events into it and reads them back; later
-stages (tokenizer flow, features, model, service) are added here as they land.
+demo: broker -> synthetic producer -> Bytewax flow (to the end of the topic) -> Feast (SQLite)
+-> a model trained for a short budget (reused when the data did not change) -> Ray Serve; then
+one user's ranking, the ranking again after new in-session events, a goal re-rank, and where
+the metrics are. ``up`` does the same and keeps everything running (flow tailing the topic,
+Prometheus scraping) until Ctrl-C, for users' own producers and clients.
 """
 
 from __future__ import annotations
 
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from infra.broker import broker_for
-from streams.consume import read_all
-from streams.produce import produce_events
-from streams.synthetic import SyntheticWorld, WorldConfig
+from infra.pipeline import (
+    Layout,
+    run_flow_to_end,
+    seed_events,
+    start_flow,
+    start_service,
+    stop_service,
+    train_and_export,
+    wait_ready,
+)
+from streams.synthetic import DAY_MS, SyntheticWorld, WorldConfig
 
-VAR = Path("var")
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and ports of a demo run (defaults fit in a few minutes on 2 cores)."""
+
+    data_dir: Path = Path("var/demo")
+    users: int = 400
+    days: int = 14
+    seed: int = 7
+    train_minutes: float = 1.5
+    serve_port: int = 8000
+    broker_port: int | None = None  # None: a free port (demo); up uses 9092
+    flow_metrics_port: int = 9101
+    prometheus_port: int = 9090
 
 
-def run_demo(events: int = 20_000, rate: float | None = None) -> int:
-    """Broker → synthetic producer → read back; prints each step. Returns an exit status."""
-    VAR.mkdir(exist_ok=True)
-    print("[1/3] starting the embedded broker (or using KAFKA_BOOTSTRAP_SERVERS)", flush=True)
-    with broker_for(log_path=VAR / "broker.log") as kafka:
-        print(f"      broker at {kafka.bootstrap_servers}; topics {kafka.events_topic}, "
+def _step(n: int, total: int, text: str) -> None:
+    print(f"[{n}/{total}] {text}", flush=True)
+
+
+def _table(items: list[dict[str, Any]], highlight: set[str] = frozenset()) -> str:
+    rows = [f"      {'#':>2}  {'item':10} {'genre':12} {'kind':8} {'score':>8}"]
+    for it in items:
+        mark = "  <- new" if it["item_id"] in highlight else ""
+        rows.append(f"      {it['position']:>2}  {it['item_id']:10} {it['genre']:12} "
+                    f"{it['kind']:8} {it['score']:8.3f}{mark}")
+    return "\n".join(rows)
+
+
+def session_events(world: SyntheticWorld, user_id: str, series_id: str, at_ms: int
+                   ) -> list[dict[str, Any]]:
+    """The user finds episode 1 of a series on the home page, plays and finishes it."""
+    ep1 = next(t for t in world.catalogue if t.series_id == series_id and t.episode == 1)
+    base = {"user_id": user_id, "item_id": ep1.item_id, "device": "tv",
+            "surface": "home/top_picks", "position": 2, "session_id": f"{user_id}-demo"}
+    steps = [("impression", 0, 0.0), ("click", 3_000, 0.0), ("play", 5_000, 0.0),
+             ("complete", 5_000 + ep1.duration_s * 1000, float(ep1.duration_s))]
+    return [{**base, "event_id": f"demo-{user_id}-{i}", "action": a, "ts": at_ms + dt,
+             "watch_seconds": w} for i, (a, dt, w) in enumerate(steps)]
+
+
+def pick_series(world: SyntheticWorld, ranked: list[str]) -> str:
+    """A series none of whose episodes is in the user's first ranking (so the change shows)."""
+    shown = {item[:5] for item in ranked if item.startswith("s")}
+    series = sorted({t.series_id for t in world.catalogue if t.series_id})
+    return next((s for s in series if s not in shown), series[0])
+
+
+def rank(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /v1/rank; raises with the service's message on a non-200."""
+    reply = httpx.post(f"{url}/v1/rank", json=body, timeout=30)
+    if reply.status_code != 200:
+        raise RuntimeError(f"/v1/rank answered {reply.status_code}: {reply.text}")
+    return reply.json()
+
+
+def _show_rankings(url: str, world: SyntheticWorld, user_id: str, end_ms: int, n: int,
+                   total: int) -> None:
+    first = rank(url, {"user_id": user_id, "k": 10, "explain": True})
+    print(f"      model {first['model_version']}; degraded={first['degraded']}; latency "
+          f"{json.dumps({k: round(v, 2) for k, v in (first.get('latency_ms') or {}).items()})}")
+    print(_table(first["items"]))
+    series = pick_series(world, [i["item_id"] for i in first["items"]])
+    events = session_events(world, user_id, series, end_ms + 3_600_000)
+    _step(n + 1, total, f"{user_id} now watches {events[0]['item_id']} to the end "
+                        f"(4 in-session events sent with the request, not yet in the store)")
+    second = rank(url, {"user_id": user_id, "k": 10, "events": events})
+    before = {i["item_id"] for i in first["items"]}
+    print(_table(second["items"], {i["item_id"] for i in second["items"]} - before))
+    _step(n + 2, total, "goal re-rank: 'short episodes', at most 2 of a genre in any 4 slots, "
+                        "at least 20% new titles (solved as a MILP with HiGHS)")
+    goal = {"goal": {"preset": "short_episodes"}, "min_new_share": 0.2,
+            "diversity": [{"attribute": "genre", "max_items": 2, "window": 4}]}
+    third = rank(url, {"user_id": user_id, "k": 10, "events": events, "goal": goal})
+    print(_table(third["items"]))
+    print(f"      {third['explanation']}")
+    for c in third["binding"]:
+        print(f"      binding: {c['name']} ({c['bound']}, value {c['value']:g})")
+    for c in third["relaxed"]:
+        print(f"      relaxed: {c['message']}")
+
+
+def run_demo(config: DemoConfig | None = None, keep_running: bool = False) -> int:
+    """Run the pipeline end to end and print what happens; ``keep_running`` is ``marquee up``."""
+    cfg = config or DemoConfig()
+    layout = Layout(cfg.data_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    # The world ends today, so "new releases" and freshness mean what they say at serving time.
+    today = int(time.time() * 1000) // DAY_MS * DAY_MS
+    world_cfg = WorldConfig(seed=cfg.seed, n_users=cfg.users, days=cfg.days,
+                            start_ms=today - cfg.days * DAY_MS)
+    world = SyntheticWorld(world_cfg)
+    total = 8
+    started = time.monotonic()
+    _step(1, total, "embedded Kafka-protocol broker (Tansu), or KAFKA_BOOTSTRAP_SERVERS if set")
+    with broker_for(port=cfg.broker_port, log_path=layout.root / "broker.log") as kafka:
+        print(f"      broker {kafka.bootstrap_servers}; topics {kafka.events_topic}, "
               f"{kafka.dead_letter_topic}", flush=True)
-        world = SyntheticWorld(WorldConfig())
-        catalogue = world.write_catalogue(VAR / "catalogue.jsonl")
-        print(f"[2/3] producing {events:,} synthetic events ({len(world.catalogue)} titles, "
-              f"catalogue in {catalogue})", flush=True)
-        report = produce_events(world.events(events), kafka, rate=rate, total=events)
+        _step(2, total, f"synthetic world: {cfg.users} users x {cfg.days} days, "
+                        f"{len(world.catalogue)} titles -> {kafka.events_topic}")
+        report = seed_events(kafka, layout, world_cfg)
         print(f"      {report.summary()}", flush=True)
-        print(f"[3/3] reading {kafka.events_topic} back", flush=True)
-        records = read_all(kafka, kafka.events_topic)
-        users = len({r.key for r in records})
-        print(f"      read {len(records):,} events of {users:,} users", flush=True)
-        return 0 if len(records) >= report.delivered and not report.undelivered else 1
+        _step(3, total, "Bytewax flow: events -> tokens -> Feast online store (SQLite) + "
+                        f"token log ({layout.tokens})")
+        t0 = time.monotonic()
+        run_flow_to_end(kafka, layout)
+        print(f"      {report.delivered:,} events tokenized in {time.monotonic() - t0:.1f}s",
+              flush=True)
+        _step(4, total, f"foundation model: train <= {cfg.train_minutes} min on the token log "
+                        "(reused if the data did not change), export ONNX")
+        onnx, reused = train_and_export(layout, minutes=cfg.train_minutes)
+        print(f"      {'reused' if reused else 'exported'} {onnx}", flush=True)
+        _step(5, total, f"Ray Serve ranking app on port {cfg.serve_port}")
+        url = start_service(layout, onnx, port=cfg.serve_port)
+        flow = prom = None
+        try:
+            wait_ready(url)
+            print(f"      {url}/docs (OpenAPI), {url}/metrics", flush=True)
+            user_id = "u000007"
+            _step(6, total, f"ranking for {user_id} (POST {url}/v1/rank)")
+            _show_rankings(url, world, user_id, world_cfg.start_ms + cfg.days * DAY_MS, 6, total)
+            if keep_running:
+                flow, prom = _keep_up(cfg, kafka, layout, url)
+            else:
+                print(f"      Prometheus metrics: {url}/metrics (ranking service); run "
+                      "`marquee up` to keep the stack running with Prometheus.")
+                print(f"done in {time.monotonic() - started:.0f}s", flush=True)
+        finally:
+            for proc in (flow, prom):
+                if proc is not None:
+                    proc.stop() if hasattr(proc, "stop") else proc.terminate()
+            stop_service()
+    return 0
+
+
+def _keep_up(cfg: DemoConfig, kafka: Any, layout: Layout, url: str) -> tuple[Any, Any]:
+    from infra.prometheus import start_prometheus, write_config
+
+    flow = start_flow(kafka, layout, metrics_port=cfg.flow_metrics_port)
+    config = write_config(layout.root / "prometheus.yml", {
+        "marquee-flow": [f"127.0.0.1:{cfg.flow_metrics_port}"],
+        "marquee-serve": [f"127.0.0.1:{cfg.serve_port}"]})
+    prom = start_prometheus(config, layout.root / "prometheus", cfg.prometheus_port)
+    print("the stack is up; Ctrl-C stops it", flush=True)
+    print(f"      KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} "
+          f"(produce with `marquee produce`)", flush=True)
+    print(f"      ranking: {url}/v1/rank   docs: {url}/docs", flush=True)
+    print(f"      Prometheus: {prom.url} (flow :{cfg.flow_metrics_port}/metrics, "
+          f"service {url}/metrics)", flush=True)
+    print("      Grafana: provision infra/grafana (data source + dashboards)", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        if flow.poll() is not None:
+            print(f"flow exited with {flow.returncode}; see {layout.root / 'flow.log'}")
+            break
+        stop.wait(1.0)
+    return flow, prom

@@ -1,0 +1,178 @@
+"""The whole path as library calls: events -> flow -> features -> model -> service.
+
+``marquee demo``, ``marquee up`` and the end-to-end test call these same functions, so what the
+test proves is what users run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streams.config import KafkaSettings
+from streams.produce import ProduceReport, produce_events
+from streams.synthetic import SyntheticWorld, WorldConfig
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one pipeline's files live, all under ``root``."""
+
+    root: Path
+
+    @property
+    def catalogue(self) -> Path:
+        """Catalogue of titles (JSON lines), read by the flow, the model and the service."""
+        return self.root / "catalogue.jsonl"
+
+    @property
+    def tokens(self) -> Path:
+        """The flow's token log (parquet dir): the offline store training reads."""
+        return self.root / "tokens"
+
+    @property
+    def vocab(self) -> Path:
+        """The flow's vocabulary."""
+        return self.root / "vocab.json"
+
+    @property
+    def model_dir(self) -> Path:
+        """The trained checkpoint directory."""
+        return self.root / "model"
+
+    @property
+    def onnx(self) -> Path:
+        """The exported ranking model."""
+        return self.root / "model" / "model.onnx"
+
+
+def seed_events(kafka: KafkaSettings, layout: Layout, world: WorldConfig,
+                events: int | None = None, progress: bool = True) -> ProduceReport:
+    """Write the synthetic catalogue and produce the world's events (the first ``events`` of
+    them, or all) to the events topic."""
+    sim = SyntheticWorld(world)
+    sim.write_catalogue(layout.catalogue)
+    report = produce_events(sim.events(events), kafka, total=events, progress=progress)
+    if report.undelivered:
+        raise RuntimeError(f"producer: {report.summary()}")
+    return report
+
+
+def flow_env(kafka: KafkaSettings, layout: Layout, tail: bool,
+             metrics_port: int | None = None) -> dict[str, str]:
+    """Environment for a flow process reading ``kafka`` and writing under ``layout``."""
+    env = {**os.environ,
+           "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+           "MARQUEE_EVENTS_TOPIC": kafka.events_topic,
+           "MARQUEE_DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
+           "MARQUEE_FLOW_DATA_DIR": str(layout.root),
+           "MARQUEE_FLOW_TAIL": "true" if tail else "false",
+           "MARQUEE_FLOW_FINISH_AT_EOF": "false" if tail else "true"}
+    if metrics_port:
+        env["MARQUEE_FLOW_METRICS_PORT"] = str(metrics_port)
+    return env
+
+
+def flow_command(recovery_dir: Path | None = None) -> list[str]:
+    """``python -m bytewax.run`` for the production flow (one worker)."""
+    cmd = [sys.executable, "-m", "bytewax.run", "streams.flow:from_env()", "-w", "1"]
+    if recovery_dir is not None:
+        if not recovery_dir.exists():
+            recovery_dir.mkdir(parents=True)
+            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery_dir), "1"],
+                           check=True)
+        cmd += ["-r", str(recovery_dir), "-s", "5", "-b", "0"]
+    return cmd
+
+
+def run_flow_to_end(kafka: KafkaSettings, layout: Layout, timeout: float = 600.0) -> None:
+    """Run the flow over everything in the events topic, close open tokens, and return."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    log = (layout.root / "flow.log").open("ab")
+    result = subprocess.run(flow_command(), env=flow_env(kafka, layout, tail=False),
+                            stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"flow exited with {result.returncode}; see {layout.root / 'flow.log'}")
+
+
+def start_flow(kafka: KafkaSettings, layout: Layout, metrics_port: int | None = None,
+               recovery_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a tailing flow in the background (``marquee up``); the caller stops it."""
+    layout.root.mkdir(parents=True, exist_ok=True)
+    log = (layout.root / "flow.log").open("ab")
+    return subprocess.Popen(flow_command(recovery_dir),
+                            env=flow_env(kafka, layout, tail=True, metrics_port=metrics_port),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _fingerprint(layout: Layout) -> str:
+    parts = sorted((p.name, p.stat().st_size) for p in layout.tokens.glob("**/*.parquet"))
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def train_and_export(layout: Layout, minutes: float = 1.0, reuse: bool = True,
+                     progress: bool = True, **model: Any) -> tuple[Path, bool]:
+    """Train on the token log for at most ``minutes`` and export ONNX; returns (onnx, reused).
+
+    With ``reuse``, a model trained on the same token log (same files and sizes) is kept.
+    """
+    from models.data import load_corpus
+    from models.export import export
+    from models.train import TrainConfig, train, write_outputs
+
+    stamp = layout.model_dir / "trained_on.txt"
+    print_ = print if progress else (lambda *a, **k: None)
+    if reuse and layout.onnx.exists() and stamp.exists() \
+            and stamp.read_text() == _fingerprint(layout):
+        return layout.onnx, True
+    corpus = load_corpus("tokens", layout.tokens, vocab_path=layout.vocab,
+                         catalogue_path=layout.catalogue)
+    model_cfg = {"max_len": 50, "d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.2,
+                 "mtp_k": 3, **model}
+    cfg = TrainConfig(epochs=30, batch_size=128, patience=3, max_minutes=minutes,
+                      valid_users=500, progress=progress)
+    spec = {"format": "tokens", "path": str(layout.tokens), "options": {}}
+    metrics = write_outputs(train(corpus, model_cfg, cfg, data_spec=spec, tag="demo"),
+                            layout.model_dir)
+    print_(f"      trained: best epoch {metrics['best_epoch']}, "
+           f"validation {json.dumps(metrics['valid'])}")
+    export(layout.model_dir, layout.onnx)
+    stamp.write_text(_fingerprint(layout))
+    return layout.onnx, False
+
+
+def start_service(layout: Layout, model_path: Path | None, port: int = 8000) -> str:
+    """Start the Ray Serve ranking app over this layout's features and model; returns its URL."""
+    from serve.app import start
+    from serve.config import ServeSettings
+
+    return start(ServeSettings(data_dir=layout.root, model_path=model_path, port=port))
+
+
+def stop_service() -> None:
+    """Shut Ray Serve down."""
+    from serve.app import stop
+
+    stop()
+
+
+def wait_ready(url: str, timeout: float = 120.0) -> None:
+    """Poll ``/readyz`` until the service says it is ready."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}/readyz not ready after {timeout}s")
