@@ -56,7 +56,8 @@ class Layout:
 def seed_events(kafka: KafkaSettings, layout: Layout, world: WorldConfig,
                 events: int | None = None, progress: bool = True) -> ProduceReport:
     """Write the synthetic catalogue and produce the world's events (the first ``events`` of
-    them, or all) to the events topic."""
+    them, or all) to the events topic.
+    """
     sim = SyntheticWorld(world)
     sim.write_catalogue(layout.catalogue)
     report = produce_events(sim.events(events), kafka, total=events, progress=progress)
