@@ -49,8 +49,7 @@ PIPELINE = [
     Panel("Tokens emitted / s", (("sum(rate(marquee_tokens_emitted_total[1m]))", "tokens"),),
           "ops"),
     Panel("Merge ratio (events per token)", (
-        ("sum(rate(marquee_events_valid_total[5m])) / "
-         "sum(rate(marquee_tokens_emitted_total[5m]))", "events/token"),), "short"),
+        ("max(marquee_token_merge_ratio)", "events/token"),), "short"),
     Panel("Consumer lag by partition", (
         ("sum by (partition) (marquee_consumer_lag_messages)", "p{{partition}}"),), "short"),
     Panel("Feast write latency", (
@@ -75,7 +74,14 @@ SERVING = [
     Panel("Mean inference batch size", (
         ("sum(rate(marquee_batch_size_sum[5m])) / sum(rate(marquee_batch_size_count[5m]))",
          "batch"),), "short"),
-    Panel("Feature store read latency", ((_p99("marquee_feast_read_seconds"), "p99"),), "s"),
+    Panel("Feature store read latency (features stage)", (
+        ('histogram_quantile(0.5, sum by (le) '
+         '(rate(marquee_request_seconds_bucket{stage="features"}[5m])))', "p50"),
+        ('histogram_quantile(0.99, sum by (le) '
+         '(rate(marquee_request_seconds_bucket{stage="features"}[5m])))', "p99")), "s"),
+    Panel("Requests by model version / s", (
+        ("sum by (model_version) (rate(marquee_requests_total[1m]))", "{{model_version}}"),),
+        "reqps"),
     Panel("Model version serving", (("max by (model_version) (marquee_model_info)",
                                      "{{model_version}}"),), "short"),
     Panel("Fallbacks and degraded responses / s", (
@@ -87,22 +93,32 @@ MODEL_BUSINESS = [
     Panel("Catalogue coverage of what was shown", (
         ("max(marquee_catalogue_coverage_ratio)", "coverage"),), "percentunit",
         "Share of the catalogue shown at least once in the recent window."),
-    Panel("Exposure share of the most popular titles", (
-        ("max(marquee_popular_exposure_ratio)", "top-titles share"),), "percentunit",
-        "Popularity bias: what share of impressions went to the most popular titles."),
-    Panel("New-title share of rankings", (("max(marquee_new_title_share_ratio)", "new"),),
-          "percentunit"),
-    Panel("Goal constraints satisfied", (
-        ("sum(rate(marquee_rerank_constraints_satisfied_total[5m])) / "
-         "sum(rate(marquee_rerank_constraints_total[5m]))", "satisfied share"),),
+    Panel("Exposure share of over-exposed titles", (
+        ('sum(rate(marquee_shown_items_total{segment="popular"}[5m])) / '
+         'sum(rate(marquee_shown_items_total{segment="all"}[5m]))', "popular share"),),
+        "percentunit",
+        "Popularity bias: share of returned items that are over-exposed (top impressions)."),
+    Panel("New-title share of rankings", (
+        ('sum(rate(marquee_shown_items_total{segment="new"}[5m])) / '
+         'sum(rate(marquee_shown_items_total{segment="all"}[5m]))', "new share"),),
         "percentunit"),
+    Panel("Constraint outcomes", (
+        ('sum(rate(marquee_constraints_total{outcome!="relaxed"}[5m])) / '
+         "sum(rate(marquee_constraints_total[5m]))", "satisfied share"),
+        ("sum by (outcome) (rate(marquee_constraints_total[5m]))", "{{outcome}}")),
+        "short", "Satisfied share counts satisfied and binding (held with equality) ones."),
     Panel("Re-ranker solve time", ((_p50("marquee_rerank_solve_seconds"), "p50"),
                                    (_p99("marquee_rerank_solve_seconds"), "p99")), "s"),
     Panel("Infeasible goals and relaxations / s", (
         ("sum(rate(marquee_rerank_infeasible_total[5m])) or vector(0)", "infeasible"),
         ("sum(rate(marquee_rerank_relaxations_total[5m])) or vector(0)", "relaxations")), "ops"),
-    Panel("Cold-start share of shown items", (("max(marquee_cold_start_share_ratio)", "cold"),),
-          "percentunit"),
+    Panel("Cold-start share of shown items", (
+        ('sum(rate(marquee_shown_items_total{segment="cold"}[5m])) / '
+         'sum(rate(marquee_shown_items_total{segment="all"}[5m]))', "cold share"),),
+        "percentunit", "Titles the model knows by metadata only (no training interactions)."),
+    Panel("Fallbacks by reason / s", (
+        ("sum by (reason) (rate(marquee_fallbacks_total[5m])) or vector(0)", "{{reason}}"),),
+        "ops"),
 ]
 
 DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
