@@ -58,6 +58,8 @@ def export_checkpoint(ckpt: Checkpoint, out: Path, k: int = 200, int8: bool = Fa
     _write_metadata(out, ckpt, ranker.k, int8)
     ckpt.vocab.save(sidecar(out, "vocab.json"))
     np.save(sidecar(out, "items.npy"), ranker.items.numpy().astype(np.float32))
+    # 1 = the item's id embedding was trained; 0 = cold (ranked by metadata alone).
+    np.save(sidecar(out, "known.npy"), ckpt.model.known.cpu().numpy().astype(np.float32))
     return out
 
 

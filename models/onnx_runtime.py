@@ -41,6 +41,10 @@ class OnnxRanker:
         self.n_items: int = int(self.config["n_items"])
         self.vocab = Vocab.load(sidecar(path, "vocab.json"))
         self.item_embeddings: np.ndarray = np.load(sidecar(path, "items.npy"))
+        known = sidecar(path, "known.npy")
+        # 1 per item id whose embedding was trained; cold titles (metadata only) are 0.
+        self.known_items: np.ndarray = (np.load(known) if known.exists()
+                                        else np.ones(self.n_items, np.float32))
         # An item-only model's graph reads just ``item`` (the exporter drops unused inputs).
         self._facets = [i.name for i in self.session.get_inputs() if i.name in FACETS]
 

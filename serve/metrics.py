@@ -46,7 +46,8 @@ CONSTRAINTS = Counter("marquee_constraints_total",
 FALLBACKS = Counter("marquee_fallbacks_total", "responses made by a fallback path", ["reason"])
 DEGRADED = Counter("marquee_degraded_responses_total", "responses with degraded: true")
 SHOWN = Counter("marquee_shown_items_total",
-                "items returned; segment popular = over-exposed titles, new = new titles; "
+                "items returned; segment popular = over-exposed titles, new = new titles, "
+                "cold = titles the model knows by metadata only; "
                 "shares are ratios of these", ["segment"])
 COVERAGE = Gauge("marquee_catalogue_coverage_ratio",
                  "distinct titles shown since start / catalogue size (per replica; max merged)",

@@ -343,6 +343,11 @@ class Ranker:
         metrics.SHOWN.labels("new").inc(sum(
             0 <= p.now_ms - cat.items.get(i.item_id, ItemInfo()).release_ms
             < self.settings.new_title_days * DAY_MS for i in items))
+        if self.model is not None:
+            known, ids = self.model.known_items, self._model_ids
+            metrics.SHOWN.labels("cold").inc(sum(
+                ids.get(i.item_id, len(known)) >= len(known)
+                or known[ids[i.item_id]] == 0 for i in items))
         self._shown.update(i.item_id for i in items)
         if cat.items:
             metrics.COVERAGE.set(len(self._shown) / len(cat.items))
