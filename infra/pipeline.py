@@ -118,9 +118,10 @@ def _fingerprint(layout: Layout) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def train_and_export(layout: Layout, minutes: float = 1.0, reuse: bool = True,
-                     progress: bool = True, **model: Any) -> tuple[Path, bool]:
-    """Train on the token log for at most ``minutes`` and export ONNX; returns (onnx, reused).
+def train_and_export(layout: Layout, minutes: float | None = 1.0, reuse: bool = True,
+                     progress: bool = True, epochs: int = 30, **model: Any) -> tuple[Path, bool]:
+    """Train on the token log for at most ``minutes`` (and ``epochs``) and export ONNX;
+    returns (onnx, reused).
 
     With ``reuse``, a model trained on the same token log (same files and sizes) is kept.
     """
@@ -137,7 +138,7 @@ def train_and_export(layout: Layout, minutes: float = 1.0, reuse: bool = True,
                          catalogue_path=layout.catalogue)
     model_cfg = {"max_len": 50, "d_model": 64, "n_layers": 2, "n_heads": 2, "dropout": 0.2,
                  "mtp_k": 3, **model}
-    cfg = TrainConfig(epochs=30, batch_size=128, patience=3, max_minutes=minutes,
+    cfg = TrainConfig(epochs=epochs, batch_size=128, patience=3, max_minutes=minutes,
                       valid_users=500, progress=progress)
     spec = {"format": "tokens", "path": str(layout.tokens), "options": {}}
     metrics = write_outputs(train(corpus, model_cfg, cfg, data_spec=spec, tag="demo"),
