@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.charts import histogram
 from serve.constraints import Constraints, Diversity, Goal, GroupCount, Pin
 from serve.rerank import Candidate, GoalReranker, RerankConfig, position_weights
 from streams.synthetic import GENRES, SyntheticWorld, WorldConfig
@@ -75,6 +76,7 @@ def run_bench(n: int = 200, k: int = 20, requests: int = 200, exact_sample: int 
     fast, exact = GoalReranker(), GoalReranker(RerankConfig(mode="exact"))
     w = position_weights(k)
     report: dict[str, object] = {"n": n, "k": k, "requests": requests}
+    samples: dict[str, list[float]] = {}
     for family in FAMILIES:
         cases = []
         for _ in range(requests):
@@ -94,6 +96,7 @@ def run_bench(n: int = 200, k: int = 20, requests: int = 200, exact_sample: int 
             top = np.argsort(-scores)[:k]
             float(w @ scores[top])
             plain.append(time.perf_counter() - t0)
+        samples[family] = [x * 1e3 for x in solve]
         gaps, exact_t = [], []
         for cands, cons in cases[:exact_sample]:
             t0 = time.perf_counter()
@@ -113,6 +116,8 @@ def run_bench(n: int = 200, k: int = 20, requests: int = 200, exact_sample: int 
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
+        histogram(samples, f"Goal re-rank solve time, N={n}, k={k}", "ms",
+                  out.with_suffix(".png"))
     return report
 
 

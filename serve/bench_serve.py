@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from infra.charts import histogram
+
 
 def _pct(xs: list[float]) -> dict[str, float]:
     if not xs:
@@ -57,7 +59,7 @@ async def closed_loop(url: str, bodies: list[dict], clients: int, seconds: float
         await asyncio.gather(*(one(w) for w in range(clients)))
         spent = time.perf_counter() - t_start
     return {"clients": clients, "rps": len(lat) / spent, "errors": errors, **_pct(lat),
-            "stages": {k: _pct(v) for k, v in stages.items()}}
+            "stages": {k: _pct(v) for k, v in stages.items()}, "_samples": lat}
 
 
 async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float
@@ -106,9 +108,15 @@ def run_bench(base_url: str, users: list[str], seconds: float = 8.0,
         report[name] = {
             "closed": [asyncio.run(closed_loop(url, bodies, c, seconds)) for c in concurrency],
             "open": [asyncio.run(open_loop(url, bodies, r, seconds)) for r in rates]}
+    samples = {f"{name} ({run['clients']} client{'s' if run['clients'] > 1 else ''})":
+               [x * 1e3 for x in run.pop("_samples")]
+               for name in ("noop", "rank") for run in report[name]["closed"]}
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
+        histogram({k: v for k, v in samples.items() if "(1 client)" in k},
+                  "Ranking vs no-op Ray Serve latency, 1 client (closed loop)", "ms",
+                  out.with_suffix(".png"))
     return report
 
 
