@@ -57,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mtp-k", type=int, default=3, help="items of the next k interactions")
     p.add_argument("--negatives", type=int, default=0,
                    help="sampled softmax with N uniform negatives (default 0: full softmax)")
+    p.add_argument("--mtp-negatives", type=int, default=-1,
+                   help="multi-token heads: sampled softmax with N negatives (0 full softmax, "
+                        "default -1: as --negatives)")
+    p.add_argument("--w-mtp", type=float, default=0.3, help="loss weight per multi-token head")
     p.add_argument("--item-only", action="store_true", help="train the item-only ablation")
     p.add_argument("--with-ablation", action="store_true",
                    help="also train the item-only ablation with the same budget into DIR/ablation")
@@ -135,7 +139,8 @@ def _train(args: argparse.Namespace) -> int:
                                                         if args.device else {}))
     model_cfg = {"max_len": args.max_len, "d_model": args.d_model, "n_layers": args.layers,
                  "n_heads": args.heads, "dropout": args.dropout, "mtp_k": args.mtp_k,
-                 "n_negatives": args.negatives,
+                 "n_negatives": args.negatives, "mtp_negatives": args.mtp_negatives,
+                 "w_mtp": args.w_mtp,
                  "item_only": args.item_only}
     summary = {}
     runs = [(args.out, model_cfg, "fm")]

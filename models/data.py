@@ -251,6 +251,10 @@ class Windows:
 def training_windows(corpus: Corpus, split: Split, max_len: int, mtp_k: int) -> Windows:
     """Cut every user's training prefix into windows of ``max_len`` tokens from its end.
 
+    The windows do not overlap, so one epoch trains every position of every prefix exactly
+    once (as SASRec does, which trains its last ``max_len`` positions; longer users add
+    their earlier windows).
+
     The item targets live at decision points (an interaction or its follow-ups): the next
     interaction's item, and for multi-token prediction the ones after it. Cold items are
     never targets.
@@ -279,7 +283,7 @@ def training_windows(corpus: Corpus, split: Split, max_len: int, mtp_k: int) -> 
         action = np.r_[seq[1:, I_ACTION], 0]
         duration = np.r_[seq[1:, I_DURATION], 0]
         weight = np.r_[w[1:], 0.0].astype(np.float32)
-        for b in range(len(seq), 1, -max_len):
+        for b in range(len(seq), 0, -max_len):  # non-overlapping, newest first
             a = max(b - max_len, 0)
             rows.append((seq[a:b], targets[a:b], action[a:b], duration[a:b], weight[a:b]))
     n = len(rows)

@@ -57,6 +57,7 @@ class ModelConfig:
     use_tower: bool = True  # item tower from metadata (ignored when item_only)
     mtp_k: int = 3  # items of the next k interactions (1 = next item only)
     n_negatives: int = 0  # 0 = full softmax; else sampled softmax with this many negatives
+    mtp_negatives: int = -1  # multi-token heads: -1 = as n_negatives, 0 = full, N = sampled
     w_item: float = 1.0
     w_action: float = 0.2
     w_duration: float = 0.2
@@ -225,26 +226,31 @@ class FoundationModel(nn.Module):
         items = self.item_vectors()
         h = self.forward(tokens, items)  # [B, L, D]
         weight = targets["weight"]
-        out = {"item": self._item_ce(h, items, targets["item"], weight)}
+        out = {"item": self._item_ce(h, items, targets["item"], weight, cfg.n_negatives)}
         total = cfg.w_item * out["item"]
         if self.action_head is not None and self.duration_head is not None:
             out["action"] = _masked_ce(h, self.action_head, targets["action"], weight)
             out["duration"] = _masked_ce(h, self.duration_head, targets["duration"], weight)
             total = total + cfg.w_action * out["action"] + cfg.w_duration * out["duration"]
+        mtp_neg = cfg.n_negatives if cfg.mtp_negatives < 0 else cfg.mtp_negatives
         for j, proj in enumerate(self.mtp_proj):
-            out[f"mtp{j + 2}"] = self._item_ce(proj(h), items, targets["mtp"][..., j], weight)
+            out[f"mtp{j + 2}"] = self._item_ce(proj(h), items, targets["mtp"][..., j], weight,
+                                               mtp_neg)
             total = total + cfg.w_mtp * out[f"mtp{j + 2}"]
         out["loss"] = total
         return out
 
-    def _item_ce(self, h: Tensor, items: Tensor, target: Tensor, weight: Tensor) -> Tensor:
-        """Next-item cross-entropy: full softmax over the catalogue, or, with ``n_negatives``,
-        a sampled softmax over shared uniform negatives with the log-ratio correction (an
-        estimate of the full softmax at a fraction of the cost for large catalogues).
+    def _item_ce(self, h: Tensor, items: Tensor, target: Tensor, weight: Tensor,
+                 n_neg: int) -> Tensor:
+        """Next-item cross-entropy: full softmax over the catalogue (fused and chunked, see
+        ``full_softmax_ce``), or, with ``n_neg`` > 0, a sampled softmax over shared uniform
+        negatives with the log-ratio correction (an estimate of the full softmax at a fraction
+        of the cost for large catalogues).
         """
-        n_neg = self.cfg.n_negatives
         if not n_neg or n_neg >= self.cfg.n_items - 2:
-            return _masked_ce(h, lambda x: x @ items.T, target, weight)
+            sel = target.reshape(-1) > 0
+            return full_softmax_ce(h.reshape(-1, h.shape[-1])[sel], items,
+                                   target.reshape(-1)[sel], weight.reshape(-1)[sel])
         negs = torch.randint(2, self.cfg.n_items, (n_neg,), device=h.device)  # [N]
         correction = math.log((self.cfg.n_items - 2) / n_neg)
         sel = target.reshape(-1) > 0
@@ -280,6 +286,54 @@ def _exclude(scores: Tensor, seen_mask: Tensor) -> Tensor:
     excluded = seen_mask > 0
     excluded[:, :2] = True
     return scores.masked_fill(excluded, NEG)
+
+
+class _FullSoftmaxCE(torch.autograd.Function):
+    """Weighted mean cross-entropy of ``x @ items.T`` whose gradients are computed in the
+    forward pass, a chunk of rows at a time: the [n, n_items] logits never exist whole and
+    each chunk is read while it is still in cache (about 25% faster than autograd on CPU,
+    and a fraction of the memory).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, items: Tensor, target: Tensor,  # type: ignore[override]
+                weight: Tensor, chunk: int) -> Tensor:
+        w = weight / weight.sum().clamp(min=1e-6)
+        grad_x, grad_items = torch.empty_like(x), torch.zeros_like(items)
+        loss = x.new_zeros(())
+        for a in range(0, x.shape[0], chunk):
+            xc, tc, wc = x[a:a + chunk], target[a:a + chunk], w[a:a + chunk]
+            logits = xc @ items.T  # [c, n_items]
+            lse = torch.logsumexp(logits, dim=1)
+            rows = torch.arange(len(tc), device=x.device)
+            loss += ((lse - logits[rows, tc]) * wc).sum()
+            prob = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            prob[rows, tc] -= 1.0
+            prob.mul_(wc[:, None])
+            grad_x[a:a + chunk] = prob @ items
+            grad_items.addmm_(prob.T, xc)
+        ctx.save_for_backward(grad_x, grad_items)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        grad_x, grad_items = ctx.saved_tensors
+        return grad_x * grad, grad_items * grad, None, None, None
+
+
+def full_softmax_ce(x: Tensor, items: Tensor, target: Tensor, weight: Tensor,
+                    chunk: int | None = None) -> Tensor:
+    """Weighted mean cross-entropy of the full-catalogue softmax ``x @ items.T`` ([n, D],
+    [n_items, D], [n], [n]); equal to ``F.cross_entropy`` with the same weights. ``chunk``:
+    rows per step (default: about 4M logits, the fastest on a 2-core CPU with 8 MB L3).
+    """
+    if x.shape[0] == 0:
+        return (x.sum() + items.sum()) * 0.0
+    if not torch.is_grad_enabled() or not (x.requires_grad or items.requires_grad):
+        ce = F.cross_entropy(x @ items.T, target, reduction="none")
+        return (ce * weight).sum() / weight.sum().clamp(min=1e-6)
+    chunk = chunk or max(16, (1 << 22) // max(items.shape[0], 1))
+    return _FullSoftmaxCE.apply(x, items, target, weight, chunk)
 
 
 def _masked_ce(h: Tensor, head: Callable[[Tensor], Tensor], target: Tensor,

@@ -120,7 +120,8 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
-        train_s += time.monotonic() - t0
+        epoch_s = time.monotonic() - t0
+        train_s += epoch_s
         row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": round(v / len(batches), 5)
                                                   for k, v in sums.items()}}
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
@@ -131,6 +132,7 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
                 best, bad = (metrics["ndcg@10"], epoch, state, metrics), 0
             else:
                 bad += 1
+        row["train_s"] = round(epoch_s, 1)
         row["elapsed_s"] = round(time.monotonic() - start, 1)
         history.append(row)
         log.info("%s %s", tag, row)

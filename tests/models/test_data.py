@@ -133,3 +133,19 @@ def test_stand_in_tokenizer_merges_a_play() -> None:
                                           for a in ("impression", "complete")]
     assert tokens[1].watch_seconds == 190.0 and tokens[1].n_events == 4
     assert isinstance(Corpus, type) and np.isclose(tokens[1].completion, 0.95)
+
+
+def test_windows_cover_each_training_position_once(tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text("".join(f"1 {i}\n" for i in range(1, 24)) + "2 1\n2 2\n2 3\n2 4\n")
+    corpus = load_sasrec(path)
+    split = leave_one_out(corpus)
+    assert split.train == {"1": 21, "2": 2}
+    win = training_windows(corpus, split, max_len=5, mtp_k=2)
+    assert len(win) == 5 + 1  # ceil(21 / 5) windows for user 1, one for user 2
+    seen = sorted(int(t) for t in win.tokens[..., I_ITEM][win.tokens[..., I_ITEM] > 0])
+    ids = [corpus.vocab.lookup("item", str(i)) for i in range(1, 22)]
+    assert seen == sorted(ids + [corpus.vocab.lookup("item", s) for s in ("1", "2")])
+    # every prefix position but the last predicts the next item, exactly once
+    targets = sorted(int(t) for t in win.item[win.item > 0])
+    assert targets == sorted(ids[1:] + [corpus.vocab.lookup("item", "2")])
