@@ -3,9 +3,11 @@ framework's floor (a Bytewax flow that reads the same topic and does nothing), s
 
 1. Produce N synthetic events to a fresh topic (embedded broker unless
    ``KAFKA_BOOTSTRAP_SERVERS`` is set).
-2. Floor: KafkaSource -> count, one worker, to the end of the topic.
+2. Floors: a do-nothing Bytewax flow over the topic, one worker, to its end: with Bytewax's
+   ``KafkaSource`` (one item per message: "the framework's floor", as first measured) and
+   with the flow's own ``KafkaBatchSource`` (one item per poll: where the flow starts from).
 3. Full flow, one worker, to the end of the topic, Feast SQLite (or ``--online redis``) in a
-   temp dir: events/s per worker. Feast is opened before the clock starts.
+   temp dir: events/s per worker and CPU us per event. Feast is opened before the clock.
 4. Freshness: the full flow tailing a second topic while events are produced at a fixed rate
    below capacity; p50/p99 of (online write - producer timestamp) over every event.
 """
@@ -29,6 +31,8 @@ from bytewax.testing import run_main
 
 from streams import metrics
 from streams.config import KafkaSettings
+from streams.flow import consumer_config
+from streams.kafka_batches import KafkaBatchSource
 from streams.produce import produce_events
 from streams.synthetic import SyntheticWorld, WorldConfig
 from streams.topics import create_topics, delete_topics
@@ -50,17 +54,22 @@ class NullSink(DynamicSink[Any]):
 
 
 class _UntilEnd(StatefulSourcePartition[Any, Any]):
-    def __init__(self, inner: StatefulSourcePartition[Any, Any]) -> None:
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], batched: bool) -> None:
         self.inner = inner
+        self.batched = batched
         self.done = False
 
     def next_batch(self) -> list[Any]:
         if self.done:
             raise StopIteration
         batch = self.inner.next_batch()
-        for i, msg in enumerate(batch):
-            if getattr(msg, "value", None) == END:
+        msgs = batch[0] if self.batched and batch else batch
+        for i, msg in enumerate(msgs):
+            value = msg.value() if self.batched else getattr(msg, "value", None)
+            if value == END:
                 self.done = True
+                if self.batched:
+                    return [msgs[:i]] if i else []
                 return batch[:i]
         return batch
 
@@ -75,10 +84,13 @@ class _UntilEnd(StatefulSourcePartition[Any, Any]):
 
 
 class UntilEndSource(FixedPartitionedSource[Any, Any]):
-    """A tailing KafkaSource whose partitions stop at an end marker (for timed runs)."""
+    """A tailing Kafka source whose partitions stop at an end marker (for timed runs); wraps
+    Bytewax's ``KafkaSource`` (one item per message) or ``KafkaBatchSource`` (one per poll).
+    """
 
-    def __init__(self, inner: KafkaSource) -> None:
+    def __init__(self, inner: KafkaSource | KafkaBatchSource) -> None:
         self.inner = inner
+        self.batched = isinstance(inner, KafkaBatchSource)
 
     def list_parts(self) -> list[str]:
         """The Kafka partitions."""
@@ -86,7 +98,7 @@ class UntilEndSource(FixedPartitionedSource[Any, Any]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _UntilEnd:
         """Wrap the Kafka partition."""
-        return _UntilEnd(self.inner.build_part(step_id, for_part, resume_state))
+        return _UntilEnd(self.inner.build_part(step_id, for_part, resume_state), self.batched)
 
 
 def _end_markers(kafka: KafkaSettings, topic: str, partitions: int) -> None:
@@ -106,20 +118,33 @@ def _produce(kafka: KafkaSettings, topic: str, events: list[bytes], rate: float 
     return report.seconds
 
 
-def _source(kafka: KafkaSettings, topic: str, batch_size: int) -> UntilEndSource:
+def _source(kafka: KafkaSettings, topic: str, batch_size: int,
+            batched: bool = False) -> UntilEndSource:
+    if batched:
+        return UntilEndSource(KafkaBatchSource([kafka.bootstrap_servers], [topic], tail=True,
+                                               batch_size=batch_size,
+                                               add_config=consumer_config()))
     return UntilEndSource(KafkaSource([kafka.bootstrap_servers], [topic], tail=True,
-                                      batch_size=batch_size,
-                                      add_config={"fetch.wait.max.ms": "20"}))
+                                      batch_size=batch_size, add_config=consumer_config()))
 
 
-def floor_seconds(kafka: KafkaSettings, topic: str, batch_size: int) -> float:
-    """Seconds for a do-nothing Bytewax flow to read the topic to its end markers."""
+def floor_seconds(kafka: KafkaSettings, topic: str, batch_size: int,
+                  batched: bool = False) -> tuple[float, float]:
+    """Wall and CPU seconds for a do-nothing Bytewax flow to read the topic to its end
+    markers: Bytewax's own ``KafkaSource`` (one item per message) or, ``batched``, the flow's
+    ``KafkaBatchSource`` (one item per poll).
+    """
     flow = Dataflow("floor")
-    stream = op.input("in", flow, _source(kafka, topic, batch_size))
-    op.output("out", op.map("len", stream, lambda m: len(m.value or b"")), NullSink())
-    start = time.perf_counter()
+    stream = op.input("in", flow, _source(kafka, topic, batch_size, batched))
+    size = (lambda poll: len(poll)) if batched else (lambda m: len(m.value or b""))
+    op.output("out", op.map("len", stream, size), NullSink())
+    return _timed(flow)
+
+
+def _timed(flow: Dataflow) -> tuple[float, float]:
+    start, cpu = time.perf_counter(), time.process_time()
     run_main(flow)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def full_flow(kafka: KafkaSettings, topic: str, data: Path, online: str, batch_size: int,
@@ -133,10 +158,10 @@ def full_flow(kafka: KafkaSettings, topic: str, data: Path, online: str, batch_s
     shared = load_shared(settings)
     key = f"bench-{data}"
     writer = shared_writer(key, lambda: FeatureWriter(open_store(online=online, data_dir=data)))
-    sink = OutputSink(lambda: writer, data / "tokens", flush_s, settings.sink_partitions,
-                      shared.save_vocab, key=key)
+    sink = OutputSink(lambda: writer, data / "tokens", key=key)
     dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic)
-    return build_flow(_source(kafka, topic, batch_size), sink, dead, shared, "bench"), writer
+    return build_flow(_source(kafka, topic, batch_size, batched=True), sink, dead, shared,
+                      "bench"), writer
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -145,13 +170,14 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int = 5000,
-              flush_s: float = 0.25, fresh_rate: float = 5000.0, fresh_seconds: float = 8.0,
+              flush_s: float = 0.1, fresh_rate: float = 5000.0, fresh_seconds: float = 8.0,
               out: Path | None = None) -> dict[str, Any]:
     """Run the benchmark; returns (and optionally writes) the figures."""
     from infra.broker import broker_for
 
     world = SyntheticWorld(WorldConfig(n_users=2000))
     events = [json.dumps(e, separators=(",", ":")).encode() for e in world.events(n_events)]
+    n = len(events)
     with broker_for() as kafka, tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         for sub in ("a", "b"):
@@ -160,16 +186,14 @@ def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int =
         create_topics(kafka, {t: kafka.events_partitions for t in topics})
         try:
             produce_s = _produce(kafka, topics[0], events, None)
-            floor = floor_seconds(kafka, topics[0], batch_size)
+            floor, floor_cpu = floor_seconds(kafka, topics[0], batch_size)
+            bfloor, bfloor_cpu = floor_seconds(kafka, topics[0], batch_size, batched=True)
             flow, _ = full_flow(kafka, topics[0], data / "a", online, batch_size, flush_s)
-            start = time.perf_counter()
-            run_main(flow)
-            full = time.perf_counter() - start
+            full, full_cpu = _timed(flow)
 
             # Freshness: produce at a fixed rate while the flow tails the second topic.
             metrics.FRESHNESS_SAMPLES = []
-            n_fresh = int(fresh_rate * fresh_seconds)
-            fresh_events = events[:n_fresh]
+            fresh_events = events[:int(fresh_rate * fresh_seconds)]
             flow2, _ = full_flow(kafka, topics[1], data / "b", online, batch_size, flush_s)
             producer = threading.Thread(target=_produce,
                                         args=(kafka, topics[1], fresh_events, fresh_rate))
@@ -180,10 +204,14 @@ def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int =
         finally:
             delete_topics(kafka, topics)
     result = {
-        "events": n_events, "online_store": online, "workers": 1, "batch_size": batch_size,
-        "flush_s": flush_s, "produce_events_per_s": n_events / produce_s,
-        "floor_events_per_s": n_events / floor, "flow_events_per_s_per_worker": n_events / full,
-        "flow_vs_floor": floor / full, "freshness_rate_events_per_s": fresh_rate,
+        "events": n, "online_store": online, "workers": 1, "batch_size": batch_size,
+        "flush_s": flush_s, "produce_events_per_s": n / produce_s,
+        "floor_events_per_s": n / floor, "floor_cpu_us_per_event": floor_cpu / n * 1e6,
+        "batch_floor_events_per_s": n / bfloor,
+        "batch_floor_cpu_us_per_event": bfloor_cpu / n * 1e6,
+        "flow_events_per_s_per_worker": n / full, "flow_cpu_us_per_event": full_cpu / n * 1e6,
+        "flow_vs_floor": floor / full, "flow_vs_batch_floor": bfloor / full,
+        "freshness_rate_events_per_s": fresh_rate,
         "freshness_events": len(samples), "freshness_p50_s": _pct(samples, 0.5),
         "freshness_p99_s": _pct(samples, 0.99),
         "targets": {"events_per_s_per_worker": 50_000, "freshness_p99_s": 1.0},

@@ -1,29 +1,31 @@
 """The streaming tokenizer as a Bytewax dataflow: Kafka events -> tokens -> Feast + token log.
 
-Reads top to bottom (STYLE.md §5); the logic inside each step is plain code from
-``streams.tokenizer``, ``streams.item_stats`` and ``streams.sinks``:
+Reads top to bottom (STYLE.md §5). Items are batches (``streams.records``): Bytewax's cost is
+per item and per step, so one poll of a Kafka partition is one item, and the per-event work
+runs in plain loops from ``streams.fast_events``, ``streams.shards``, ``streams.tokenizer``:
 
-    events (Kafka)  -> decode+validate -> [invalid: dead letter]
-                    -> key by user -> tokenize (dedupe, reorder, merge) -> [late: dead letter]
-                       |-> final tokens ------------------------------> token log (parquet)
-                       |-> user rows (per user, at most every flush_s) -> Feast user_tokens
-                    -> key by item -> windowed counters ------------------> Feast item_stats
+    polls (Kafka) -> decode + route: valid events grouped by user shard, bad ones dead-lettered
+                  -> tokenize, per user shard (dedupe, reorder, merge) -> [late/dup: dead letter]
+                     |-> user rows of changed users, every flush_s -------> Feast user_tokens
+                     |-> final tokens, every log_flush_s ------------------> token log (parquet)
+                     |-> (item, action, ts) per item shard -> windowed counters, every flush_s
+                                                                 -----------> Feast item_stats
 
 Run it with ``marquee flow`` (which wraps ``python -m bytewax.run "streams.flow:from_env()"``).
-Delivery is at-least-once with Bytewax recovery: user/item rows are last-write-wins and token
-log rows carry a stable ``token_id``, so a replay after a crash changes nothing.
+Delivery is at-least-once with Bytewax recovery: rows not yet written and tokens not yet in
+the log are part of the snapshot; user/item rows are last-write-wins and token log rows carry
+a stable ``token_id``, so a replay after a crash changes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pickle
-import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +38,16 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams import metrics
-from streams.events import InteractionEvent, validate_event
-from streams.item_stats import ItemCounter
+from streams.fast_events import decode_event, fast_event
+from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows
+from streams.shards import PACER, ItemShard, ShardMap, UserShard
 from streams.shared_vocab import SharedVocab
 from streams.synthetic import SURFACES
-from streams.tokenizer import TokenizerConfig, UserTokenizer
-from streams.tokens import Token, Vocab
+from streams.tokenizer import TokenizerConfig
+from streams.tokens import Vocab
 
 log = logging.getLogger(__name__)
+DEAD = "!dead"  # the key of dead-letter batches out of the decode step (never a shard name)
 
 
 class FlowSettings(BaseSettings):
@@ -52,10 +56,13 @@ class FlowSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MARQUEE_FLOW_", extra="ignore")
 
     data_dir: Path = Field(default=Path("var"), description="vocab, catalogue, token log, feast")
-    flush_s: float = Field(default=0.25, gt=0, description="a user's/item's online row is "
-                           "rewritten at most this often; sinks flush at least this often")
+    flush_s: float = Field(default=0.1, gt=0, description="changed users' and items' online "
+                           "rows are written on this wall-clock grid (coalesced in between)")
+    log_flush_s: float = Field(default=5.0, gt=0, description="final tokens are appended to "
+                               "the token log this often (and at every snapshot/EOF)")
     batch_size: int = Field(default=5000, ge=1, description="Kafka messages per poll")
-    sink_partitions: int = Field(default=4, ge=1, description="output sink partitions")
+    shards: int = Field(default=16, ge=1, description="user shards and item shards (the unit "
+                        "of state and of parallelism); fixed for a recovery directory")
     finish_at_eof: bool = Field(default=False, description="close every open token when the "
                                 "input ends (replays); a tailing flow never ends")
     tail: bool = Field(default=True, description="keep waiting for new events")
@@ -72,219 +79,213 @@ class FlowSettings(BaseSettings):
                                dedupe_window_ms=max(3_600_000, self.max_lateness_ms))
 
 
-# ---- items on the streams ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Envelope:
-    """One consumed message, decoded: the event or the problems, and where it came from."""
-
-    event: InteractionEvent | None
-    problems: tuple[str, ...]
-    raw: bytes
-    key: bytes | None
-    partition: int
-    offset: int
-    produced_ms: int  # Kafka record timestamp (producer time), for freshness
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A refused event with its reason: what goes to the dead-letter topic."""
-
-    reason: str
-    problems: tuple[str, ...]
-    raw: bytes
-    key: bytes | None
-    partition: int
-    offset: int
-
-    def to_json(self) -> bytes:
-        """The dead-letter record: reason, problems, the original message and its origin."""
-        return json.dumps({"reason": self.reason, "problems": list(self.problems),
-                           "partition": self.partition, "offset": self.offset,
-                           "raw": self.raw.decode("utf-8", "replace")}).encode()
-
-
-@dataclass
-class UserRow:
-    """A user's online sequence now (final + provisional tokens), and which events it makes
-    visible (their producer times, for the freshness histogram).
-    """
-
-    user_id: str
-    tokens: list[Token]
-    event_ms: int
-    produced_ms: list[int] = field(default_factory=list)
-
-
-@dataclass
-class ItemRow:
-    """An item's ``item_stats`` row."""
-
-    row: dict[str, Any]
-
-
-# ---- step logic -----------------------------------------------------------------------------
-def decode(msg: Any) -> Envelope:
-    """A Kafka message (or raw bytes, in tests) -> ``Envelope``; never raises."""
-    if isinstance(msg, bytes | str):
-        raw = msg.encode() if isinstance(msg, str) else msg
-        key, partition, offset, produced = None, -1, -1, int(time.time() * 1000)
-    else:
-        raw, key, partition, offset = msg.value or b"", msg.key, msg.partition, msg.offset
-        metrics.observe_offset(partition, offset)
-        produced = msg.timestamp[1] if msg.timestamp and msg.timestamp[1] > 0 else int(
-            time.time() * 1000)
-    try:  # the fast path: a valid event parses straight from JSON
-        event = InteractionEvent.model_validate_json(raw)
-        return Envelope(event, (), raw, key, partition, offset, produced)
-    except ValueError:
-        pass
-    event, problems = validate_event(raw)
-    return Envelope(event, tuple(str(p) for p in problems), raw, key, partition, offset, produced)
-
-
-def invalid_reason(env: Envelope) -> str:
-    """Low-cardinality reason label of an invalid event: the first bad field."""
-    return "invalid_" + env.problems[0].split(":", 1)[0].split(".")[0] if env.problems else "?"
-
-
-def dead_letter(env: Envelope, reason: str) -> DeadLetter:
-    """The dead-letter record of a refused envelope."""
-    metrics.EVENTS_INVALID.labels(reason=reason).inc()
-    if reason.startswith("invalid_"):  # valid events are counted per batch in tokenize
-        metrics.EVENTS_CONSUMED.inc()
-    return DeadLetter(reason, env.problems, env.raw, env.key, env.partition, env.offset)
-
-
 @dataclass
 class Shared:
-    """Per-process objects every keyed state uses: the vocabulary, catalogue and config."""
+    """Per-process objects every step uses: the vocabulary, catalogue and config."""
 
     vocab: Vocab
     durations: Mapping[str, int]
     catalogue: Mapping[str, Mapping[str, Any]]
     settings: FlowSettings
-    vocab_path: Path | None = None
-    saved_size: int = -1
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def save_vocab(self) -> None:
-        """Persist the vocabulary if it grew (before rows using new ids are written)."""
-        if self.vocab_path is None:
-            return
-        size = sum(len(t) for t in self.vocab.tables.values())
-        if size != self.saved_size:
-            with self.lock:
-                self.vocab.save(self.vocab_path)
-                self.saved_size = size
+    def __post_init__(self) -> None:
+        self.user_shard = ShardMap("u", self.settings.shards)
+        self.item_shard = ShardMap("i", self.settings.shards)
 
 
-class TokenizeLogic(StatefulBatchLogic[Envelope, Any, bytes]):
-    """One user's tokenizer inside the dataflow: releases final tokens as they come and the
-    user's online row at most every ``flush_s``.
+# ---- step logic -----------------------------------------------------------------------------
+class Router:
+    """Decode one poll batch and group its valid events by user shard (one call per poll)."""
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+        self.shared_vocab = shared.vocab if isinstance(shared.vocab, SharedVocab) else None
+
+    def __call__(self, poll: list[Any]) -> list[tuple[str, Any]]:
+        """``[(user shard, Slice)...]`` and ``(DEAD, [DeadLetter...])`` if any were bad.
+
+        Messages are ``confluent_kafka.Message`` or, in tests, raw bytes.
+        """
+        now = int(time.time() * 1000)
+        shard_of = self.shared.user_shard
+        slices: dict[str, Slice] = {}
+        dead: list[DeadLetter] = []
+        for msg in poll:
+            if isinstance(msg, bytes | str):
+                raw, key, partition, offset, produced = _bytes(msg), None, -1, -1, now
+            else:
+                raw, key, partition, offset = msg.value() or b"", msg.key(), msg.partition(), \
+                    msg.offset()
+                produced = msg.timestamp()[1]
+                if produced <= 0:
+                    produced = now
+            ev = fast_event(raw)
+            if ev is None:
+                ev, problems = decode_event(raw)
+                if ev is None:
+                    reason = "invalid_" + problems[0].field.split(".")[0]
+                    dead.append(DeadLetter(reason, tuple(str(p) for p in problems), raw, key,
+                                           partition, offset))
+                    continue
+            name = shard_of(ev.user_id)
+            sl = slices.get(name)
+            if sl is None:
+                sl = slices[name] = Slice()
+            sl.events.append(ev)
+            sl.produced.append(produced)
+            sl.origins.append((raw, key, partition, offset))
+        self._count(poll, dead)
+        if self.shared_vocab is not None:
+            self._ensure_ids(slices.values())
+        out: list[tuple[str, Any]] = list(slices.items())
+        if dead:
+            out.append((DEAD, dead))
+        return out
+
+    @staticmethod
+    def _count(poll: list[Any], dead: list[DeadLetter]) -> None:
+        metrics.EVENTS_CONSUMED.inc(len(poll))
+        for reason, n in Counter(d.reason for d in dead).items():
+            metrics.EVENTS_INVALID.labels(reason=reason).inc(n)
+        if poll and not isinstance(poll[-1], bytes | str):
+            metrics.observe_offset(poll[-1].partition(), poll[-1].offset())
+
+    def _ensure_ids(self, slices: Iterable[Slice]) -> None:
+        """Number new items, devices and surfaces in one locked round per batch (the
+        tokenizer then always finds them in memory).
+        """
+        vocab = self.shared_vocab
+        assert vocab is not None
+        items, devices, surfaces = (vocab.tables[f] for f in ("item", "device", "surface"))
+        new: dict[str, list[str]] = {"item": [], "device": [], "surface": []}
+        for sl in slices:
+            for ev in sl.events:
+                if ev.item_id not in items and ev.item_id:
+                    new["item"].append(ev.item_id)
+                if ev.device not in devices:
+                    new["device"].append(ev.device)
+                if ev.surface not in surfaces:
+                    new["surface"].append(ev.surface)
+        for facet, values in new.items():
+            if values:
+                vocab.ensure(facet, values)
+
+
+def _bytes(msg: bytes | str) -> bytes:
+    return msg.encode() if isinstance(msg, str) else msg
+
+
+def _tick(period_s: float) -> datetime:
+    """The next flush time: on the wall-clock grid, paced by the flush cost (``PACER``)."""
+    return datetime.fromtimestamp(PACER.next_tick(period_s), UTC)
+
+
+class TokenizeLogic(StatefulBatchLogic[Slice, Any, dict]):
+    """A user shard inside the dataflow: emits refusals and item counts at once, user rows on
+    the ``flush_s`` grid and final tokens on the ``log_flush_s`` grid.
     """
 
-    def __init__(self, shared: Shared, user_id: str, resume: bytes | None) -> None:
-        self.shared = shared
-        self.flush = timedelta(seconds=shared.settings.flush_s)
-        self.due: datetime | None = None
-        self.produced: list[int] = []
-        if resume is None:
-            self.tok = UserTokenizer(user_id, shared.vocab, shared.settings.tokenizer(),
-                                     shared.durations)
-        else:
-            self.tok, dirty = pickle.loads(resume)
-            self.tok.attach(shared.vocab, shared.durations)
-            if dirty:  # the row of these events may not have been written before the crash
-                self.due = datetime.now(UTC)
+    def __init__(self, shared: Shared, resume: dict | None) -> None:
+        s = shared.settings
+        self.settings = s
+        self.shard = UserShard(shared.vocab, s.tokenizer(), shared.durations, shared.item_shard,
+                               resume)
+        now = datetime.now(UTC)  # owed before a crash: write at once
+        self.rows_due = now if self.shard.dirty else None
+        self.log_due = now if self.shard.tokens else None
 
-    def on_batch(self, values: list[Envelope]) -> tuple[Iterable[Any], bool]:
-        """Offer each event; emit final tokens and refusals."""
+    def on_batch(self, values: list[Slice]) -> tuple[Iterable[Any], bool]:
+        """Tokenize the slices; refusals and item counts go out now."""
         out: list[Any] = []
-        n_events = 0
-        metrics.EVENTS_CONSUMED.inc(len(values))
-        accepted = len(self.produced)
-        for env in values:
-            tokens, reason = self.tok.offer(env.event)  # type: ignore[arg-type]
-            if reason is not None:
-                out.append(dead_letter(env, reason))
-                continue
-            self.produced.append(env.produced_ms)
-            if env.event.item_id:  # type: ignore[union-attr]
-                out.append(env.event)  # on to the item counters
-            out.extend(tokens)
-            n_events += sum(t.n_events for t in tokens)
-        metrics.EVENTS_VALID.inc(len(self.produced) - accepted)
-        metrics.observe_tokens(sum(isinstance(o, Token) for o in out), n_events)
-        if self.produced and self.due is None:
-            self.due = datetime.now(UTC) + self.flush
+        for sl in values:
+            refused, counted = self.shard.offer(sl)
+            if refused:
+                out.append(refused)
+            out.extend(counted.items())
+        if self.rows_due is None and self.shard.dirty:
+            self.rows_due = _tick(self.settings.flush_s)
+        if self.log_due is None and self.shard.tokens:
+            self.log_due = _tick(self.settings.log_flush_s)
+        out.extend(self._due(datetime.now(UTC)))
         return out, StatefulBatchLogic.RETAIN
 
-    def _row(self) -> UserRow:
-        row = UserRow(self.tok.user_id, self.tok.preview(), self.tok.max_ts or 0, self.produced)
-        self.produced, self.due = [], None
-        return row
+    def _due(self, now: datetime, everything: bool = False) -> list[Any]:
+        """What is due at ``now``: rows on their tick, tokens on theirs; ``everything``
+        (end of input) takes all that is owed, scheduled or not.
+        """
+        out: list[Any] = []
+        if everything or (self.rows_due is not None and self.rows_due <= now):
+            start = time.perf_counter()
+            tick = self.rows_due.timestamp() if self.rows_due else None
+            self.rows_due = None
+            rows = self.shard.take_rows()
+            if rows is not None:
+                out.append(rows)
+            PACER.spent(time.perf_counter() - start, tick)
+        if everything or (self.log_due is not None and self.log_due <= now):
+            self.log_due = None
+            tokens = self.shard.take_tokens()
+            if tokens is not None:
+                out.append(tokens)
+        return out
 
     def on_notify(self) -> tuple[Iterable[Any], bool]:
-        """Emit the user's row (the coalesced online write)."""
-        return [self._row()], StatefulBatchLogic.RETAIN
+        """A flush is due."""
+        return self._due(datetime.now(UTC)), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Any], bool]:
-        """End of input: optionally close every open token; write the row now."""
-        out: list[Any] = []
-        if self.shared.settings.finish_at_eof and (self.tok.buffer or self.tok.machine.drafts):
-            tokens = self.tok.flush()
-            metrics.observe_tokens(len(tokens), sum(t.n_events for t in tokens))
-            out.extend(tokens)
-            self.due = self.due or datetime.now(UTC)
-        if self.due is not None:
-            out.append(self._row())
-        return out, StatefulBatchLogic.RETAIN
+        """End of input: optionally close every open token; write everything owed."""
+        if self.settings.finish_at_eof:
+            self.shard.finish()
+        return self._due(datetime.now(UTC), everything=True), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        """When the pending row is due."""
-        return self.due
+        """The sooner of the pending flushes."""
+        dues = [d for d in (self.rows_due, self.log_due) if d is not None]
+        return min(dues) if dues else None
 
-    def snapshot(self) -> bytes:
-        """Pickled now, so later mutation cannot leak into the snapshot."""
-        return pickle.dumps((self.tok, self.due is not None))
+    def snapshot(self) -> dict:
+        """Users touched since the last snapshot are pickled now (see ``streams.shards``)."""
+        return self.shard.snapshot()
 
 
-class ItemLogic(StatefulBatchLogic[InteractionEvent, ItemRow, bytes]):
-    """One item's windowed counters; emits its row at most every ``flush_s``."""
+class ItemStatsLogic(StatefulBatchLogic[list, ItemRows, dict]):
+    """An item shard: counts now, rows of changed items on the ``flush_s`` grid."""
 
-    def __init__(self, shared: Shared, item_id: str, resume: bytes | None) -> None:
-        self.shared = shared
-        self.flush = timedelta(seconds=shared.settings.flush_s)
-        self.counter, dirty = pickle.loads(resume) if resume else (ItemCounter(item_id), False)
-        self.due: datetime | None = datetime.now(UTC) if dirty else None
+    def __init__(self, shared: Shared, resume: dict | None) -> None:
+        self.flush_s = shared.settings.flush_s
+        self.shard = ItemShard(shared.catalogue, resume)
+        self.due = datetime.now(UTC) if self.shard.dirty else None
 
-    def on_batch(self, values: list[InteractionEvent]) -> tuple[Iterable[ItemRow], bool]:
-        """Count the events."""
-        changed = False
-        for ev in values:
-            changed |= self.counter.add(ev)
-        if changed and self.due is None:
-            self.due = datetime.now(UTC) + self.flush
+    def on_batch(self, values: list[list]) -> tuple[Iterable[ItemRows], bool]:
+        """Count ``(item_id, column, ts)`` updates."""
+        for updates in values:
+            self.shard.count(updates)
+        if self.due is None and self.shard.dirty:
+            self.due = _tick(self.flush_s)
+        if self.due is not None and self.due <= datetime.now(UTC):
+            return self.on_notify()
         return (), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[Iterable[ItemRow], bool]:
-        """Emit the row."""
-        self.due = None
-        meta = self.shared.catalogue.get(self.counter.item_id)
-        return [ItemRow(self.counter.row(meta))], StatefulBatchLogic.RETAIN
+    def on_notify(self) -> tuple[Iterable[ItemRows], bool]:
+        """Emit the changed items' rows."""
+        start = time.perf_counter()
+        tick, self.due = (self.due.timestamp() if self.due else None), None
+        rows = self.shard.take_rows()
+        PACER.spent(time.perf_counter() - start, tick)
+        return ([rows] if rows else []), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[ItemRow], bool]:
-        """Write what is pending before the input ends."""
-        return self.on_notify() if self.due is not None else ((), StatefulBatchLogic.RETAIN)
+    def on_eof(self) -> tuple[Iterable[ItemRows], bool]:
+        """Write what is owed before the input ends."""
+        return self.on_notify()
 
     def notify_at(self) -> datetime | None:
-        """When the pending row is due."""
+        """When the pending rows are due."""
         return self.due
 
-    def snapshot(self) -> bytes:
-        """Pickled now (see ``TokenizeLogic.snapshot``)."""
-        return pickle.dumps((self.counter, self.due is not None))
+    def snapshot(self) -> dict:
+        """Counters touched since the last snapshot are pickled now."""
+        return self.shard.snapshot()
 
 
 # ---- the dataflow ---------------------------------------------------------------------------
@@ -292,82 +293,35 @@ def build_flow(source: Source, sink: Sink, dead_letters: Sink, shared: Shared,
                name: str = "marquee") -> Dataflow:
     """The dataflow, given its source, its output sink and its dead-letter sink.
 
-    ``sink`` receives ``(key, UserRow | ItemRow | Token)`` with keys ``u:<user>``,
-    ``i:<item>`` and ``t:<user>``; ``dead_letters`` receives ``DeadLetter`` records.
+    ``source`` yields poll batches (lists of Kafka messages or raw bytes); ``sink`` receives
+    ``UserRows``, ``ItemRows`` and ``TokenBatch`` items; ``dead_letters`` receives lists of
+    ``DeadLetter``.
     """
     flow = Dataflow(name)
-    # KafkaSourceMessage | bytes
-    messages = op.input("events", flow, source)
-    # Envelope (event or problems)
-    decoded = op.map("decode", messages, decode)
-    checked = op.branch("valid", decoded, lambda env: env.event is not None)
-    # DeadLetter of events that break the contract
-    bad = op.map("invalid", checked.falses, lambda env: dead_letter(env, invalid_reason(env)))
-    # (user_id, Envelope)
-    by_user = op.key_on("by_user", checked.trues, lambda env: env.event.user_id)
-    # (user_id, Token | UserRow | DeadLetter | InteractionEvent accepted)
-    tokenized = _stateful_by_key("tokenize", by_user, lambda key, resume: TokenizeLogic(
-        shared, key, resume))
+    # list[confluent_kafka.Message | bytes]: one poll of one partition
+    polls = op.input("events", flow, source)
+    # (user shard, Slice) | (DEAD, [DeadLetter]) for events that break the contract
+    routed = op.flat_map("decode_route", polls, Router(shared))
+    bad = op.filter_map("invalid", routed, lambda kv: kv[1] if kv[0] == DEAD else None)
+    slices = op.filter("valid", routed, lambda kv: kv[0] != DEAD)
+    # (user shard, [DeadLetter] | (item shard, updates) | UserRows | TokenBatch)
+    tokenized = op.stateful_batch("tokenize", slices,
+                                  lambda resume: TokenizeLogic(shared, resume))
     refused = op.filter_map("refused", tokenized,
-                            lambda kv: kv[1] if isinstance(kv[1], DeadLetter) else None)
-    user_out = op.filter_map("user_out", tokenized, _user_out)
-    # (item_id, InteractionEvent) of accepted events that name an item
-    by_item = op.filter_map("by_item", tokenized,
-                            lambda kv: (kv[1].item_id, kv[1])
-                            if isinstance(kv[1], InteractionEvent) else None)
-    counted = _stateful_by_key("item_stats", by_item,
-                               lambda key, resume: ItemLogic(shared, key, resume))
-    item_out = op.map("item_out", counted, lambda kv: (f"i:{kv[0]}", kv[1]))
+                            lambda kv: kv[1] if isinstance(kv[1], list) else None)
+    # (item shard, [(item_id, column, ts)])
+    counts = op.filter_map("by_item", tokenized,
+                           lambda kv: kv[1] if isinstance(kv[1], tuple) else None)
+    user_out = op.filter_map("user_out", tokenized,
+                             lambda kv: kv[1] if isinstance(kv[1], UserRows | TokenBatch)
+                             else None)
+    # (item shard, ItemRows)
+    counted = op.stateful_batch("item_stats", counts,
+                                lambda resume: ItemStatsLogic(shared, resume))
+    item_out = op.map("item_out", counted, lambda kv: kv[1])
     op.output("outputs", op.merge("all_out", user_out, item_out), sink)
     op.output("dead_letters", op.merge("all_dead", bad, refused), dead_letters)
     return flow
-
-
-def _user_out(kv: tuple[str, Any]) -> tuple[str, Any] | None:
-    user_id, value = kv
-    if isinstance(value, Token):
-        return f"t:{user_id}", value
-    if isinstance(value, UserRow):
-        return f"u:{user_id}", value
-    return None
-
-
-def _stateful_by_key(step_id: str, up: Any, make: Any) -> Any:
-    """``op.stateful_batch`` whose logic knows its key: Bytewax 0.21 builders only get the
-    resume state, so the key is stored in it on first sight.
-    """
-
-    class Keyed(StatefulBatchLogic):
-        def __init__(self, resume: tuple[str, bytes] | None) -> None:
-            self.inner = None if resume is None else make(resume[0], resume[1])
-            self.key = None if resume is None else resume[0]
-
-        def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
-            return self.inner.on_batch([v for _, v in values])  # type: ignore[union-attr]
-
-        def on_notify(self) -> tuple[Iterable[Any], bool]:
-            return self.inner.on_notify() if self.inner else ((), self.RETAIN)
-
-        def on_eof(self) -> tuple[Iterable[Any], bool]:
-            return self.inner.on_eof() if self.inner else ((), self.RETAIN)
-
-        def notify_at(self) -> datetime | None:
-            return self.inner.notify_at() if self.inner else None
-
-        def snapshot(self) -> tuple[str, bytes]:
-            return (self.key, self.inner.snapshot())  # type: ignore[return-value,union-attr]
-
-    # Carry the key in the value so the logic can build itself on the first batch.
-    with_key = op.map(f"{step_id}_key", up, lambda kv: (kv[0], (kv[0], kv[1])))
-
-    class FirstSight(Keyed):
-        def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
-            if self.inner is None:
-                self.key = values[0][0]
-                self.inner = make(self.key, None)
-            return super().on_batch(values)
-
-    return op.stateful_batch(step_id, with_key, FirstSight)
 
 
 # ---- wiring for production ------------------------------------------------------------------
@@ -386,8 +340,7 @@ def load_shared(settings: FlowSettings) -> Shared:
     (``SharedVocab``), so every worker process on the machine gives them the same id.
     """
     data = settings.data_dir
-    vocab_path = data / "vocab.json"
-    vocab = SharedVocab(vocab_path)
+    vocab = SharedVocab(data / "vocab.json")
     catalogue: dict[str, dict[str, Any]] = {}
     cat_path = data / "catalogue.jsonl"
     if cat_path.exists():
@@ -400,27 +353,25 @@ def load_shared(settings: FlowSettings) -> Shared:
         vocab.ensure(facet, values)
     durations = {k: int(v.get("duration_s", 0)) for k, v in catalogue.items()
                  if v.get("duration_s")}
-    return Shared(vocab, durations, catalogue, settings, None)
+    return Shared(vocab, durations, catalogue, settings)
 
 
 def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
                     online: str | None = None, name: str = "marquee") -> Dataflow:
     """The flow over the configured Kafka topics, Feast store and token log."""
-    from bytewax.connectors.kafka import KafkaSource
-
     from feature_repo.store import FeatureWriter, open_store
     from streams.config import KafkaSettings
+    from streams.kafka_batches import KafkaBatchSource
     from streams.sinks import DeadLetterSink, OutputSink
 
     settings = settings or FlowSettings()
     kafka = kafka or KafkaSettings()
     shared = load_shared(settings)
-    source = KafkaSource([kafka.bootstrap_servers], [kafka.events_topic], tail=settings.tail,
-                         batch_size=settings.batch_size, add_config=_consumer_config())
+    source = KafkaBatchSource([kafka.bootstrap_servers], [kafka.events_topic], tail=settings.tail,
+                              batch_size=settings.batch_size, add_config=consumer_config())
     data_dir = settings.data_dir
     sink = OutputSink(lambda: FeatureWriter(open_store(online=online, data_dir=data_dir)),
-                      data_dir / "tokens", settings.flush_s, settings.sink_partitions,
-                      shared.save_vocab, key=str(data_dir.resolve()))
+                      data_dir / "tokens", key=str(data_dir.resolve()))
     dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
@@ -431,8 +382,9 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
     return build_flow(source, sink, dead, shared, name)
 
 
-def _consumer_config() -> dict[str, str]:
-    return {"fetch.wait.max.ms": "50"}
+def consumer_config() -> dict[str, str]:
+    """Consumer settings for low latency: the broker answers a fetch within 10 ms."""
+    return {"fetch.wait.max.ms": "10"}
 
 
 def from_env() -> Dataflow:

@@ -15,6 +15,7 @@ from streams.events import Action, InteractionEvent
 
 BUCKET_MS = 60_000
 HOUR, DAY = 60, 24 * 60  # in buckets
+COLUMNS: dict[Action, int] = {Action.PLAY: 0, Action.IMPRESSION: 1, Action.CLICK: 2}
 
 
 @dataclass
@@ -27,17 +28,23 @@ class ItemCounter:
 
     def add(self, event: InteractionEvent) -> bool:
         """Count a play, impression or click; returns whether anything changed."""
-        column = {Action.PLAY: 0, Action.IMPRESSION: 1, Action.CLICK: 2}.get(event.action)
-        if column is None:
-            return False
-        bucket = event.ts // BUCKET_MS
+        column = COLUMNS.get(event.action)
+        return column is not None and self.count(column, event.ts)
+
+    def count(self, column: int, ts: int) -> bool:
+        """Count one event of ``column`` (0 plays, 1 impressions, 2 clicks) at ``ts``."""
+        bucket = ts // BUCKET_MS
         if bucket <= self.newest - DAY:
             return False  # outside every window from now on
         if bucket > self.newest:
             self.newest = bucket
-            for old in [b for b in self.buckets if b <= bucket - DAY]:
-                del self.buckets[old]
-        self.buckets.setdefault(bucket, [0, 0, 0])[column] += 1
+            if len(self.buckets) >= DAY:  # evict only when it can matter (amortized)
+                for old in [b for b in self.buckets if b <= bucket - DAY]:
+                    del self.buckets[old]
+        counts = self.buckets.get(bucket)
+        if counts is None:
+            counts = self.buckets[bucket] = [0, 0, 0]
+        counts[column] += 1
         return True
 
     def row(self, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:

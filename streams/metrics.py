@@ -48,6 +48,32 @@ def observe_freshness(seconds: float) -> None:
         FRESHNESS_SAMPLES.append(seconds)
 
 
+def observe_freshness_many(done_ms: float, produced_ms: list[int]) -> None:
+    """Events produced at ``produced_ms`` became visible online at ``done_ms``: one
+    histogram update per bucket, not per event (a flush can make thousands visible).
+    """
+    if not produced_ms:
+        return
+    import numpy as np
+
+    ages = np.maximum(done_ms - np.asarray(produced_ms, dtype=np.float64), 0.0) / 1000
+    if FRESHNESS_SAMPLES is not None:
+        FRESHNESS_SAMPLES.extend(ages.tolist())
+    bounds = getattr(FRESHNESS_SECONDS, "_upper_bounds", None)
+    buckets = getattr(FRESHNESS_SECONDS, "_buckets", None)
+    if bounds is None or buckets is None:  # prometheus_client changed: the slow way
+        for age in ages.tolist():
+            FRESHNESS_SECONDS.observe(age)
+        return
+    # observe() counts a value in the first bucket whose upper bound is >= it.
+    counts = np.bincount(np.searchsorted(np.asarray(bounds), ages, side="left"),
+                         minlength=len(bounds))
+    for bucket, n in zip(buckets, counts.tolist(), strict=False):
+        if n:
+            bucket.inc(n)
+    FRESHNESS_SECONDS._sum.inc(float(ages.sum()))
+
+
 def observe_offset(partition: int, offset: int) -> None:
     """Remember how far the flow has read ``partition`` (for the lag gauge)."""
     if offset >= _positions.get(partition, -1):

@@ -1,9 +1,10 @@
 """Where the flow's outputs go: Feast (coalesced rows), the token log, the dead-letter topic.
 
-``OutputSink`` buffers per partition and writes at least every ``flush_s`` and always when
-Bytewax snapshots (``snapshot`` is called at the end of each epoch, before its state is
-committed), so nothing acknowledged by a snapshot is still sitting in memory: a crash loses
-no write, it only repeats some.
+The flow's steps already coalesce (a user's row at most once per ``flush_s`` tick, tokens
+once per ``log_flush_s``), so the sinks write what they receive at once, synchronously:
+``write_batch`` returns only when it is durable, and Bytewax commits an epoch's snapshot only
+after every sink has processed that epoch, so a crash loses no write, it only repeats some.
+Writing at once also means no row waits in a buffer for the next item (freshness).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import DynamicSink
 from bytewax.outputs import StatelessSinkPartition as _Stateless
 
 from streams import metrics
+from streams.records import DeadLetter, ItemRows, TokenBatch, UserRows
+from streams.shards import PACER
 from streams.tokens import Token
 
 _STORES: dict[str, Any] = {}
@@ -32,80 +35,61 @@ def shared_writer(key: str, open_writer: Callable[[], Any]) -> Any:
         return _STORES[key]
 
 
-class _OutputPartition(StatefulSinkPartition[Any, None]):
-    def __init__(self, sink: OutputSink, part: str) -> None:
+class _OutputPartition(_Stateless[Any]):
+    def __init__(self, sink: OutputSink, worker: int) -> None:
         self.sink = sink
-        self.part = part
-        self.users: dict[str, Any] = {}
-        self.items: dict[str, dict[str, Any]] = {}
-        self.tokens: list[Token] = []
-        self.produced: list[int] = []
-        self.last = time.monotonic()
+        self.part = f"w{worker}"
 
     def write_batch(self, values: list[Any]) -> None:
-        from streams.flow import ItemRow, UserRow
+        start = time.perf_counter()
+        self._write(values)
+        PACER.spent(time.perf_counter() - start)  # online writes pace the next flush
 
+    def _write(self, values: list[Any]) -> None:
+        users: dict[str, dict[str, Any]] = {}
+        items: dict[str, dict[str, Any]] = {}
+        tokens: list[Token] = []
+        produced: list[int] = []
         for value in values:
-            if isinstance(value, Token):
-                self.tokens.append(value)
-            elif isinstance(value, UserRow):
-                self.users[value.user_id] = value  # coalesce: the newest row per user wins
-                self.produced.extend(value.produced_ms)
-            elif isinstance(value, ItemRow):
-                self.items[value.row["item_id"]] = value.row
-        if time.monotonic() - self.last >= self.sink.flush_s:
-            self.flush()
-
-    def flush(self) -> None:
-        self.last = time.monotonic()
-        if self.sink.save_vocab is not None and (self.users or self.tokens):
-            self.sink.save_vocab()  # ids in these rows must survive a crash
-        if self.tokens and self.sink.log_dir is not None:
+            if isinstance(value, UserRows):
+                for row in value.rows:  # coalesce: the newest row per user wins
+                    users[row["user_id"]] = row
+                produced.extend(value.produced)
+            elif isinstance(value, ItemRows):
+                for row in value.rows:
+                    items[row["item_id"]] = row
+            elif isinstance(value, TokenBatch):
+                tokens.extend(value.tokens)
+        if tokens and self.sink.log_dir is not None:
             from streams.token_log import write_tokens
 
-            write_tokens(self.sink.log_dir, self.tokens, prefix=self.part)
-        self.tokens = []
+            write_tokens(self.sink.log_dir, tokens, prefix=self.part)
         writer = self.sink.writer()
-        if self.users:
-            from feature_repo.store import user_row
-
-            rows = [user_row(u.user_id, u.tokens, u.event_ms) for u in self.users.values()]
+        if users:
             with metrics.FEAST_WRITE_SECONDS.labels(feature_view="user_tokens").time():
                 if writer is not None:
-                    writer.write_users(rows)
-            metrics.FEAST_ROWS.labels(feature_view="user_tokens").inc(len(rows))
-            done_ms = time.time() * 1000
-            for produced in self.produced:
-                metrics.observe_freshness(max(done_ms - produced, 0) / 1000)
-        if self.items:
+                    writer.write_users(list(users.values()))
+            metrics.FEAST_ROWS.labels(feature_view="user_tokens").inc(len(users))
+            metrics.observe_freshness_many(time.time() * 1000, produced)
+        if items:
             with metrics.FEAST_WRITE_SECONDS.labels(feature_view="item_stats").time():
                 if writer is not None:
-                    writer.write_items(list(self.items.values()))
-            metrics.FEAST_ROWS.labels(feature_view="item_stats").inc(len(self.items))
-        self.users, self.items, self.produced = {}, {}, []
-
-    def snapshot(self) -> None:
-        self.flush()  # end of an epoch: make everything before it durable
-
-    def close(self) -> None:
-        self.flush()
+                    writer.write_items(list(items.values()))
+            metrics.FEAST_ROWS.labels(feature_view="item_stats").inc(len(items))
 
 
-class OutputSink(FixedPartitionedSink[Any, None]):
-    """Feast rows (``UserRow``/``ItemRow``) and tokens (to the parquet log), coalesced.
+class OutputSink(DynamicSink[Any]):
+    """Feast rows (``UserRows``/``ItemRows``) and tokens (``TokenBatch``, to the parquet log),
+    one partition per worker (no exchange: each worker writes what it computed).
 
     ``open_writer`` returns a ``feature_repo.store.FeatureWriter`` (or None to skip Feast, as
-    the do-nothing baseline does); it is called once per process.
+    a do-nothing baseline does); it is called once per process and ``key``.
     """
 
     def __init__(self, open_writer: Callable[[], Any] | None, log_dir: Path | None,
-                 flush_s: float = 0.25, partitions: int = 4,
-                 save_vocab: Callable[[], None] | None = None, key: str = "default") -> None:
+                 key: str = "default") -> None:
         self.open_writer = open_writer
         self.log_dir = log_dir
-        self.flush_s = flush_s
-        self.partitions = partitions
-        self.save_vocab = save_vocab
         self.key = key
 
     def writer(self) -> Any:
@@ -114,38 +98,38 @@ class OutputSink(FixedPartitionedSink[Any, None]):
             return None
         return shared_writer(self.key, self.open_writer)
 
-    def list_parts(self) -> list[str]:
-        """Every worker may host any partition (one machine, one data dir)."""
-        return [f"out{i}" for i in range(self.partitions)]
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _OutputPartition:
-        """A fresh buffer: nothing is carried over, writes are idempotent."""
-        return _OutputPartition(self, for_part)
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _OutputPartition:
+        """A writer of rows and token files for one worker."""
+        return _OutputPartition(self, worker_index)
 
 
-class _DeadLetterPartition(_Stateless[Any]):
+class _DeadLetterPartition(_Stateless[list[DeadLetter]]):
     def __init__(self, producer: Any, topic: str) -> None:
         self.producer = producer
         self.topic = topic
 
-    def write_batch(self, items: list[Any]) -> None:
-        for dl in items:
-            self.producer.produce(self.topic, value=dl.to_json(), key=dl.key)
+    def write_batch(self, items: list[list[DeadLetter]]) -> None:
+        n = 0
+        for batch in items:
+            for dl in batch:
+                self.producer.produce(self.topic, value=dl.to_json(), key=dl.key)
+            n += len(batch)
         self.producer.flush(30)  # delivered before the epoch can be committed
-        metrics.EVENTS_DEAD_LETTERED.inc(len(items))
+        metrics.EVENTS_DEAD_LETTERED.inc(n)
 
     def close(self) -> None:
         self.producer.flush(30)
 
 
-class DeadLetterSink(DynamicSink[Any]):
-    """``DeadLetter`` records to the dead-letter topic (JSON with the reason)."""
+class DeadLetterSink(DynamicSink[list[DeadLetter]]):
+    """Batches of ``DeadLetter`` records to the dead-letter topic (JSON with the reason)."""
 
     def __init__(self, client_config: dict[str, Any], topic: str) -> None:
         self.client_config = client_config
         self.topic = topic
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+    def build(self, step_id: str, worker_index: int,
+              worker_count: int) -> _DeadLetterPartition:
         """A producer per worker."""
         from confluent_kafka import Producer
 

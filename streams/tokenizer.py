@@ -82,6 +82,19 @@ class TokenizerConfig:
                              "could be counted twice")
 
 
+_TOKEN_NEW = object.__new__
+
+
+def _new_token(fields: dict[str, object]) -> Token:
+    """``Token(**fields)`` without the frozen dataclass ``__init__`` (17 ``object.__setattr__``
+    calls, ~5x the cost): the same instance dict, so equality, hashing, pickling and repr are
+    those of ``Token``. ``fields`` must name every field (the tests compare both paths).
+    """
+    token = _TOKEN_NEW(Token)
+    token.__dict__.update(fields)
+    return token
+
+
 class _Draft:
     """A token under construction: its first event plus what merged into it."""
 
@@ -96,7 +109,7 @@ class _Draft:
         self.device = ev.device
         self.surface = ev.surface
         self.session = session
-        self.action = ev.action.value if kind in ("single", "impression", "click") else "watch"
+        self.action = ev.action._value_ if kind != "watch" else "watch"  # _value_: no descriptor
         self.watch_seconds = ev.watch_seconds if kind == "watch" else 0.0
         self.n_events = 1
         self.decided = kind == "single"
@@ -307,30 +320,39 @@ class TokenMachine:
 
     def _token(self, d: _Draft, emitted: _Emitted, final: bool) -> Token:
         """Render a draft as the token after ``emitted`` and advance ``emitted``."""
-        vocab = self.vocab
-        if not d.item_id:
-            item = UNKNOWN
-        elif self.grow_vocab:
-            item = vocab.id("item", d.item_id)
-        else:
-            item = vocab.lookup("item", d.item_id)
-        device = vocab.id("device", d.device) if self.grow_vocab else vocab.lookup("device",
-                                                                                  d.device)
-        surface = (vocab.id("surface", d.surface) if self.grow_vocab
-                   else vocab.lookup("surface", d.surface))
-        gap = None if emitted.last_ts is None else d.ts - emitted.last_ts
+        tables = self.vocab.tables
+        item = tables["item"].get(d.item_id) if d.item_id else UNKNOWN
+        device = tables["device"].get(d.device)
+        surface = tables["surface"].get(d.surface)
+        if item is None or device is None or surface is None:  # new value: assign or look up
+            item, device, surface = self._ids(d)
+        last = emitted.last_ts
         duration = self.durations.get(d.item_id)
-        completion = min(d.watch_seconds / duration, 1.0) if duration else 0.0
-        token = Token(
-            user_id=self.user_id, ts=d.ts, item_id=d.item_id, item=item,
-            action=vocab.tables["action"][d.action], gap=gap_bucket(gap), hour=hour_id(d.ts),
-            dow=dow_id(d.ts), device=device, surface=surface,
-            duration=duration_bucket(d.watch_seconds), watch_seconds=d.watch_seconds,
-            completion=completion, session_start=d.session != emitted.last_session,
-            weight=d.weight if final else 1.0, n_events=d.n_events, event_id=d.event_id)
-        emitted.last_ts = d.ts
+        watched = d.watch_seconds
+        ts = d.ts
+        token = _new_token({
+            "user_id": self.user_id, "ts": ts, "item_id": d.item_id, "item": item,
+            "action": tables["action"][d.action],
+            "gap": 1 if last is None else gap_bucket(ts - last),
+            "hour": hour_id(ts), "dow": dow_id(ts),
+            "device": device, "surface": surface,
+            "duration": duration_bucket(watched),
+            "watch_seconds": watched,
+            "completion": min(watched / duration, 1.0) if duration else 0.0,
+            "session_start": d.session != emitted.last_session,
+            "weight": d.weight if final else 1.0, "n_events": d.n_events,
+            "event_id": d.event_id})
+        emitted.last_ts = ts
         emitted.last_session = d.session
         return token
+
+    def _ids(self, d: _Draft) -> tuple[int, int, int]:
+        vocab = self.vocab
+        if self.grow_vocab:
+            return (vocab.id("item", d.item_id) if d.item_id else UNKNOWN,
+                    vocab.id("device", d.device), vocab.id("surface", d.surface))
+        return (vocab.lookup("item", d.item_id) if d.item_id else UNKNOWN,
+                vocab.lookup("device", d.device), vocab.lookup("surface", d.surface))
 
     def clone(self) -> TokenMachine:
         """A copy whose later ``feed`` calls leave this machine as it is (cheaper than
@@ -403,7 +425,11 @@ class UserTokenizer:
         self.arrivals = 0
         self.max_ts: int | None = None
         self.seen: dict[str, int] = {}  # event_id -> ts, for the dedupe window
-        self.recent: deque[Token] = deque(maxlen=self.config.recent_tokens)
+        self.prune_at = 64  # prune ``seen`` when it grows past this (amortized O(1))
+        # Facet ids of the newest final tokens (what the online row starts with): tuples, not
+        # Tokens, so a row is one transpose and a snapshot stays small.
+        self.recent: deque[tuple[int, ...]] = deque(maxlen=self.config.recent_tokens)
+        self.last_token_ts: int | None = None  # ts of the newest final token
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
@@ -435,13 +461,15 @@ class UserTokenizer:
         self.arrivals += 1
         if self.max_ts is None or event.ts > self.max_ts:
             self.max_ts = event.ts
-            if len(self.seen) > 64:
+            if len(self.seen) > self.prune_at:
                 self._forget(self.max_ts - self.config.dedupe_window_ms)
+                self.prune_at = max(64, 2 * len(self.seen))
         horizon = self.max_ts - self.config.max_lateness_ms
         out: list[Token] = []
         while self.buffer and self.buffer[0][0] <= horizon:
             out.extend(self.machine.feed(heapq.heappop(self.buffer)[2]))
-        self.recent.extend(out)
+        if out:
+            self._keep(out)
         return out, None
 
     def push(self, event: InteractionEvent) -> list[Token]:
@@ -461,25 +489,39 @@ class UserTokenizer:
         while self.buffer:
             out.extend(self.machine.feed(heapq.heappop(self.buffer)[2]))
         out.extend(self.machine.end())
-        self.recent.extend(out)
+        self._keep(out)
         return out
 
-    def preview(self) -> list[Token]:
-        """Recent final tokens followed by provisional ones (held events and open groups),
-        the newest ``recent_tokens``: what the online store shows for this user now.
+    def _keep(self, tokens: list[Token]) -> None:
+        self.recent.extend([(t.item, t.action, t.gap, t.hour, t.dow, t.device, t.surface,
+                             t.duration) for t in tokens])
+        if tokens:
+            self.last_token_ts = tokens[-1].ts
+
+    def provisional(self) -> list[Token]:
+        """Held events and open groups rendered as provisional tokens; the state is left as
+        it was (the rendering runs on a clone of the machine).
         """
-        if self.buffer:
-            probe = self.machine.clone()
-            provisional: list[Token] = []
-            for _, _, ev in sorted(self.buffer, key=lambda entry: entry[:2]):
-                provisional.extend(probe.feed(ev))
-            provisional.extend(probe.render_open())
-        else:
-            provisional = self.machine.render_open()
+        if not self.buffer:
+            return self.machine.render_open()
+        probe = self.machine.clone()
+        out: list[Token] = []
+        for _, _, ev in sorted(self.buffer, key=lambda entry: entry[:2]):
+            out.extend(probe.feed(ev))
+        out.extend(probe.render_open())
+        return out
+
+    def preview(self) -> tuple[list[tuple[int, ...]], int | None]:
+        """What the online store shows for this user now: the facet ids (``FACETS`` order)
+        of the newest ``recent_tokens`` tokens, final then provisional, and the newest
+        token's ts.
+        """
+        provisional = self.provisional()
+        facets = list(self.recent)
         if not provisional:
-            return list(self.recent)
-        tokens = list(self.recent) + provisional
-        return tokens[-self.config.recent_tokens:]
+            return facets, self.last_token_ts
+        facets.extend(t.facet_ids() for t in provisional)
+        return facets[-self.config.recent_tokens:], provisional[-1].ts
 
     def _forget(self, before: int) -> None:
         self.seen = {k: ts for k, ts in self.seen.items() if ts >= before}

@@ -103,3 +103,27 @@ def test_open_store_writes_the_yaml_and_reads_the_environment(tmp_path, monkeypa
     assert written["online_store"]["connection_string"].endswith(",db=3")
     FeatureWriter(store).write_users([user_row("u9", tokens(1), T0)])
     assert read_users(store, ["u9"])["u9"]["item_seq"] == [2]
+
+
+def test_the_bulk_sqlite_path_stores_the_same_bytes_as_feast(tmp_path: Path):
+    from feature_repo.store import open_store
+
+    rows = [user_row("u1", tokens(5), T0 + 10), user_row("u2", tokens(MAX_SEQ, 300), T0 + 7),
+            user_row("u3", [], T0)]
+    items = [item_row("m1", 3), {**item_row("m2", 0), "ctr_24h": 0.0, "genre": ""}]
+    dumps = []
+    for bulk in (True, False):
+        store = open_store(online="sqlite", data_dir=tmp_path / str(bulk))
+        writer = FeatureWriter(store)
+        assert (writer.sqlite is not None) is True
+        if not bulk:
+            writer.sqlite = None  # Feast's own online_write_batch, row by row
+        writer.write_users(rows)
+        writer.write_items(items)
+        conn = writer.provider.online_store._get_conn(store.config)
+        dumps.append({table: sorted(conn.execute(
+            f'SELECT entity_key, feature_name, value, value_text, CAST(event_ts AS TEXT), '
+            f'created_ts FROM "marquee_{table}"').fetchall()) for table in ("user_tokens",
+                                                                       "item_stats")})
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0]["user_tokens"]) == 3 * 10

@@ -52,6 +52,7 @@ def flow_env(kafka: KafkaSettings, data: Path, **extra: str) -> dict[str, str]:
             "MARQUEE_DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
             "MARQUEE_FLOW_DATA_DIR": str(data), "MARQUEE_FLOW_TAIL": "false",
             "MARQUEE_FLOW_FINISH_AT_EOF": "true", "MARQUEE_FLOW_FLUSH_S": "0.05",
+            "MARQUEE_FLOW_LOG_FLUSH_S": "0.2",
             "MARQUEE_ONLINE_STORE": "sqlite", "PYTHONPATH": str(ROOT), **extra}
 
 

@@ -130,7 +130,9 @@ def test_preview_shows_held_and_open_tokens_without_changing_state():
     tok.offer(ev(1, "click", 2 * S))
     tok.offer(ev(2, "play", 3 * S))
     before = pickle.dumps(tok)
-    assert [t.event_id for t in tok.preview()] == ["u1-0", "u1-1", "u1-2"]
+    provisional = tok.provisional()
+    assert [t.event_id for t in provisional] == ["u1-0", "u1-1", "u1-2"]
+    assert tok.preview() == ([t.facet_ids() for t in provisional], T0 + 3 * S)
     assert pickle.dumps(tok) == before
     assert [t.event_id for t in tok.flush()] == ["u1-0", "u1-1", "u1-2"]
 
@@ -218,7 +220,7 @@ def test_preview_is_a_prefix_consistent_rendering(events):
         tok = users.setdefault(e.user_id, UserTokenizer(e.user_id, vocab))
         tok.offer(e)
         recent = list(tok.recent)
-        assert tok.preview()[:len(recent)] == recent[-tok.config.recent_tokens:]
+        assert tok.preview()[0][:len(recent)] == recent[-tok.config.recent_tokens:]
 
 
 def test_synthetic_world_streaming_equals_batch():
@@ -239,3 +241,16 @@ def test_synthetic_world_streaming_equals_batch():
     actions = {row[3] for row in batch}
     assert {"impression", "click", "complete", "abandon"} <= actions
     assert random.Random(0)  # deterministic world: nothing random here
+
+
+def test_fast_token_construction_is_a_token():
+    from dataclasses import fields
+
+    from streams.tokenizer import _new_token
+    from streams.tokens import Token
+
+    values = {f.name: i for i, f in enumerate(fields(Token))}
+    fast, slow = _new_token(values), Token(**values)
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert pickle.loads(pickle.dumps(fast)) == slow
+    assert set(fast.__dict__) == set(values)
