@@ -10,6 +10,7 @@ batch first, because each Feast write row costs ~0.2 ms on SQLite.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -214,6 +215,21 @@ def int64_list_bytes(values: list[int]) -> bytes:
     return b"\x72" + _varint(len(inner)) + inner
 
 
+def scalar_bytes(value: Any) -> bytes | None:
+    """``proto_value(value).SerializeToString()`` for a non-negative int, a float or a
+    string, by hand (None: let protobuf do it). Proto3 leaves a zero out of the oneof's
+    payload but keeps the field tag, which is what this writes too.
+    """
+    if type(value) is int and 0 <= value < 1 << 63:
+        return b"\x20" + _varint(value)  # field 4, varint
+    if type(value) is float:
+        return b"\x29" + struct.pack("<d", value)  # field 5, fixed64
+    if type(value) is str:
+        data = value.encode()
+        return b"\x12" + _varint(len(data)) + data  # field 2, length-delimited
+    return None
+
+
 def _plain_sqlite(store: Any) -> bool:
     """The SQLite online store without the options that change its rows (vectors, value_num,
     view versioning): the layout ``_SqliteRows`` writes.
@@ -273,10 +289,14 @@ class _SqliteRows:
                 value = row[name]
                 if isinstance(value, list):
                     params.append((entity, name, int64_list_bytes(value), None, when, None))
-                else:
+                    continue
+                blob = scalar_bytes(value)
+                if blob is None:
                     val = proto_value(value)
-                    params.append((entity, name, val.SerializeToString(),
-                                   extract_text_and_num(val, False)[0], when, None))
+                    blob, text = val.SerializeToString(), extract_text_and_num(val, False)[0]
+                else:
+                    text = value if isinstance(value, str) else str(value)
+                params.append((entity, name, blob, text, when, None))
         conn = self.online._get_conn(self.config)
         with conn:
             conn.executemany(sql, params)

@@ -7,6 +7,7 @@ idempotent under at-least-once delivery.
 
 from __future__ import annotations
 
+import operator
 import os
 import uuid
 from collections.abc import Iterable
@@ -26,6 +27,10 @@ SCHEMA = pa.schema(
        ("token_id", pa.string())])
 
 
+_TOKEN_COLUMNS = [name for name in SCHEMA.names if name != "token_id"]
+_FIELDS_OF = operator.attrgetter(*_TOKEN_COLUMNS, "event_id")
+
+
 def token_id(token: Token) -> str:
     """Stable across replays: the user and the id of the token's first event."""
     return f"{token.user_id}/{token.event_id}"
@@ -36,19 +41,11 @@ def write_tokens(folder: Path, tokens: Iterable[Token], prefix: str = "part") ->
     rows = list(tokens)
     if not rows:
         return None
-    columns: dict[str, list] = {name: [] for name in SCHEMA.names}
-    for t in rows:
-        columns["user_id"].append(t.user_id)
-        columns["ts"].append(t.ts)
-        columns["item_id"].append(t.item_id)
-        for facet in FACETS:
-            columns[facet].append(getattr(t, facet))
-        columns["watch_seconds"].append(t.watch_seconds)
-        columns["completion"].append(t.completion)
-        columns["session_start"].append(t.session_start)
-        columns["weight"].append(t.weight)
-        columns["n_events"].append(t.n_events)
-        columns["token_id"].append(token_id(t))
+    # One C-level attribute fetch per token, then a transpose: ~10x a loop of getattr calls.
+    values = list(zip(*map(_FIELDS_OF, rows), strict=True))
+    columns = dict(zip(_TOKEN_COLUMNS, values[:-1], strict=True))
+    columns["token_id"] = [f"{u}/{e}" for u, e in zip(columns["user_id"], values[-1],
+                                                        strict=True)]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{prefix}-{uuid.uuid4().hex}.parquet"
     tmp = path.with_suffix(".tmp")

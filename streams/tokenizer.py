@@ -35,12 +35,15 @@ from __future__ import annotations
 
 import copy
 import heapq
+from array import array
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 
 from streams.events import Action, InteractionEvent
 from streams.tokens import (
+    FACETS,
     MAX_SEQ,
     UNKNOWN,
     Token,
@@ -435,7 +438,19 @@ class UserTokenizer:
         state = dict(self.__dict__)
         state["vocab"] = None  # shared and persisted on its own; ``attach`` gives it back
         state["durations"] = None
+        # Snapshots pickle every active user each epoch: 200 small tuples cost ~10x one
+        # flat int array, so ``recent`` travels as one.
+        state["recent"] = array("q", chain.from_iterable(self.recent)).tobytes()
         return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        flat = array("q")
+        flat.frombytes(state["recent"])  # type: ignore[arg-type]
+        width = len(FACETS)
+        recent: deque[tuple[int, ...]] = deque(maxlen=state["config"].recent_tokens)  # type: ignore[attr-defined]
+        recent.extend(tuple(flat[i:i + width]) for i in range(0, len(flat), width))
+        self.__dict__.update(state)
+        self.recent = recent
 
     def attach(self, vocab: Vocab, durations: Mapping[str, int] | None) -> None:
         """Give an unpickled tokenizer its shared vocabulary and catalogue durations back."""
