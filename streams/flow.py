@@ -108,10 +108,11 @@ class Router:
         """
         now = int(time.time() * 1000)
         shard_of = self.shared.user_shard
+        known = shard_of.cache  # user -> shard, read inline (a call per event costs more)
         slices: dict[str, Slice] = {}
         dead: list[DeadLetter] = []
         for msg in poll:
-            if isinstance(msg, bytes | str):
+            if type(msg) is bytes or type(msg) is str:
                 raw, key, partition, offset, produced = _bytes(msg), None, -1, -1, now
             else:
                 raw, key, partition, offset = msg.value() or b"", msg.key(), msg.partition(), \
@@ -127,7 +128,7 @@ class Router:
                     dead.append(DeadLetter(reason, tuple(str(p) for p in problems), raw, key,
                                            partition, offset))
                     continue
-            name = shard_of(ev.user_id)
+            name = known.get(ev.user_id) or shard_of(ev.user_id)
             sl = slices.get(name)
             if sl is None:
                 sl = slices[name] = Slice()

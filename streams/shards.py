@@ -13,6 +13,7 @@ bytes of the others, so their cost follows the traffic, not the shard's size.
 from __future__ import annotations
 
 import math
+import operator
 import pickle
 import time
 import zlib
@@ -26,6 +27,8 @@ from streams.tokenizer import TokenizerConfig, UserTokenizer
 from streams.tokens import FACETS, Token, Vocab
 
 SEQ_NAMES = [f"{facet}_seq" for facet in FACETS]
+_COLUMN_OF = {action.value: column for action, column in COLUMNS.items()}
+_N_EVENTS = operator.attrgetter("n_events")
 
 
 class ShardMap:
@@ -123,9 +126,9 @@ class UserShard:
         """
         users, dirty, touched = self.users, self.dirty, self.pickles.touched
         produced, tokens = self.produced, self.tokens
+        n_before = len(tokens)
         refused: list[DeadLetter] = []
-        counted: dict[str, list[tuple[str, int, int]]] = {}
-        n_tokens = n_merged = 0
+        counts: list[tuple[str, int, int]] = []
         for i, ev in enumerate(sl.events):
             user_id = ev.user_id
             tok = users.get(user_id)
@@ -140,16 +143,18 @@ class UserShard:
                 continue
             dirty[user_id] = None
             produced.append(sl.produced[i])
-            column = COLUMNS.get(ev.action)
+            column = _COLUMN_OF.get(ev.action._value_)  # by value: Enum hashing is slow
             if column is not None and ev.item_id:
-                counted.setdefault(self.item_shard(ev.item_id), []).append(
-                    (ev.item_id, column, ev.ts))
+                counts.append((ev.item_id, column, ev.ts))
             if out:
                 tokens.extend(out)
-                n_tokens += len(out)
-                n_merged += sum(t.n_events for t in out)
+        counted: dict[str, list[tuple[str, int, int]]] = {}
+        shard_of = self.item_shard
+        for entry in counts:
+            counted.setdefault(shard_of(entry[0]), []).append(entry)
+        released = tokens[n_before:]
         metrics.EVENTS_VALID.inc(len(sl.events) - len(refused))
-        metrics.observe_tokens(n_tokens, n_merged)
+        metrics.observe_tokens(len(released), sum(map(_N_EVENTS, released)))
         for dl in refused:
             metrics.EVENTS_INVALID.labels(reason=dl.reason).inc()
         return refused, counted

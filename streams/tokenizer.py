@@ -167,14 +167,18 @@ class TokenMachine:
     def feed(self, ev: InteractionEvent) -> list[Token]:
         """Apply one event (not older than the previous one) and release final tokens."""
         now = ev.ts
-        if self._new_session(ev):
+        if self.last_event_ts is not None and self._new_session(ev):
             self._end_session()
             self.session += 1
         self.last_event_ts = now
         self.last_session_id = ev.session_id
-        self._expire(now)
-        self._resolve_dwell(now, ev.surface if ev.action is Action.IMPRESSION else None)
         action = ev.action
+        # The cheap tests inline: most events have nothing to expire or resolve.
+        if ((self.click_deadlines and self.click_deadlines[0][0] < now)
+                or (self.imp_deadlines and self.imp_deadlines[0][0] < now)):
+            self._expire(now)
+        if self.dwell:
+            self._resolve_dwell(now, ev.surface if action is Action.IMPRESSION else None)
         if action is Action.IMPRESSION:
             self._impression(ev)
         elif action is Action.CLICK:
@@ -313,8 +317,10 @@ class TokenMachine:
 
     # ---- release ------------------------------------------------------------------------
     def _release(self) -> list[Token]:
-        out: list[Token] = []
         drafts = self.drafts
+        if not drafts or not drafts[0].decided:
+            return []
+        out: list[Token] = []
         while drafts and drafts[0].decided:
             draft = drafts.popleft()
             if draft.weight > 0:
@@ -468,21 +474,30 @@ class UserTokenizer:
 
     def offer(self, event: InteractionEvent) -> tuple[list[Token], str | None]:
         """Accept ``event`` and return ``(final tokens, None)``, or ``([], reason)``."""
-        reason = self.check(event)
-        if reason is not None:
-            return [], reason
-        self.seen[event.event_id] = event.ts
-        heapq.heappush(self.buffer, (event.ts, self.arrivals, event))
+        ts, event_id, max_ts = event.ts, event.event_id, self.max_ts
+        seen = self.seen
+        if event_id in seen:  # ``check``, inline (once per event)
+            return [], "duplicate"
+        if max_ts is not None and ts < max_ts - self.config.max_lateness_ms:
+            return [], "late"
+        seen[event_id] = ts
+        buffer = self.buffer
+        heapq.heappush(buffer, (ts, self.arrivals, event))
         self.arrivals += 1
-        if self.max_ts is None or event.ts > self.max_ts:
-            self.max_ts = event.ts
-            if len(self.seen) > self.prune_at:
-                self._forget(self.max_ts - self.config.dedupe_window_ms)
+        if max_ts is None or ts > max_ts:
+            self.max_ts = max_ts = ts
+            if len(seen) > self.prune_at:
+                self._forget(max_ts - self.config.dedupe_window_ms)
                 self.prune_at = max(64, 2 * len(self.seen))
-        horizon = self.max_ts - self.config.max_lateness_ms
+        horizon = max_ts - self.config.max_lateness_ms
+        if buffer[0][0] > horizon:
+            return [], None
         out: list[Token] = []
-        while self.buffer and self.buffer[0][0] <= horizon:
-            out.extend(self.machine.feed(heapq.heappop(self.buffer)[2]))
+        feed = self.machine.feed
+        while buffer and buffer[0][0] <= horizon:
+            released = feed(heapq.heappop(buffer)[2])
+            if released:
+                out.extend(released)
         if out:
             self._keep(out)
         return out, None
