@@ -61,7 +61,7 @@ class FlushPacer:
     coalescing instead of row by row, and at the produced rate the grid is kept.
     """
 
-    def __init__(self, share: float = 0.3) -> None:
+    def __init__(self, share: float = 0.5) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self.share = share
@@ -83,7 +83,7 @@ class FlushPacer:
         return (math.floor(start / flush_s) + 1) * flush_s
 
 
-PACER = FlushPacer()
+PACER = FlushPacer(share=0.5)
 
 
 class _Pickles:

@@ -446,11 +446,11 @@ class UserTokenizer:
         state["durations"] = None
         # Snapshots pickle every active user each epoch: 200 small tuples cost ~10x one
         # flat int array, so ``recent`` travels as one.
-        state["recent"] = array("q", chain.from_iterable(self.recent)).tobytes()
+        state["recent"] = array("i", chain.from_iterable(self.recent)).tobytes()
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        flat = array("q")
+        flat = array("i")
         flat.frombytes(state["recent"])  # type: ignore[arg-type]
         width = len(FACETS)
         recent: deque[tuple[int, ...]] = deque(maxlen=state["config"].recent_tokens)  # type: ignore[attr-defined]
