@@ -110,9 +110,10 @@ def _flow(args: argparse.Namespace) -> int:
             "-w", str(args.workers)]
     if args.recovery_dir:
         if not args.recovery_dir.exists():
+            from bytewax.recovery import init_db_dir
+
             args.recovery_dir.mkdir(parents=True)
-            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(args.recovery_dir),
-                            str(max(args.processes * args.workers, 1))], check=True)
+            init_db_dir(args.recovery_dir, max(args.processes * args.workers, 1))
         base += ["-r", str(args.recovery_dir), "-s", str(args.snapshot_interval), "-b", "0"]
     else:  # no recovery: Bytewax would still snapshot every 10 s epoch, for nothing
         base += ["-s", "3600"]

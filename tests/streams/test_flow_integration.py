@@ -57,11 +57,12 @@ def flow_env(kafka: KafkaSettings, data: Path, **extra: str) -> dict[str, str]:
 
 
 def prepare(data: Path, world: SyntheticWorld, partitions: int = 1) -> Path:
+    from bytewax.recovery import init_db_dir  # in-process: a subprocess costs an interpreter
+
     world.write_catalogue(data / "catalogue.jsonl")
     recovery = data / "recovery"
     recovery.mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), str(partitions)],
-                   check=True)
+    init_db_dir(recovery, partitions)
     return recovery
 
 
@@ -81,11 +82,28 @@ def snapshot_of(data: Path, events: list[dict]) -> dict:
                 (data / "vocab.json").read_text())}
 
 
-def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(kafka_topics, tmp_path):
-    events, world = produce_world(kafka_topics, tmp_path)
-    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
-    run_flow(kafka_topics, clean, prepare(clean, world))
-    want = snapshot_of(clean, events)
+@pytest.fixture(scope="module")
+def clean_run(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory):
+    """The stream and the results of one worker that never crashed, shared by both tests
+    (each would otherwise produce and run it again)."""
+    import uuid
+
+    from streams.topics import create_topics, delete_topics
+
+    suffix = uuid.uuid4().hex[:12]
+    topics = kafka.model_copy(update={"events_topic": f"events-{suffix}",
+                                      "dead_letter_topic": f"dlq-{suffix}"})
+    create_topics(topics, {topics.events_topic: 4, topics.dead_letter_topic: 1})
+    tmp = tmp_path_factory.mktemp("clean")
+    events, world = produce_world(topics, tmp)
+    run_flow(topics, tmp / "clean", prepare(tmp / "clean", world))
+    yield topics, events, world, snapshot_of(tmp / "clean", events)
+    delete_topics(topics, [topics.events_topic, topics.dead_letter_topic])
+
+
+def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, tmp_path):
+    kafka_topics, events, world, want = clean_run
+    crashed = tmp_path / "crashed"
     assert len(want["tokens"]) > 100
     assert sum(r["n_tokens"] or 0 for r in want["users"].values()) > 100
 
@@ -117,11 +135,10 @@ def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(kafka_topics
     assert {d["reason"] for d in dlq} == {"invalid_event", "invalid_device", "duplicate"}
 
 
-def test_two_workers_give_the_same_results_as_one(kafka_topics, tmp_path):
-    events, world = produce_world(kafka_topics, tmp_path)
-    one, two = tmp_path / "one", tmp_path / "two"
-    run_flow(kafka_topics, one, prepare(one, world))
+def test_two_workers_give_the_same_results_as_one(clean_run, tmp_path):
+    kafka_topics, events, world, b = clean_run
+    two = tmp_path / "two"
     run_flow(kafka_topics, two, prepare(two, world, partitions=2), workers=2)
-    a, b = snapshot_of(two, events), snapshot_of(one, events)
+    a = snapshot_of(two, events)
     diff = {k: (a["items"][k], b["items"][k]) for k in a["items"] if a["items"][k] != b["items"][k]}
     assert a == b, list(diff.items())[:3]
