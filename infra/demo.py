@@ -13,7 +13,7 @@ import json
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import httpx
 from infra.broker import broker_for
 from infra.pipeline import (
     Layout,
+    reset_features,
     run_flow_to_end,
     seed_events,
     start_flow,
@@ -137,12 +138,14 @@ def run_demo(config: DemoConfig | None = None, keep_running: bool = False) -> in
         _step(3, total, "Bytewax flow: events -> tokens -> Feast online store (SQLite) + "
                         f"token log ({layout.tokens})")
         t0 = time.monotonic()
+        reset_features(layout)  # a fresh broker: the features start from nothing too
         run_flow_to_end(kafka, layout)
         print(f"      {report.delivered:,} events tokenized in {time.monotonic() - t0:.1f}s",
               flush=True)
         _step(4, total, f"foundation model: train <= {cfg.train_minutes} min on the token log "
                         "(reused if the data did not change), export ONNX")
-        onnx, reused = train_and_export(layout, minutes=cfg.train_minutes)
+        world_key = json.dumps({**asdict(world_cfg), "start_ms": None}, sort_keys=True)
+        onnx, reused = train_and_export(layout, minutes=cfg.train_minutes, data_key=world_key)
         print(f"      {'reused' if reused else 'exported'} {onnx}", flush=True)
         _step(5, total, f"Ray Serve ranking app on port {cfg.serve_port}")
         url = start_service(layout, onnx, port=cfg.serve_port)

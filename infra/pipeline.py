@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -93,6 +94,13 @@ def flow_command(recovery_dir: Path | None = None) -> list[str]:
     return cmd
 
 
+def reset_features(layout: Layout) -> None:
+    """Forget what a previous run's flow wrote (token log, vocabulary, Feast files)."""
+    shutil.rmtree(layout.tokens, ignore_errors=True)
+    shutil.rmtree(layout.root / "feast", ignore_errors=True)
+    layout.vocab.unlink(missing_ok=True)
+
+
 def run_flow_to_end(kafka: KafkaSettings, layout: Layout, timeout: float = 600.0) -> None:
     """Run the flow over everything in the events topic, close open tokens, and return."""
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -119,11 +127,13 @@ def _fingerprint(layout: Layout) -> str:
 
 
 def train_and_export(layout: Layout, minutes: float | None = 1.0, reuse: bool = True,
-                     progress: bool = True, epochs: int = 30, **model: Any) -> tuple[Path, bool]:
+                     progress: bool = True, epochs: int = 30, data_key: str | None = None,
+                     **model: Any) -> tuple[Path, bool]:
     """Train on the token log for at most ``minutes`` (and ``epochs``) and export ONNX;
     returns (onnx, reused).
 
-    With ``reuse``, a model trained on the same token log (same files and sizes) is kept.
+    With ``reuse``, a model trained on the same data is kept: same ``data_key`` when given
+    (e.g. the synthetic world's config), else the same token log files and sizes.
     """
     from models.data import load_corpus
     from models.export import export
@@ -131,8 +141,8 @@ def train_and_export(layout: Layout, minutes: float | None = 1.0, reuse: bool = 
 
     stamp = layout.model_dir / "trained_on.txt"
     print_ = print if progress else (lambda *a, **k: None)
-    if reuse and layout.onnx.exists() and stamp.exists() \
-            and stamp.read_text() == _fingerprint(layout):
+    key = data_key or _fingerprint(layout)
+    if reuse and layout.onnx.exists() and stamp.exists() and stamp.read_text() == key:
         return layout.onnx, True
     corpus = load_corpus("tokens", layout.tokens, vocab_path=layout.vocab,
                          catalogue_path=layout.catalogue)
@@ -146,7 +156,7 @@ def train_and_export(layout: Layout, minutes: float | None = 1.0, reuse: bool = 
     print_(f"      trained: best epoch {metrics['best_epoch']}, "
            f"validation {json.dumps(metrics['valid'])}")
     export(layout.model_dir, layout.onnx)
-    stamp.write_text(_fingerprint(layout))
+    stamp.write_text(key)
     return layout.onnx, False
 
 
