@@ -96,11 +96,11 @@ def test_openapi_fuzz_never_5xx(served) -> None:
 
 def test_rollover_drops_no_request(served, world) -> None:
     url, settings_ = served
-    seen: list[str] = []
+    per_client: list[list[str]] = [[], []]  # each client's own order (they interleave)
     errors: list[str] = []
     stop = threading.Event()
 
-    def load() -> None:
+    def load(seen: list[str]) -> None:
         with httpx.Client(timeout=30) as client:
             while not stop.is_set():
                 r = client.post(f"{url}/v1/rank", json={"user_id": world.users[2], "k": 5})
@@ -109,22 +109,23 @@ def test_rollover_drops_no_request(served, world) -> None:
                 else:
                     seen.append(r.json()["model_version"])
 
-    workers = [threading.Thread(target=load) for _ in range(2)]
+    workers = [threading.Thread(target=load, args=(seen,)) for seen in per_client]
     for w in workers:
         w.start()
     time.sleep(1.0)
     app.rollover(settings_, world.model_b)
     deadline = time.time() + 60
-    while time.time() < deadline and (not seen or seen[-1] != "fm-b"):
+    while time.time() < deadline and not all(s and s[-1] == "fm-b" for s in per_client):
         time.sleep(0.2)
     time.sleep(0.5)
     stop.set()
     for w in workers:
         w.join()
     assert not errors
-    assert seen[0] == "fm-a" and seen[-1] == "fm-b"
-    switch = seen.index("fm-b")
-    assert set(seen[switch:]) == {"fm-b"}  # no flapping back once rolled over
+    for seen in per_client:
+        assert seen[0] == "fm-a" and seen[-1] == "fm-b"
+        switch = seen.index("fm-b")
+        assert set(seen[switch:]) == {"fm-b"}  # no flapping back once rolled over
     text = httpx.get(f"{url}/metrics").text
     assert 'marquee_model_info{model_version="fm-b"} 1.0' in text
     # a goal request on the new model still re-ranks

@@ -29,16 +29,32 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def produce_world(kafka: KafkaSettings, tmp: Path) -> tuple[list[dict], SyntheticWorld]:
+def world_and_stream() -> tuple[SyntheticWorld, list[dict], list[bytes], list[bytes]]:
+    """The world, its events, and the stream as two halves: the first 1500 events plus
+    three bad records, then the rest."""
     world = SyntheticWorld(WorldConfig(n_users=40, days=3))
     events = list(world.events())
     noise = [b"{broken", json.dumps({**events[0], "event_id": "bad-1", "device": ""}).encode(),
              json.dumps(events[10]).encode()]  # a duplicate
-    report = produce_events([json.dumps(e).encode() for e in events[:1500]] + noise
-                            + [json.dumps(e).encode() for e in events[1500:]], kafka,
-                            progress=False)
-    assert report.delivered == len(events) + len(noise)
-    return events, world
+    first = [json.dumps(e).encode() for e in events[:1500]] + noise
+    return world, events, first, [json.dumps(e).encode() for e in events[1500:]]
+
+
+def produce(kafka: KafkaSettings, records: list[bytes]) -> None:
+    report = produce_events(records, kafka, progress=False)
+    assert report.delivered == len(records)
+
+
+def fresh_topics(kafka: KafkaSettings) -> KafkaSettings:
+    import uuid
+
+    from streams.topics import create_topics
+
+    suffix = uuid.uuid4().hex[:12]
+    topics = kafka.model_copy(update={"events_topic": f"events-{suffix}",
+                                      "dead_letter_topic": f"dlq-{suffix}"})
+    create_topics(topics, {topics.events_topic: 4, topics.dead_letter_topic: 1})
+    return topics
 
 
 def flow_cmd(data: Path, recovery: Path, workers: int = 1) -> list[str]:
@@ -86,43 +102,45 @@ def snapshot_of(data: Path, events: list[dict]) -> dict:
 def clean_run(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory):
     """The stream and the results of one worker that never crashed, shared by both tests
     (each would otherwise produce and run it again)."""
-    import uuid
+    from streams.topics import delete_topics
 
-    from streams.topics import create_topics, delete_topics
-
-    suffix = uuid.uuid4().hex[:12]
-    topics = kafka.model_copy(update={"events_topic": f"events-{suffix}",
-                                      "dead_letter_topic": f"dlq-{suffix}"})
-    create_topics(topics, {topics.events_topic: 4, topics.dead_letter_topic: 1})
+    topics = fresh_topics(kafka)
     tmp = tmp_path_factory.mktemp("clean")
-    events, world = produce_world(topics, tmp)
+    world, events, first, rest = world_and_stream()
+    produce(topics, first + rest)
     run_flow(topics, tmp / "clean", prepare(tmp / "clean", world))
     yield topics, events, world, snapshot_of(tmp / "clean", events)
     delete_topics(topics, [topics.events_topic, topics.dead_letter_topic])
 
 
-def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, tmp_path):
-    kafka_topics, events, world, want = clean_run
-    crashed = tmp_path / "crashed"
+def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, kafka, tmp_path):
+    _, events, world, want = clean_run
     assert len(want["tokens"]) > 100
     assert sum(r["n_tokens"] or 0 for r in want["users"].values()) > 100
 
-    # The same stream, killed as soon as it has written something, then restarted.
+    # The same stream on its own topic. Only its first half is there while a tailing flow
+    # (it never ends by itself, however fast the machine) runs past its first snapshot and is
+    # killed; the second half arrives while it is down, and a restart reads to the end.
+    topics = fresh_topics(kafka)
+    _, _, first, rest = world_and_stream()
+    produce(topics, first)
+    crashed = tmp_path / "crashed"
     recovery = prepare(crashed, world)
     proc = subprocess.Popen(flow_cmd(crashed, recovery),
-                            env=flow_env(kafka_topics, crashed, MARQUEE_FLOW_BATCH_SIZE="20"),
+                            env=flow_env(topics, crashed, MARQUEE_FLOW_BATCH_SIZE="20",
+                                         MARQUEE_FLOW_TAIL="true"),
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 90
     while not list((crashed / "tokens").glob("*.parquet")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the flow ended before it could be killed"
+        assert proc.poll() is None, "the tailing flow died"
         time.sleep(0.02)
-    time.sleep(1.2)  # past the first 1 s snapshot: the restart resumes mid-stream
-    assert proc.poll() is None, "the flow ended before it could be killed"
+    time.sleep(1.2)  # past the first 1 s snapshot: the restart resumes from it
+    assert proc.poll() is None, "the tailing flow died"
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    written_before = len(list((crashed / "tokens").glob("*.parquet")))
-    assert written_before >= 1
-    run_flow(kafka_topics, crashed, recovery)
+    assert len(list((crashed / "tokens").glob("*.parquet"))) >= 1
+    produce(topics, rest)
+    run_flow(topics, crashed, recovery)
     got = snapshot_of(crashed, events)
 
     assert got["tokens"] == want["tokens"]  # every token once (duplicates dropped on read)
@@ -131,7 +149,7 @@ def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, t
     assert got["vocab"] == want["vocab"]
 
     # Dead letters carry their reasons (at least once: the restart may repeat some).
-    dlq = [json.loads(r.value) for r in read_all(kafka_topics, kafka_topics.dead_letter_topic)]
+    dlq = [json.loads(r.value) for r in read_all(topics, topics.dead_letter_topic)]
     assert {d["reason"] for d in dlq} == {"invalid_event", "invalid_device", "duplicate"}
 
 
