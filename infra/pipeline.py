@@ -11,12 +11,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streams import launch
 from streams.config import KafkaSettings
 from streams.produce import ProduceReport, produce_events
 from streams.synthetic import SyntheticWorld, WorldConfig
@@ -82,18 +82,6 @@ def flow_env(kafka: KafkaSettings, layout: Layout, tail: bool,
     return env
 
 
-def flow_command(recovery_dir: Path | None = None) -> list[str]:
-    """``python -m bytewax.run`` for the production flow (one worker)."""
-    cmd = [sys.executable, "-m", "bytewax.run", "streams.flow:from_env()", "-w", "1"]
-    if recovery_dir is not None:
-        if not recovery_dir.exists():
-            recovery_dir.mkdir(parents=True)
-            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery_dir), "1"],
-                           check=True)
-        cmd += ["-r", str(recovery_dir), "-s", "5", "-b", "0"]
-    return cmd
-
-
 def reset_features(layout: Layout) -> None:
     """Forget what a previous run's flow wrote (token log, vocabulary, Feast files)."""
     shutil.rmtree(layout.tokens, ignore_errors=True)
@@ -104,11 +92,11 @@ def reset_features(layout: Layout) -> None:
 def run_flow_to_end(kafka: KafkaSettings, layout: Layout, timeout: float = 600.0) -> None:
     """Run the flow over everything in the events topic, close open tokens, and return."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    log = (layout.root / "flow.log").open("ab")
-    result = subprocess.run(flow_command(), env=flow_env(kafka, layout, tail=False),
-                            stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"flow exited with {result.returncode}; see {layout.root / 'flow.log'}")
+    with (layout.root / "flow.log").open("ab") as log:
+        code = launch.run(launch.Launch(), flow_env(kafka, layout, tail=False), timeout=timeout,
+                          stdout=log, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise RuntimeError(f"flow exited with {code}; see {layout.root / 'flow.log'}")
 
 
 def start_flow(kafka: KafkaSettings, layout: Layout, metrics_port: int | None = None,
@@ -116,9 +104,10 @@ def start_flow(kafka: KafkaSettings, layout: Layout, metrics_port: int | None = 
     """Start a tailing flow in the background (``marquee up``); the caller stops it."""
     layout.root.mkdir(parents=True, exist_ok=True)
     log = (layout.root / "flow.log").open("ab")
-    return subprocess.Popen(flow_command(recovery_dir),
-                            env=flow_env(kafka, layout, tail=True, metrics_port=metrics_port),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (proc,) = launch.start(launch.Launch(recovery_dir=recovery_dir, snapshot_s=5),
+                           flow_env(kafka, layout, tail=True, metrics_port=metrics_port),
+                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc
 
 
 def _fingerprint(layout: Layout) -> str:

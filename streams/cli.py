@@ -93,9 +93,8 @@ def _register_flow(sub: argparse._SubParsersAction) -> None:
 
 def _flow(args: argparse.Namespace) -> int:
     import os
-    import subprocess
 
-    from infra.broker import free_port
+    from streams.launch import Launch, run
 
     env = dict(os.environ)
     if args.data_dir:
@@ -106,29 +105,9 @@ def _flow(args: argparse.Namespace) -> int:
         env["MARQUEE_FLOW_TAIL"] = "false"
     if args.finish_at_eof:
         env["MARQUEE_FLOW_FINISH_AT_EOF"] = "true"
-    base = [sys.executable, "-m", "bytewax.run", "streams.flow:from_env()",
-            "-w", str(args.workers)]
-    if args.recovery_dir:
-        if not args.recovery_dir.exists():
-            from bytewax.recovery import init_db_dir
-
-            args.recovery_dir.mkdir(parents=True)
-            init_db_dir(args.recovery_dir, max(args.processes * args.workers, 1))
-        base += ["-r", str(args.recovery_dir), "-s", str(args.snapshot_interval), "-b", "0"]
-    else:  # no recovery: Bytewax would still snapshot every 10 s epoch, for nothing
-        base += ["-s", "3600"]
-    if args.processes == 1:
-        if args.metrics_port:
-            env["MARQUEE_FLOW_METRICS_PORT"] = str(args.metrics_port)
-        return subprocess.call(base, env=env)
-    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(args.processes))
-    procs = []
-    for i in range(args.processes):
-        penv = dict(env)
-        if args.metrics_port:  # one port per process: metrics_port, metrics_port + 1, ...
-            penv["MARQUEE_FLOW_METRICS_PORT"] = str(args.metrics_port + i)
-        procs.append(subprocess.Popen(base + ["-i", str(i), "-a", addresses], env=penv))
-    return max(p.wait() for p in procs)
+    return run(Launch(processes=args.processes, workers=args.workers,
+                      recovery_dir=args.recovery_dir, snapshot_s=args.snapshot_interval,
+                      metrics_port=args.metrics_port), env)
 
 
 def _register_bench_stream(bench_sub: argparse._SubParsersAction) -> None:

@@ -11,15 +11,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from feature_repo.store import open_store, read_items, read_users
+from streams import launch
 from streams.config import KafkaSettings
 from streams.consume import read_all
+from streams.launch import Launch
 from streams.produce import produce_events
 from streams.synthetic import SyntheticWorld, WorldConfig
 from streams.token_log import read_tokens
@@ -57,11 +58,6 @@ def fresh_topics(kafka: KafkaSettings) -> KafkaSettings:
     return topics
 
 
-def flow_cmd(data: Path, recovery: Path, workers: int = 1) -> list[str]:
-    return [sys.executable, "-m", "bytewax.run", "streams.flow:from_env()", "-r", str(recovery),
-            "-s", "1", "-b", "0", "-w", str(workers)]
-
-
 def flow_env(kafka: KafkaSettings, data: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "MARQUEE_EVENTS_TOPIC": kafka.events_topic,
@@ -82,10 +78,13 @@ def prepare(data: Path, world: SyntheticWorld, partitions: int = 1) -> Path:
     return recovery
 
 
-def run_flow(kafka, data, recovery, timeout=120, workers=1, **extra) -> None:
-    proc = subprocess.run(flow_cmd(data, recovery, workers), env=flow_env(kafka, data, **extra),
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def run_flow(kafka, data, recovery, timeout=120, processes=1, **extra) -> None:
+    err = data / "flow.err"
+    with err.open("wb") as log:
+        code = launch.run(Launch(processes=processes, recovery_dir=recovery, snapshot_s=1),
+                          flow_env(kafka, data, **extra), timeout=timeout, cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=log)
+    assert code == 0, err.read_text()[-3000:]
 
 
 def snapshot_of(data: Path, events: list[dict]) -> dict:
@@ -126,10 +125,10 @@ def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, k
     produce(topics, first)
     crashed = tmp_path / "crashed"
     recovery = prepare(crashed, world)
-    proc = subprocess.Popen(flow_cmd(crashed, recovery),
-                            env=flow_env(topics, crashed, MARQUEE_FLOW_BATCH_SIZE="20",
-                                         MARQUEE_FLOW_TAIL="true"),
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (proc,) = launch.start(Launch(recovery_dir=recovery, snapshot_s=1),
+                           flow_env(topics, crashed, MARQUEE_FLOW_BATCH_SIZE="20",
+                                    MARQUEE_FLOW_TAIL="true"),
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 90
     while not list((crashed / "tokens").glob("*.parquet")) and time.monotonic() < deadline:
         assert proc.poll() is None, "the tailing flow died"
@@ -153,10 +152,10 @@ def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, k
     assert {d["reason"] for d in dlq} == {"invalid_event", "invalid_device", "duplicate"}
 
 
-def test_two_workers_give_the_same_results_as_one(clean_run, tmp_path):
+def test_two_worker_processes_give_the_same_results_as_one(clean_run, tmp_path):
     kafka_topics, events, world, b = clean_run
     two = tmp_path / "two"
-    run_flow(kafka_topics, two, prepare(two, world, partitions=2), workers=2)
+    run_flow(kafka_topics, two, prepare(two, world, partitions=2), processes=2)
     a = snapshot_of(two, events)
     diff = {k: (a["items"][k], b["items"][k]) for k in a["items"] if a["items"][k] != b["items"][k]}
     assert a == b, list(diff.items())[:3]
