@@ -1,18 +1,27 @@
-"""One MILP call into scipy's HiGHS, two ways.
+"""One MILP call into scipy's HiGHS, two ways, relaxation first.
 
 ``scipy.optimize.milp`` is the public route. Its Python wrapper costs ~2.5 ms per call on our
 ~100-column models (option checks that build an options manager per option, a per-column loop
-for bound multipliers we never read), more than HiGHS itself spends solving them (~1 ms). The
-``core`` route hands the same model to the same HiGHS build that scipy ships
-(``scipy.optimize._highspy._core``, private) and reads back only the solution. If that module
-ever changes shape, ``solve_milp`` falls back to ``milp`` by itself; the tests run both routes
-against brute force.
+for bound multipliers we never read), more than HiGHS itself spends solving them. The ``core``
+route hands the same model to the same HiGHS build that scipy ships
+(``scipy.optimize._highspy._core``, private) as plain arrays, on one ``Highs`` object per thread
+with its options set once, and reads back only the solution. If that module ever changes shape,
+``solve_milp`` falls back to ``milp`` by itself; the tests run both routes against brute force.
+
+**LP first** (core route). Building and running HiGHS's MIP solver costs ~1 ms even when the
+root LP is already integral, which is what our models mostly are (assignment and count rows
+over 0/1 columns). So the core route first solves the LP relaxation with dual simplex. That is
+exact, not a heuristic: the LP optimum bounds the MILP optimum, so an integral LP optimum
+(checked per solve, then rounded and re-checked against every row) *is* a MILP optimum, and an
+infeasible LP proves the MILP infeasible. Only a fractional LP optimum goes on to the MIP solver
+(same object, integrality switched on).
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from scipy import sparse
@@ -24,72 +33,143 @@ except ImportError:  # pragma: no cover - depends on the scipy build
     _hcore = None
 
 Route = Literal["core", "milp"]
+Status = Literal["optimal", "time_limit", "infeasible", "error"]
 
 # The feasibility-jump heuristic costs ~7 ms per call on these small models and never pays off;
-# presolve ~1 ms. A relative gap of 1e-9 makes "optimal" mean optimal.
+# presolve costs more than it saves on them too. A relative gap of 1e-9 makes "optimal" mean
+# optimal.
 OPTIONS: dict[str, object] = {"mip_heuristic_run_feasibility_jump": False,
                               "mip_rel_gap": 1e-9}
+# How far from an integer an LP value may be and still count as integral (HiGHS's own
+# mip_feasibility_tolerance is 1e-6); the rounded point is re-checked against every row.
+INTEGRAL_TOL = 1e-7
 
 
-def solve_milp(c: np.ndarray, a: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray,
-               ub: np.ndarray, time_limit: float, route: Route = "core"
-               ) -> tuple[str, np.ndarray | None]:
-    """Minimise c @ x, lo <= a @ x <= hi, 0 <= x <= ub, x integer.
-
-    Returns ``("optimal" | "time_limit" | "infeasible" | "error", x or None)``;
-    ``time_limit`` carries the best solution found when there is one.
+class Coo(NamedTuple):
+    """A sparse constraint matrix as triplets (row, col, value) and its shape: what the models
+    build in a few numpy calls, without scipy.sparse's per-construction checks.
     """
+
+    row: np.ndarray
+    col: np.ndarray
+    val: np.ndarray
+    shape: tuple[int, int]
+
+    def dot(self, x: np.ndarray) -> np.ndarray:
+        """A @ x."""
+        return np.bincount(self.row, weights=self.val * x[self.col], minlength=self.shape[0])
+
+    def to_csc(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(start, index, value) column-wise, duplicate entries summed, as HiGHS takes them."""
+        nrow, ncol = self.shape
+        key = self.col.astype(np.int64) * max(nrow, 1) + self.row
+        order = np.argsort(key, kind="stable")
+        key, val = key[order], self.val[order].astype(np.float64)
+        if len(key) > 1 and (dup := key[1:] == key[:-1]).any():
+            first = np.concatenate([[True], ~dup])
+            val = np.add.reduceat(val, np.nonzero(first)[0])
+            key = key[first]
+        col, row = np.divmod(key, max(nrow, 1))
+        start = np.searchsorted(col, np.arange(ncol + 1)).astype(np.int32)
+        return start, row.astype(np.int32), val
+
+    def to_scipy(self) -> sparse.csr_matrix:
+        """The same matrix for ``scipy.optimize.milp``."""
+        return sparse.csr_matrix((self.val, (self.row, self.col)), shape=self.shape)
+
+
+class Solution(NamedTuple):
+    """``status``; ``x`` (``time_limit`` carries the best solution found when there is one);
+    ``how`` = which solver settled it: ``"lp"`` (integral or infeasible relaxation) or ``"mip"``.
+    """
+
+    status: Status
+    x: np.ndarray | None
+    how: Literal["lp", "mip"]
+
+
+def solve_milp(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray,
+               time_limit: float, route: Route = "core", lp_first: bool = True) -> Solution:
+    """Minimise c @ x, lo <= a @ x <= hi, 0 <= x <= ub, x integer."""
     if route == "core" and _hcore is not None:
         try:
-            return _solve_core(c, a, lo, hi, ub, time_limit)
+            return _solve_core(c, a, lo, hi, ub, time_limit, lp_first)
         except (AttributeError, TypeError):  # pragma: no cover - a scipy that moved things
             pass
     with warnings.catch_warnings():  # scipy warns that it passes our options on verbatim
         warnings.simplefilter("ignore", RuntimeWarning)
         res = milp(c, integrality=np.ones(len(c)), bounds=Bounds(np.zeros(len(c)), ub),
-                   constraints=LinearConstraint(a, lo, hi),
+                   constraints=LinearConstraint(a.to_scipy(), lo, hi),
                    options={"time_limit": time_limit, "presolve": False, **OPTIONS})
     status = {0: "optimal", 1: "time_limit", 2: "infeasible"}.get(res.status, "error")
     if status == "time_limit" and res.x is None:
         status = "error"
-    return status, res.x
+    return Solution(status, res.x, "mip")
 
 
-def _solve_core(c: np.ndarray, a: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray,
-                ub: np.ndarray, time_limit: float) -> tuple[str, np.ndarray | None]:
+_local = threading.local()
+
+
+def _highs() -> object:
+    """The calling thread's HiGHS object, options set once (one object is not thread-safe)."""
+    solver = getattr(_local, "solver", None)
+    if solver is None:
+        solver = _hcore._Highs()
+        solver.setOptionValue("output_flag", False)
+        solver.setOptionValue("presolve", "off")
+        for key, value in OPTIONS.items():
+            solver.setOptionValue(key, value)
+        _local.solver, _local.time_limit = solver, None
+    return solver
+
+
+def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray,
+                time_limit: float, lp_first: bool) -> Solution:
     h = _hcore
-    csc = sparse.csc_matrix(a)
-    n, m = csc.shape[1], csc.shape[0]
-    lp = h.HighsLp()
-    lp.num_col_, lp.num_row_ = n, m
-    lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n, m
-    lp.a_matrix_.format_ = h.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = csc.indptr
-    lp.a_matrix_.index_ = csc.indices
-    lp.a_matrix_.value_ = csc.data.astype(np.float64)
-    lp.col_cost_ = np.asarray(c, dtype=np.float64)
-    lp.col_lower_ = np.zeros(n)
-    lp.col_upper_ = np.asarray(ub, dtype=np.float64)
-    lp.row_lower_ = np.where(np.isneginf(lo), -h.kHighsInf, lo).astype(np.float64)
-    lp.row_upper_ = np.where(np.isposinf(hi), h.kHighsInf, hi).astype(np.float64)
-    lp.integrality_ = [h.HighsVarType.kInteger] * n
-    solver = h._Highs()
-    solver.setOptionValue("output_flag", False)
-    solver.setOptionValue("presolve", "off")
-    solver.setOptionValue("time_limit", float(time_limit))
-    for key, value in OPTIONS.items():
-        solver.setOptionValue(key, value)
-    solver.passModel(lp)
+    solver = _highs()
+    if _local.time_limit != time_limit:
+        solver.setOptionValue("time_limit", float(time_limit))
+        _local.time_limit = time_limit
+    nrow, ncol = a.shape
+    start, index, value = a.to_csc()
+    inf = h.kHighsInf
+    row_lo = np.where(np.isneginf(lo), -inf, lo).astype(np.float64)
+    row_hi = np.where(np.isposinf(hi), inf, hi).astype(np.float64)
+    col_hi = np.asarray(ub, dtype=np.float64)
+    kind = np.full(ncol, 0 if lp_first else 1, dtype=np.int32)
+    status = solver.passModel(ncol, nrow, len(index), 1, 1, 0.0, np.asarray(c, np.float64),
+                              np.zeros(ncol), col_hi, row_lo, row_hi, start, index, value, kind)
+    if status == h.HighsStatus.kError:
+        return Solution("error", None, "lp")
     solver.run()
-    status = solver.getModelStatus()
     ms = h.HighsModelStatus
+    if lp_first:
+        status = solver.getModelStatus()
+        if status == ms.kInfeasible:  # no fractional point, so no integer one
+            return Solution("infeasible", None, "lp")
+        if status == ms.kOptimal:
+            x = np.asarray(solver.getSolution().col_value)
+            r = np.round(x)
+            if np.abs(x - r).max(initial=0.0) <= INTEGRAL_TOL and _holds(a, r, lo, hi, col_hi):
+                return Solution("optimal", r, "lp")
+        solver.changeColsIntegrality(ncol, np.arange(ncol, dtype=np.int32),
+                                     np.ones(ncol, dtype=np.uint8))
+        solver.run()
+    status = solver.getModelStatus()
     if status == ms.kOptimal:
-        return "optimal", np.array(solver.getSolution().col_value)
+        return Solution("optimal", np.asarray(solver.getSolution().col_value), "mip")
     if status == ms.kTimeLimit:
         info = solver.getInfo()
         if info.objective_function_value != h.kHighsInf and info.primal_solution_status == 2:
-            return "time_limit", np.array(solver.getSolution().col_value)
-        return "error", None
+            return Solution("time_limit", np.asarray(solver.getSolution().col_value), "mip")
+        return Solution("error", None, "mip")
     if status == ms.kInfeasible:
-        return "infeasible", None
-    return "error", None
+        return Solution("infeasible", None, "mip")
+    return Solution("error", None, "mip")
+
+
+def _holds(a: Coo, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray) -> bool:
+    """Whether the rounded point satisfies every row and bound (to 1e-9)."""
+    ax = a.dot(x)
+    return bool((x >= 0).all() and (x <= ub).all()
+                and (ax >= lo - 1e-9).all() and (ax <= hi + 1e-9).all())

@@ -89,6 +89,7 @@ class RerankResult:
     exact: bool  # solved to optimality by every stage (no time limit hit)
     solver_calls: int
     seconds: float = 0.0
+    mip_calls: int = 0  # solver calls whose LP relaxation was fractional (branch and bound ran)
 
     @property
     def feasible(self) -> bool:
@@ -117,6 +118,9 @@ class RerankConfig(BaseModel):
     time_limit_s: float = Field(0.25, gt=0, le=30, description="per HiGHS call")
     solver: Literal["core", "milp"] = Field(
         "core", description="HiGHS route: scipy's bundled core directly, or scipy.optimize.milp")
+    lp_first: bool = Field(
+        True, description="core route: solve the LP relaxation first and skip branch and bound "
+                          "when its optimum is integral (exact; see serve/highs.py)")
 
 
 def position_weights(k: int, discount: str = "dcg") -> np.ndarray:
@@ -147,7 +151,7 @@ class GoalReranker:
         w = position_weights(k_eff, self.config.discount)
         rules = build_rules(cons, pool, k_eff)
         plain = list(range(k_eff))
-        calls, optimal = 0, True
+        tally = _Tally()
         if all(violation(r, v) == 0
                for r, v in zip(rules, evaluate(plain, rules, pool), strict=True)):
             order = plain
@@ -157,44 +161,50 @@ class GoalReranker:
             pins[[r.pin_item for r in rules if r.family == "pin"]] = True
             strict = not quick_infeasible(rows, len(pool), k_eff, pins)
             solve = self._joint if self.config.mode == "exact" else self._two_stage
-            order, calls, optimal = solve(pool, rules, rows, k_eff, w, strict)
-        return self._result(pool, order, plain, w, rules, cons, k_eff, calls, optimal, start)
+            order = solve(pool, rules, rows, k_eff, w, strict, tally)
+        return self._result(pool, order, plain, w, rules, cons, k_eff, tally, start)
+
+    def _solve(self, tally: _Tally, model: Model, strict: bool) -> list[int] | None:
+        calls, mips = model.calls, model.mip_calls  # a model may be solved twice
+        try:
+            return model.solve(strict=strict)
+        finally:
+            tally.calls += model.calls - calls
+            tally.mip_calls += model.mip_calls - mips
+            tally.optimal &= model.optimal
 
     def _model(self, pool: Pool, items: np.ndarray, slots: int, k: int, w: np.ndarray,
                rules: list[Rule], rows: list, **kw: object) -> Model:
         return Model(pool, items, slots, k, w, rules, rows, time_limit=self.config.time_limit_s,
-                     route=self.config.solver, **kw)
+                     route=self.config.solver, lp_first=self.config.lp_first, **kw)
 
     def _select(self, pool: Pool, rules: list[Rule], rows: list, k: int, w: np.ndarray,
-                strict: bool, joint: bool = False) -> tuple[list[int], int, bool]:
+                strict: bool, tally: _Tally, joint: bool = False) -> list[int]:
         """Solve the selection (slots=1) or joint (slots=k) model over the dominance-reduced
         pool; a strict solve that turns out infeasible is redone on the relaxed reduction.
         """
         slots = k if joint else 1
         model_rows = rows if not joint else [r for r in rows
                                               if rules[r.owner].family != "diversity"]
-        calls, optimal = 0, True
         if strict:
             keep = dominance_keep(rows, len(pool), k, strict=True)
             model = self._model(pool, np.nonzero(keep)[0], slots, k, w, rules, model_rows,
                                 select_only=not joint)
-            order = model.solve(strict=True)
-            calls, optimal = model.calls, model.optimal
+            order = self._solve(tally, model, strict=True)
             if order is not None:
-                return order, calls, optimal
+                return order
         keep = dominance_keep(rows, len(pool), k, strict=False)
         model = self._model(pool, np.nonzero(keep)[0], slots, k, w, rules, model_rows,
                             select_only=not joint)
-        order = model.solve(strict=False)
-        return order, calls + model.calls, optimal and model.optimal
+        return self._solve(tally, model, strict=False)
 
     def _joint(self, pool: Pool, rules: list[Rule], rows: list, k: int, w: np.ndarray,
-               strict: bool) -> tuple[list[int], int, bool]:
-        return self._select(pool, rules, rows, k, w, strict, joint=True)
+               strict: bool, tally: _Tally) -> list[int]:
+        return self._select(pool, rules, rows, k, w, strict, tally, joint=True)
 
     def _two_stage(self, pool: Pool, rules: list[Rule], rows: list, k: int, w: np.ndarray,
-                   strict: bool) -> tuple[list[int], int, bool]:
-        chosen, calls, optimal = self._select(pool, rules, rows, k, np.ones(1), strict)
+                   strict: bool, tally: _Tally) -> list[int]:
+        chosen = self._select(pool, rules, rows, k, np.ones(1), strict, tally)
         items = np.array(chosen, dtype=np.int64)
         in_set = set(chosen)
         order_rules = [r for r in rules if r.family == "diversity"
@@ -204,7 +214,7 @@ class GoalReranker:
         order = [fixed[p] if p in fixed else next(rest) for p in range(k)]
         if all(violation(r, v) == 0
                for r, v in zip(order_rules, evaluate(order, order_rules, pool), strict=True)):
-            return order, calls, optimal  # score order around the pins: optimal
+            return order  # score order around the pins: optimal
         allowed = order_pruning(items, k, order_rules, pool)
         feasible = greedy_order(items, k, order_rules, pool)
         if feasible is not None:  # exact pruning by the value of a known feasible order
@@ -212,13 +222,13 @@ class GoalReranker:
             allowed &= bound_pruning(pool.scores[items], w, lower)
         arrange = self._model(pool, items, k, k, w, order_rules, [], allowed=allowed,
                               place_all=True)
-        order = arrange.solve(strict=True)
+        order = self._solve(tally, arrange, strict=True)
         if order is None:  # the windows cannot all hold: relax them as little as possible
-            order = arrange.solve(strict=False)
-        return order, calls + arrange.calls, optimal and arrange.optimal
+            order = self._solve(tally, arrange, strict=False)
+        return order
 
     def _result(self, pool: Pool, order: list[int], plain: list[int], w: np.ndarray,
-                rules: list[Rule], cons: Constraints, k: int, calls: int, optimal: bool,
+                rules: list[Rule], cons: Constraints, k: int, tally: _Tally,
                 start: float) -> RerankResult:
         got, base = evaluate(order, rules, pool), evaluate(plain, rules, pool)
         reports = []
@@ -249,8 +259,17 @@ class GoalReranker:
             explanation = "the score order satisfies every constraint"
         items = [RankedItem(pool.cands[i].item_id, pool.cands[i].score, p + 1)
                  for p, i in enumerate(order)]
-        return RerankResult(items, objective, baseline, reports, explanation, optimal, calls,
-                            time.perf_counter() - start)
+        return RerankResult(items, objective, baseline, reports, explanation, tally.optimal,
+                            tally.calls, time.perf_counter() - start, tally.mip_calls)
+
+
+@dataclass
+class _Tally:
+    """Solver calls of one request, summed over its models."""
+
+    calls: int = 0
+    mip_calls: int = 0
+    optimal: bool = True
 
 
 def _relax_message(rule: Rule, value: float, k: int) -> str:

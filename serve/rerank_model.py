@@ -22,10 +22,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import sparse
 
 from serve.constraints import Constraints, Goal
-from serve.highs import Route, solve_milp
+from serve.highs import Coo, Route, solve_milp
 
 TIER_POLICY, TIER_GOAL, TIER_PIN = 1, 2, 3  # relaxed first .. relaxed last
 ATTRIBUTES = ("genre", "kind", "series")
@@ -318,7 +317,9 @@ class Model:
     select_only: bool = False  # the selection model: one column per item, no slots
     time_limit: float = 0.25
     route: Route = "core"
+    lp_first: bool = True
     calls: int = 0
+    mip_calls: int = 0  # calls the LP relaxation did not settle
     optimal: bool = True
     col_i: np.ndarray = field(init=False)
     col_p: np.ndarray = field(init=False)
@@ -329,7 +330,7 @@ class Model:
         local_i, self.col_p = np.nonzero(allowed)
         self.col_i = self.items[local_i]  # pool index per column
 
-    def _matrix(self) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray, np.ndarray]:
+    def _matrix(self) -> tuple[Coo, np.ndarray, np.ndarray, np.ndarray]:
         """Rows, their bounds, and the rule each row reports to (-1 = structural)."""
         ncol, ci, cp = len(self.col_i), self.col_i, self.col_p
         r_idx: list[np.ndarray] = []
@@ -364,9 +365,8 @@ class Model:
             for j, r in enumerate(self.rules):
                 if r.family == "pin" and r.pin_pos is not None and not self.place_all:
                     add(every[(ci == r.pin_item) & (cp == r.pin_pos)], 1.0, np.inf, j)
-        a = sparse.csr_matrix((np.ones(sum(len(c) for c in c_idx)),
-                               (np.concatenate(r_idx), np.concatenate(c_idx))),
-                              shape=(len(lo), ncol))
+        rows = np.concatenate(r_idx)
+        a = Coo(rows, np.concatenate(c_idx), np.ones(len(rows)), (len(lo), ncol))
         return a, np.array(lo), np.array(hi), np.array(owner)
 
     def _windows(self, r_idx: list[np.ndarray], c_idx: list[np.ndarray], lo: list[float],
@@ -396,15 +396,16 @@ class Model:
                 hi += [float(r.hi)] * n_windows
                 owner += [j] * n_windows
 
-    def _milp(self, c: np.ndarray, a: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray,
+    def _milp(self, c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray,
               ub: np.ndarray) -> np.ndarray | None:
         self.calls += 1
-        status, x = solve_milp(c, a, lo, hi, ub, self.time_limit, self.route)
-        if status == "time_limit":
+        sol = solve_milp(c, a, lo, hi, ub, self.time_limit, self.route, self.lp_first)
+        self.mip_calls += sol.how == "mip"
+        if sol.status == "time_limit":
             self.optimal = False  # the best found so far
-        elif status == "error":
+        elif sol.status == "error":
             raise RuntimeError("HiGHS failed on the re-rank model; this is a bug")
-        return x
+        return sol.x
 
     def solve(self, strict: bool = True) -> list[int] | None:
         """The best list (pool indices, slot order; selection: score order). ``strict=True``
@@ -419,29 +420,28 @@ class Model:
             return None if x is None else self._decode(x[:ncol])
         return self._decode(self._solve_elastic(a, lo, hi, owner, value)[:ncol])
 
-    def _solve_elastic(self, a: sparse.csr_matrix, lo: np.ndarray, hi: np.ndarray,
-                       owner: np.ndarray, value: np.ndarray) -> np.ndarray:
+    def _solve_elastic(self, a: Coo, lo: np.ndarray, hi: np.ndarray, owner: np.ndarray,
+                       value: np.ndarray) -> np.ndarray:
         """Phase 1: least tier-weighted violation; phase 2: the best list within it."""
-        ncol, nrow = a.shape[1], a.shape[0]
-        rows, signs = [], []
-        for r in np.nonzero(owner >= 0)[0]:
-            if lo[r] > 0:
-                rows.append(r)
-                signs.append(1.0)  # shortfall
-            if np.isfinite(hi[r]):
-                rows.append(r)
-                signs.append(-1.0)  # excess
+        (nrow, ncol), ruled = a.shape, owner >= 0
+        short = np.nonzero(ruled & (lo > 0))[0]  # shortfall slack, +1
+        excess = np.nonzero(ruled & np.isfinite(hi))[0]  # excess slack, -1
+        rows = np.concatenate([short, excess])
         ns = len(rows)
-        slack = sparse.csr_matrix((signs, (rows, np.arange(ns))), shape=(nrow, ns))
         base = ns * self.k + 1.0
-        tier_w = np.array([base ** (self.rules[owner[r]].tier - 1) for r in rows])
-        a2 = sparse.hstack([a, slack]).tocsr()
+        tiers = np.array([self.rules[o].tier for o in owner[rows]], dtype=np.float64)
+        tier_w = base ** (tiers - 1)
+        a2 = Coo(np.concatenate([a.row, rows]), np.concatenate([a.col, ncol + np.arange(ns)]),
+                 np.concatenate([a.val, np.ones(len(short)), -np.ones(len(excess))]),
+                 (nrow, ncol + ns))
         ub = np.concatenate([np.ones(ncol), np.full(ns, float(self.k))])
         c1 = np.concatenate([np.zeros(ncol), tier_w])
         x1 = self._milp(c1, a2, lo, hi, ub)
         if x1 is None:
             raise RuntimeError("elastic re-rank model infeasible; this is a bug")
-        a3 = sparse.vstack([a2, sparse.csr_matrix(c1[None, :])]).tocsr()
+        nz = np.nonzero(c1)[0]  # phase 2 keeps the violation at its least: one more row
+        a3 = Coo(np.concatenate([a2.row, np.full(len(nz), nrow)]), np.concatenate([a2.col, nz]),
+                 np.concatenate([a2.val, c1[nz]]), (nrow + 1, ncol + ns))
         x2 = self._milp(np.concatenate([-value, np.zeros(ns)]), a3, np.append(lo, -np.inf),
                         np.append(hi, float(c1 @ x1) + 0.5), ub)
         return x2 if x2 is not None else x1
