@@ -152,8 +152,8 @@ class GoalReranker:
         rules = build_rules(cons, pool, k_eff)
         plain = list(range(k_eff))
         tally = _Tally()
-        if all(violation(r, v) == 0
-               for r, v in zip(rules, evaluate(plain, rules, pool), strict=True)):
+        base = evaluate(plain, rules, pool)
+        if all(violation(r, v) == 0 for r, v in zip(rules, base, strict=True)):
             order = plain
         else:
             rows = count_rows(rules, pool, k_eff)
@@ -162,7 +162,7 @@ class GoalReranker:
             strict = not quick_infeasible(rows, len(pool), k_eff, pins)
             solve = self._joint if self.config.mode == "exact" else self._two_stage
             order = solve(pool, rules, rows, k_eff, w, strict, tally)
-        return self._result(pool, order, plain, w, rules, cons, k_eff, tally, start)
+        return self._result(pool, order, base, w, rules, cons, k_eff, tally, start)
 
     def _solve(self, tally: _Tally, model: Model, strict: bool) -> list[int] | None:
         calls, mips = model.calls, model.mip_calls  # a model may be solved twice
@@ -227,10 +227,12 @@ class GoalReranker:
             order = self._solve(tally, arrange, strict=False)
         return order
 
-    def _result(self, pool: Pool, order: list[int], plain: list[int], w: np.ndarray,
+    def _result(self, pool: Pool, order: list[int], base: list[float], w: np.ndarray,
                 rules: list[Rule], cons: Constraints, k: int, tally: _Tally,
                 start: float) -> RerankResult:
-        got, base = evaluate(order, rules, pool), evaluate(plain, rules, pool)
+        """``base``: every rule's value on the plain score order (the first k)."""
+        got = base if len(order) == k and order == list(range(k)) else evaluate(order, rules,
+                                                                                  pool)
         reports = []
         for r, v, b in zip(rules, got, base, strict=True):
             broken, changed = violation(r, v) > 0, violation(r, b) > 0
@@ -248,7 +250,7 @@ class GoalReranker:
                 reports.append(ConstraintReport(f"pin {pin.item_id}", "pin", ">= 1", 0.0, False,
                                                 True, False, f"pin {pin.item_id}: {why}"))
         objective = float(w[:len(order)] @ pool.scores[order]) if order else 0.0
-        baseline = float(w[:k] @ pool.scores[plain]) if k else 0.0
+        baseline = float(w[:k] @ pool.scores[:k]) if k else 0.0
         relaxed = [c.message for c in reports if c.relaxed]
         shaped = [c.name for c in reports if c.changed_ranking and not c.relaxed]
         if relaxed:

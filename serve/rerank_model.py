@@ -62,32 +62,43 @@ class Pool:
     @classmethod
     def build(cls, candidates: list[Candidate], blocked: set[str]) -> Pool:
         """Validate and index candidates (a non-finite score is the caller's bug: ValueError)."""
-        best: dict[str, Candidate] = {}
-        for c in candidates:
-            if not math.isfinite(c.score):
-                raise ValueError(f"candidate {c.item_id}: score {c.score} is not finite")
-            if c.item_id not in blocked and (c.item_id not in best
-                                             or c.score > best[c.item_id].score):
-                best[c.item_id] = c
-        cands = sorted(best.values(), key=lambda c: -c.score)
+        scores = np.array([c.score for c in candidates], dtype=np.float64)
+        if not np.isfinite(scores).all():
+            c = candidates[int(np.argmin(np.isfinite(scores)))]
+            raise ValueError(f"candidate {c.item_id}: score {c.score} is not finite")
+        ids = [c.item_id for c in candidates]
+        if len(set(ids)) == len(ids) and blocked.isdisjoint(ids):  # the usual case
+            order = np.argsort(-scores, kind="stable")
+            cands = [candidates[i] for i in order]
+            scores = scores[order]
+        else:
+            best: dict[str, Candidate] = {}
+            for c in candidates:
+                if c.item_id not in blocked and (c.item_id not in best
+                                                 or c.score > best[c.item_id].score):
+                    best[c.item_id] = c
+            cands = sorted(best.values(), key=lambda c: -c.score)
+            scores = np.array([c.score for c in cands], dtype=np.float64)
         tables: dict[str, dict[str, int]] = {}
         codes = {}
         for a in ATTRIBUTES:
             table = tables[a] = {"": -1}
             codes[a] = np.array([table.setdefault(getattr(c, a), len(table) - 1)
                                  for c in cands], dtype=np.int64)
-        flags = np.array([(c.is_new, c.over_exposed, c.familiar) for c in cands],
-                         dtype=bool).reshape(-1, 3)
-        return cls(cands, np.array([c.score for c in cands], dtype=np.float64), tables, codes,
-                   flags[:, 0], flags[:, 1], flags[:, 2],
+        return cls(cands, scores, tables, codes,
+                   np.array([c.is_new for c in cands], dtype=bool),
+                   np.array([c.over_exposed for c in cands], dtype=bool),
+                   np.array([c.familiar for c in cands], dtype=bool),
                    np.array([c.duration_s for c in cands], np.float64),
                    {c.item_id: i for i, c in enumerate(cands)})
 
     def has(self, attribute: str, values: list[str]) -> np.ndarray:
         """Mask of items whose ``attribute`` is one of ``values``."""
-        table = self.tables[attribute]
-        wanted = [table[v] for v in values if v in table and v]
-        return np.isin(self.codes[attribute], wanted)
+        table, codes = self.tables[attribute], self.codes[attribute]
+        out = np.zeros(len(codes), dtype=bool)
+        for code in {table[v] for v in values if v and v in table}:
+            out |= codes == code
+        return out
 
     def __len__(self) -> int:
         return len(self.cands)
@@ -186,15 +197,23 @@ def evaluate(order: list[int], rules: list[Rule], pool: Pool) -> list[float]:
                                           or order.index(r.pin_item) == r.pin_pos)
             out.append(1.0 if ok else 0.0)
         elif r.family == "diversity":
-            codes = pool.codes[r.attribute][chosen]
-            worst = 0
-            for g in np.unique(codes[codes >= 0]):
-                hits = np.convolve((codes == g).astype(np.int64), np.ones(r.window, np.int64))
-                worst = max(worst, int(hits.max()))
-            out.append(float(worst))
+            out.append(float(_fullest_window(pool.codes[r.attribute][chosen], r.window)))
         else:
             out.append(float(r.mask[chosen].sum()) if len(order) else 0.0)
     return out
+
+
+def _fullest_window(codes: np.ndarray, window: int) -> int:
+    """Most items of one group (code >= 0) in any ``window`` consecutive slots."""
+    groups, of = np.unique(codes, return_inverse=True)
+    if not len(codes) or groups[-1] < 0:
+        return 0
+    hits = np.zeros((len(codes) + 1, len(groups)), dtype=np.int64)
+    hits[np.arange(1, len(codes) + 1), of.reshape(-1)] = 1
+    hits[:, groups < 0] = 0
+    cum = hits.cumsum(axis=0)
+    w = min(window, len(codes))
+    return int((cum[w:] - cum[:-w]).max())
 
 
 def violation(rule: Rule, value: float) -> float:
@@ -461,14 +480,15 @@ def quick_infeasible(rows: list[CountRow], pool_size: int, k: int, pins: np.ndar
     n_pins = int(pins.sum())
     if n_pins > k:
         return True
-    for r in rows:
-        members = int(r.mask.sum())
-        free = k - int((pins & ~r.mask).sum())  # slots left once pins outside the row sit
-        if r.lo > min(members, free):
-            return True
-        if np.isfinite(r.hi) and (k - r.hi > pool_size - members or (pins & r.mask).sum() > r.hi):
-            return True
-    return False
+    if not rows:
+        return False
+    masks = np.array([r.mask for r in rows], dtype=bool)
+    lo, hi = np.array([r.lo for r in rows]), np.array([r.hi for r in rows])
+    members, pinned_in = masks.sum(axis=1), (masks & pins).sum(axis=1)
+    free = k - (n_pins - pinned_in)  # slots left once pins outside the row sit
+    capped = np.isfinite(hi)
+    return bool((lo > np.minimum(members, free)).any()
+                or (capped & ((k - hi > pool_size - members) | (pinned_in > hi))).any())
 
 
 def greedy_order(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> list[int] | None:

@@ -223,3 +223,34 @@ def test_bad_input_raises_value_error() -> None:
         GoalReranker().rerank([Candidate("a", float("nan"))], 1)
     with pytest.raises(ValueError, match="at least one"):
         GoalReranker().rerank([Candidate("a", 1.0)], 0)
+
+
+def _slow_values(order: list[int], rules: list, pool: Pool) -> list[float]:
+    """``evaluate`` the obvious way: counts by loop, windows slot by slot."""
+    out = []
+    for r in rules:
+        if r.family == "pin":
+            out.append(float(r.pin_item in order and (r.pin_pos is None
+                                                      or order.index(r.pin_item) == r.pin_pos)))
+        elif r.family == "diversity":
+            codes = [int(pool.codes[r.attribute][i]) for i in order]
+            out.append(float(max((sum(c == g for c in codes[t:t + r.window])
+                                  for t in range(len(codes)) for g in set(codes) if g >= 0),
+                                 default=0)))
+        else:
+            out.append(float(sum(bool(r.mask[i]) for i in order)))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_evaluate_matches_slow_reference(data: st.DataObject) -> None:
+    cands = data.draw(candidate_sets())
+    cons = data.draw(constraint_sets([c.item_id for c in cands]))
+    pool = Pool.build(cands, set(cons.blocked))
+    order = data.draw(st.permutations(range(len(pool))))[:data.draw(st.integers(0, len(pool)))]
+    cons = cons.model_copy(update={"diversity": [
+        Diversity(attribute=data.draw(st.sampled_from(("genre", "kind"))),
+                  max_items=1, window=data.draw(st.integers(2, 6)))]})
+    rules = build_rules(cons, pool, max(1, len(order)))
+    assert evaluate(list(order), rules, pool) == _slow_values(list(order), rules, pool)
