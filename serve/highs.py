@@ -80,25 +80,29 @@ class Coo(NamedTuple):
 
 class Solution(NamedTuple):
     """``status``; ``x`` (``time_limit`` carries the best solution found when there is one);
-    ``how`` = which solver settled it: ``"lp"`` (integral or infeasible relaxation) or ``"mip"``.
+    ``how`` = which solver settled it: ``"lp"`` (integral or infeasible relaxation) or ``"mip"``;
+    ``duals`` = (reduced costs, row duals) of an integral LP optimum (see ``optimal_face``).
     """
 
     status: Status
     x: np.ndarray | None
     how: Literal["lp", "mip"]
+    duals: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def solve_milp(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray,
-               time_limit: float, route: Route = "core", lp_first: bool = True) -> Solution:
-    """Minimise c @ x, lo <= a @ x <= hi, 0 <= x <= ub, x integer."""
+               time_limit: float, route: Route = "core", lp_first: bool = True,
+               lb: np.ndarray | None = None) -> Solution:
+    """Minimise c @ x, lo <= a @ x <= hi, lb <= x <= ub (lb = 0 by default), x integer."""
+    lb = np.zeros(len(c)) if lb is None else np.asarray(lb, dtype=np.float64)
     if route == "core" and _hcore is not None:
         try:
-            return _solve_core(c, a, lo, hi, ub, time_limit, lp_first)
+            return _solve_core(c, a, lo, hi, lb, ub, time_limit, lp_first)
         except (AttributeError, TypeError):  # pragma: no cover - a scipy that moved things
             pass
     with warnings.catch_warnings():  # scipy warns that it passes our options on verbatim
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = milp(c, integrality=np.ones(len(c)), bounds=Bounds(np.zeros(len(c)), ub),
+        res = milp(c, integrality=np.ones(len(c)), bounds=Bounds(lb, ub),
                    constraints=LinearConstraint(a.to_scipy(), lo, hi),
                    options={"time_limit": time_limit, "presolve": False, **OPTIONS})
     status = {0: "optimal", 1: "time_limit", 2: "infeasible"}.get(res.status, "error")
@@ -123,8 +127,8 @@ def _highs() -> object:
     return solver
 
 
-def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray,
-                time_limit: float, lp_first: bool) -> Solution:
+def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.ndarray,
+                ub: np.ndarray, time_limit: float, lp_first: bool) -> Solution:
     h = _hcore
     solver = _highs()
     if _local.time_limit != time_limit:
@@ -138,7 +142,7 @@ def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.nd
     col_hi = np.asarray(ub, dtype=np.float64)
     kind = np.full(ncol, 0 if lp_first else 1, dtype=np.int32)
     status = solver.passModel(ncol, nrow, len(index), 1, 1, 0.0, np.asarray(c, np.float64),
-                              np.zeros(ncol), col_hi, row_lo, row_hi, start, index, value, kind)
+                              lb, col_hi, row_lo, row_hi, start, index, value, kind)
     if status == h.HighsStatus.kError:
         return Solution("error", None, "lp")
     solver.run()
@@ -148,10 +152,13 @@ def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.nd
         if status == ms.kInfeasible:  # no fractional point, so no integer one
             return Solution("infeasible", None, "lp")
         if status == ms.kOptimal:
-            x = np.asarray(solver.getSolution().col_value)
+            sol = solver.getSolution()
+            x = np.asarray(sol.col_value)
             r = np.round(x)
-            if np.abs(x - r).max(initial=0.0) <= INTEGRAL_TOL and _holds(a, r, lo, hi, col_hi):
-                return Solution("optimal", r, "lp")
+            if (np.abs(x - r).max(initial=0.0) <= INTEGRAL_TOL
+                    and _holds(a, r, lo, hi, lb, col_hi)):
+                duals = (np.asarray(sol.col_dual), np.asarray(sol.row_dual))
+                return Solution("optimal", r, "lp", duals if sol.dual_valid else None)
         solver.changeColsIntegrality(ncol, np.arange(ncol, dtype=np.int32),
                                      np.ones(ncol, dtype=np.uint8))
         solver.run()
@@ -168,8 +175,37 @@ def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.nd
     return Solution("error", None, "mip")
 
 
-def _holds(a: Coo, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray) -> bool:
+def _holds(a: Coo, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, lb: np.ndarray,
+           ub: np.ndarray) -> bool:
     """Whether the rounded point satisfies every row and bound (to 1e-9)."""
     ax = a.dot(x)
-    return bool((x >= 0).all() and (x <= ub).all()
+    return bool((x >= lb).all() and (x <= ub).all()
                 and (ax >= lo - 1e-9).all() and (ax <= hi + 1e-9).all())
+
+
+# A dual value this far from zero is taken as nonzero (real ones here are >= ~1e-2: integer
+# costs over 0/1 rows; noise is ~1e-12, HiGHS's dual feasibility tolerance 1e-7).
+DUAL_TOL = 1e-6
+
+
+def optimal_face(a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.ndarray, ub: np.ndarray,
+                 x: np.ndarray, duals: tuple[np.ndarray, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bounds (lo, hi, lb, ub) that cut the LP's feasible set down to its optimal face.
+
+    Complementary slackness: a point is LP-optimal iff it is feasible, sits at the bound ``x``
+    sits at wherever the reduced cost is nonzero, and keeps every row with a nonzero dual
+    active as ``x`` does. When ``x`` is integral, the LP optimum equals the MILP optimum, so the
+    integer points of this face are exactly the MILP's optimal solutions: a second objective
+    can be optimised over them without the usual "objective <= optimum" row, which is what
+    makes that second LP fractional.
+    """
+    col_dual, row_dual = duals
+    fix = np.abs(col_dual) > DUAL_TOL
+    lb, ub = lb.copy(), ub.copy()
+    lb[fix] = ub[fix] = x[fix]
+    tight = np.abs(row_dual) > DUAL_TOL
+    act = a.dot(x)
+    lo, hi = lo.copy(), hi.copy()
+    lo[tight] = hi[tight] = act[tight]
+    return lo, hi, lb, ub

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serve.constraints import Constraints, Goal
-from serve.highs import Coo, Route, solve_milp
+from serve.highs import Coo, Route, Solution, optimal_face, solve_milp
 
 TIER_POLICY, TIER_GOAL, TIER_PIN = 1, 2, 3  # relaxed first .. relaxed last
 ATTRIBUTES = ("genre", "kind", "series")
@@ -415,16 +415,16 @@ class Model:
                 hi += [float(r.hi)] * n_windows
                 owner += [j] * n_windows
 
-    def _milp(self, c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray,
-              ub: np.ndarray) -> np.ndarray | None:
+    def _milp(self, c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray,
+              lb: np.ndarray | None = None) -> Solution:
         self.calls += 1
-        sol = solve_milp(c, a, lo, hi, ub, self.time_limit, self.route, self.lp_first)
+        sol = solve_milp(c, a, lo, hi, ub, self.time_limit, self.route, self.lp_first, lb)
         self.mip_calls += sol.how == "mip"
         if sol.status == "time_limit":
             self.optimal = False  # the best found so far
         elif sol.status == "error":
             raise RuntimeError("HiGHS failed on the re-rank model; this is a bug")
-        return sol.x
+        return sol
 
     def solve(self, strict: bool = True) -> list[int] | None:
         """The best list (pool indices, slot order; selection: score order). ``strict=True``
@@ -435,13 +435,15 @@ class Model:
         ncol = a.shape[1]
         value = self.pool.scores[self.col_i] * self.weights[self.col_p]
         if strict:
-            x = self._milp(-value, a, lo, hi, np.ones(ncol))
+            x = self._milp(-value, a, lo, hi, np.ones(ncol)).x
             return None if x is None else self._decode(x[:ncol])
         return self._decode(self._solve_elastic(a, lo, hi, owner, value)[:ncol])
 
     def _solve_elastic(self, a: Coo, lo: np.ndarray, hi: np.ndarray, owner: np.ndarray,
                        value: np.ndarray) -> np.ndarray:
-        """Phase 1: least tier-weighted violation; phase 2: the best list within it."""
+        """Phase 1: least tier-weighted violation; phase 2: the best list within it (on the
+        optimal face of phase 1 when its LP optimum was integral, see ``optimal_face``).
+        """
         (nrow, ncol), ruled = a.shape, owner >= 0
         short = np.nonzero(ruled & (lo > 0))[0]  # shortfall slack, +1
         excess = np.nonzero(ruled & np.isfinite(hi))[0]  # excess slack, -1
@@ -455,14 +457,17 @@ class Model:
                  (nrow, ncol + ns))
         ub = np.concatenate([np.ones(ncol), np.full(ns, float(self.k))])
         c1 = np.concatenate([np.zeros(ncol), tier_w])
-        x1 = self._milp(c1, a2, lo, hi, ub)
+        first = self._milp(c1, a2, lo, hi, ub)
+        x1, lb = first.x, np.zeros(len(ub))
         if x1 is None:
             raise RuntimeError("elastic re-rank model infeasible; this is a bug")
+        if first.duals is not None:
+            lo, hi, lb, ub = optimal_face(a2, lo, hi, lb, ub, x1, first.duals)
         nz = np.nonzero(c1)[0]  # phase 2 keeps the violation at its least: one more row
         a3 = Coo(np.concatenate([a2.row, np.full(len(nz), nrow)]), np.concatenate([a2.col, nz]),
                  np.concatenate([a2.val, c1[nz]]), (nrow + 1, ncol + ns))
         x2 = self._milp(np.concatenate([-value, np.zeros(ns)]), a3, np.append(lo, -np.inf),
-                        np.append(hi, float(c1 @ x1) + 0.5), ub)
+                        np.append(hi, float(c1 @ x1) + 0.5), ub, lb).x
         return x2 if x2 is not None else x1
 
     def _decode(self, x: np.ndarray) -> list[int]:

@@ -87,14 +87,18 @@ def brute_force(cands: list[Candidate], k: int, cons: Constraints) -> tuple[floa
     return best[1], best[0]
 
 
-@pytest.mark.parametrize("route", ["core", "milp"])
+@pytest.mark.parametrize("route", ["core", "core-mip", "milp"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_exact_mode_matches_brute_force(route: str, data: st.DataObject) -> None:
+    """Every route: the core one with the LP relaxation first (the default), the core one
+    straight to branch and bound, and scipy.optimize.milp."""
     cands = data.draw(candidate_sets())
     cons = data.draw(constraint_sets([c.item_id for c in cands]))
     k = data.draw(st.integers(1, min(4, len(cands))))
-    got = GoalReranker(RerankConfig(mode="exact", solver=route)).rerank(cands, k, cons)
+    config = RerankConfig(mode="exact", solver=route.removesuffix("-mip"),
+                          lp_first=route == "core")
+    got = GoalReranker(config).rerank(cands, k, cons)
     value, viol = brute_force(cands, k, cons)
     pool = Pool.build(cands, set(cons.blocked))
     order = [pool.index[i.item_id] for i in got.items]
