@@ -123,7 +123,7 @@ def _highs() -> object:
         solver.setOptionValue("presolve", "off")
         for key, value in OPTIONS.items():
             solver.setOptionValue(key, value)
-        _local.solver, _local.time_limit = solver, None
+        _local.solver = solver
     return solver
 
 
@@ -131,9 +131,9 @@ def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.nd
                 ub: np.ndarray, time_limit: float, lp_first: bool) -> Solution:
     h = _hcore
     solver = _highs()
-    if _local.time_limit != time_limit:
-        solver.setOptionValue("time_limit", float(time_limit))
-        _local.time_limit = time_limit
+    # HiGHS checks time_limit against the object's run time summed over every run so far, so
+    # a reused object gets the limit as a deadline on that clock.
+    solver.setOptionValue("time_limit", solver.getRunTime() + float(time_limit))
     nrow, ncol = a.shape
     start, index, value = a.to_csc()
     inf = h.kHighsInf

@@ -45,6 +45,7 @@ from serve.rerank_model import (
     greedy_order,
     order_pruning,
     quick_infeasible,
+    top_k_holds,
     violation,
 )
 
@@ -186,6 +187,8 @@ class GoalReranker:
         slots = k if joint else 1
         model_rows = rows if not joint else [r for r in rows
                                               if rules[r.owner].family != "diversity"]
+        if strict and not joint and top_k_holds(rows, k):
+            return list(range(k))  # the best k by score, and it keeps every count: optimal
         if strict:
             keep = dominance_keep(rows, len(pool), k, strict=True)
             model = self._model(pool, np.nonzero(keep)[0], slots, k, w, rules, model_rows,

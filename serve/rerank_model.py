@@ -248,6 +248,13 @@ def count_rows(rules: list[Rule], pool: Pool, k: int) -> list[CountRow]:
     return rows
 
 
+def top_k_holds(rows: list[CountRow], k: int) -> bool:
+    """Whether the k best items (pool order) satisfy every count row: then they are the best
+    selection, since no k items score more in total.
+    """
+    return all(r.lo <= np.count_nonzero(r.mask[:k]) <= r.hi for r in rows)
+
+
 def dominance_keep(rows: list[CountRow], n: int, k: int, strict: bool) -> np.ndarray:
     """Items that may be in an optimum (see the module docstring); pool order = score order."""
     if not rows:
