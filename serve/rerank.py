@@ -181,25 +181,25 @@ class GoalReranker:
 
     def _select(self, pool: Pool, rules: list[Rule], rows: list, k: int, w: np.ndarray,
                 strict: bool, tally: _Tally, joint: bool = False) -> list[int]:
-        """Solve the selection (slots=1) or joint (slots=k) model over the dominance-reduced
-        pool; a strict solve that turns out infeasible is redone on the relaxed reduction.
+        """Solve the selection (slots=1) or joint (slots=k) model; a strict solve that turns
+        out infeasible is redone as the elastic model. The joint model (N x k columns) is
+        solved over the dominance-reduced pool; the selection LP over all N columns costs less
+        than computing that reduction.
         """
         slots = k if joint else 1
         model_rows = rows if not joint else [r for r in rows
                                               if rules[r.owner].family != "diversity"]
         if strict and not joint and top_k_holds(rows, k):
             return list(range(k))  # the best k by score, and it keeps every count: optimal
-        if strict:
-            keep = dominance_keep(rows, len(pool), k, strict=True)
-            model = self._model(pool, np.nonzero(keep)[0], slots, k, w, rules, model_rows,
+        for attempt in ([True] if strict else []) + [False]:
+            items = (np.nonzero(dominance_keep(rows, len(pool), k, strict=attempt))[0] if joint
+                     else np.arange(len(pool)))
+            model = self._model(pool, items, slots, k, w, rules, model_rows,
                                 select_only=not joint)
-            order = self._solve(tally, model, strict=True)
+            order = self._solve(tally, model, strict=attempt)
             if order is not None:
                 return order
-        keep = dominance_keep(rows, len(pool), k, strict=False)
-        model = self._model(pool, np.nonzero(keep)[0], slots, k, w, rules, model_rows,
-                            select_only=not joint)
-        return self._solve(tally, model, strict=False)
+        raise RuntimeError("the elastic re-rank model returned nothing; this is a bug")
 
     def _joint(self, pool: Pool, rules: list[Rule], rows: list, k: int, w: np.ndarray,
                strict: bool, tally: _Tally) -> list[int]:

@@ -270,18 +270,20 @@ def dominance_keep(rows: list[CountRow], n: int, k: int, strict: bool) -> np.nda
         types, t_of = np.unique(sig, axis=0, return_inverse=True)
     t_of = t_of.reshape(-1)
     nlo = lo_bits.shape[1]
-    tl, th = types[:, :nlo], types[:, nlo:]
-    # dom[a, b]: type a dominates type b
-    dom = (tl[:, None, :] >= tl[None, :, :]).all(-1) & (th[:, None, :] <= th[None, :, :]).all(-1)
-    onehot = np.zeros((n, len(types)), dtype=np.int64)
-    onehot[np.arange(n), t_of] = 1
-    before = np.cumsum(onehot, axis=0) - onehot
-    dominators = (before * dom[:, t_of].T).sum(axis=1)
+    tl, th = types[:, :nlo].astype(np.float64), types[:, nlo:].astype(np.float64)
+    # dom[a, b]: type a dominates type b (no lower-bounded row b counts in that a does not,
+    # no capped row a counts in that b does not), as bit counts by matrix products
+    dom = ((1.0 - tl) @ tl.T == 0) & (th @ (1.0 - th).T == 0)
+    onehot = np.zeros((n, len(types)))
+    onehot[np.arange(n), t_of] = 1.0
+    before = np.cumsum(onehot, axis=0) - onehot  # before[i, a]: better items of type a
+    rows_n = np.arange(n)
+    dominators = (before @ dom)[rows_n, t_of]
     keep = dominators < k
     if strict and hi_bits.shape[1]:
         his = np.array([r.hi for r in rows if np.isfinite(r.hi)])
         cap = np.where(hi_bits, his[None, :], np.inf).min(axis=1)
-        keep &= before[np.arange(n), t_of] < cap
+        keep &= before[rows_n, t_of] < cap
     return keep
 
 
