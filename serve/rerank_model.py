@@ -298,7 +298,6 @@ def order_pruning(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> n
     nobody else does.
     """
     n = len(items)
-    allowed = np.ones((n, k), dtype=bool)
     pinned_at = {r.pin_item: r.pin_pos for r in rules
                  if r.family == "pin" and r.pin_pos is not None}
     keys = []
@@ -306,22 +305,37 @@ def order_pruning(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> n
         if r.family == "diversity":
             codes = pool.codes[r.attribute][items]
             counts = np.bincount(codes[codes >= 0], minlength=1)
-            crowded = np.isin(codes, np.nonzero(counts > r.hi)[0])
+            crowded = (codes >= 0) & (counts[np.maximum(codes, 0)] > r.hi)
             keys.append(np.where(crowded, codes, -1))
-    key_rows = np.array(keys).T if keys else np.zeros((n, 0), np.int64)
-    classes: dict[tuple, list[int]] = {}
-    for j, i in enumerate(items):
-        if i in pinned_at:
-            allowed[j, :] = False
-            allowed[j, pinned_at[i]] = True
-            continue
-        allowed[j, list(pinned_at.values())] = False
-        classes.setdefault(tuple(key_rows[j]), []).append(j)
-    for members in classes.values():  # already in score order
-        for rank, j in enumerate(members):
-            allowed[j, :rank] = False
-            allowed[j, k - (len(members) - rank) + 1:] = False
+    pinned = np.isin(items, list(pinned_at))
+    # one class per key tuple (pinned items each alone), items already in score order
+    key_rows = np.array(keys + [np.where(pinned, np.arange(n), -1)]).T + 1
+    cls = _row_ids(key_rows)
+    by_class = np.lexsort((np.arange(n), cls))
+    size = np.bincount(cls)
+    first = np.cumsum(size) - size
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_class] = np.arange(n) - first[cls[by_class]]
+    slot = np.arange(k)[None, :]
+    allowed = (slot >= rank[:, None]) & (slot <= (k - size[cls] + rank)[:, None])
+    if pinned_at:
+        at = np.array([pinned_at[int(i)] for i in items[pinned]], dtype=np.int64)
+        allowed[:, at] = False
+        allowed[np.nonzero(pinned)[0], at] = True
+        allowed[pinned] &= np.eye(k, dtype=bool)[at]
     return allowed
+
+
+def _row_ids(keys: np.ndarray) -> np.ndarray:
+    """An id per distinct row of a non-negative int matrix (np.unique(axis=0) is slow: rows
+    are packed into one int when they fit).
+    """
+    base = int(keys.max(initial=0)) + 1
+    if base ** keys.shape[1] < 2 ** 62:
+        packed = keys.astype(np.int64) @ (np.int64(base) ** np.arange(keys.shape[1],
+                                                                      dtype=np.int64))
+        return np.unique(packed, return_inverse=True)[1].reshape(-1)
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
 
 
 @dataclass
@@ -399,30 +413,37 @@ class Model:
 
     def _windows(self, r_idx: list[np.ndarray], c_idx: list[np.ndarray], lo: list[float],
                  hi: list[float], owner: list[int]) -> None:
-        """Rows "at most m of group g in slots t..t+w-1" for every crowded group and window."""
-        ci, cp = self.col_i, self.col_p
+        """Rows "at most m of group g in slots t..t+w-1" for every window that more than m
+        items of g can reach.
+        """
+        ci, cp, n_items = self.col_i, self.col_p, len(self.pool)
         for j, r in enumerate(self.rules):
             if r.family != "diversity":
                 continue
             codes = self.pool.codes[r.attribute][ci]
             n_windows = max(1, self.slots - r.window + 1)
-            for g in np.unique(codes[codes >= 0]):
-                cols = np.nonzero(codes == g)[0]
-                if len(np.unique(ci[cols])) <= r.hi:
-                    continue  # too few items of g to break any window
-                # column at slot p is in windows max(0, p-w+1) .. min(p, n_windows-1)
-                first = np.maximum(0, cp[cols] - r.window + 1)
-                last = np.minimum(cp[cols], n_windows - 1)
-                reps = np.maximum(0, last - first + 1)
-                col_rep = np.repeat(cols, reps)
-                offset = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
-                win = np.repeat(first, reps) + offset
-                base = len(lo)
-                r_idx.append(base + win)
-                c_idx.append(col_rep)
-                lo += [0.0] * n_windows
-                hi += [float(r.hi)] * n_windows
-                owner += [j] * n_windows
+            cols = np.nonzero(codes >= 0)[0]
+            # column at slot p is in windows max(0, p-w+1) .. min(p, n_windows-1)
+            first = np.maximum(0, cp[cols] - r.window + 1)
+            last = np.minimum(cp[cols], n_windows - 1)
+            reps = np.maximum(0, last - first + 1)
+            col_rep = np.repeat(cols, reps)
+            offset = np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+            cell = codes[col_rep] * n_windows + np.repeat(first, reps) + offset  # (group, window)
+            # every item sits in one slot at most, so a window that at most m distinct items
+            # of its group can reach cannot break: leave its row out
+            pairs = np.unique(cell * n_items + ci[col_rep])
+            live = np.bincount(pairs // n_items, minlength=1) > r.hi
+            on = live[cell]
+            if not on.any():
+                continue
+            row_of = np.cumsum(live) - 1 + len(lo)
+            r_idx.append(row_of[cell[on]])
+            c_idx.append(col_rep[on])
+            n_live = int(live.sum())
+            lo += [0.0] * n_live
+            hi += [float(r.hi)] * n_live
+            owner += [j] * n_live
 
     def _milp(self, c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray,
               lb: np.ndarray | None = None) -> Solution:
@@ -511,8 +532,8 @@ def greedy_order(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> li
     """
     fixed = {r.pin_pos: r.pin_item for r in rules if r.family == "pin" and r.pin_pos is not None}
     rest = [int(i) for i in items if int(i) not in set(fixed.values())]
-    windows = [(pool.codes[r.attribute], r.window, r.hi) for r in rules
-               if r.family == "diversity"]
+    windows = [(pool.codes[r.attribute].tolist(), r.window, r.hi) for r in rules
+               if r.family == "diversity"]  # plain lists: numpy scalars are slow one by one
     order: list[int] = []
     for p in range(k):
         if p in fixed:
@@ -541,10 +562,13 @@ def bound_pruning(scores: np.ndarray, weights: np.ndarray, lower: float) -> np.n
     k = len(scores)
     total = float(weights @ scores)
     dw = weights[:-1] - weights[1:]  # dw[q] = w_q - w_{q+1} >= 0
-    loss = np.zeros((k, k))
-    for r in range(k):
-        up = dw[:r] * (scores[:r] - scores[r])  # moving r up past q < r
-        loss[r, :r] = np.cumsum(up[::-1])[::-1]
-        down = dw[r:] * (scores[r] - scores[r + 1:])  # moving r down past q > r
-        loss[r, r + 1:] = np.cumsum(down)
+    zero = np.zeros(1)
+    b = np.concatenate([zero, np.cumsum(dw)])  # b[i] = sum_{q<i} dw[q]
+    up = np.concatenate([zero, np.cumsum(dw * scores[:-1])])  # sum_{q<i} dw[q] s_q
+    down = np.concatenate([zero, np.cumsum(dw * scores[1:])])  # sum_{q<i} dw[q] s_{q+1}
+    r, p = np.arange(k)[:, None], np.arange(k)[None, :]
+    s = scores[:, None]
+    loss = np.where(p < r, (up[r] - up[p]) - s * (b[r] - b[p]),  # r moved up past p..r-1
+                    s * (b[p] - b[r]) - (down[p] - down[r]))  # r moved down past r+1..p
+    loss = np.maximum(loss, 0.0)  # exactly 0 on the diagonal, >= 0 everywhere in exact terms
     return total - loss >= lower - 1e-9 * max(1.0, abs(lower))

@@ -258,3 +258,31 @@ def test_evaluate_matches_slow_reference(data: st.DataObject) -> None:
                   max_items=1, window=data.draw(st.integers(2, 6)))]})
     rules = build_rules(cons, pool, max(1, len(order)))
     assert evaluate(list(order), rules, pool) == _slow_values(list(order), rules, pool)
+
+
+def _slow_bound_pruning(scores: np.ndarray, weights: np.ndarray, lower: float) -> np.ndarray:
+    """Move item r to slot p in the score order, evaluate, compare: the definition."""
+    k = len(scores)
+    out = np.zeros((k, k), dtype=bool)
+    for r in range(k):
+        for p in range(k):
+            order = [i for i in range(k) if i != r]
+            order.insert(p, r)
+            out[r, p] = float(weights @ scores[order]) >= lower - 1e-9 * max(1.0, abs(lower))
+    return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(k=st.integers(1, 9), data=st.data())
+def test_bound_pruning_matches_its_definition(k: int, data: st.DataObject) -> None:
+    from serve.rerank_model import bound_pruning
+
+    scores = np.sort(np.array(data.draw(st.lists(st.integers(-40, 40), min_size=k,
+                                                  max_size=k))) / 8.0)[::-1].copy()
+    w = position_weights(k, data.draw(st.sampled_from(("dcg", "linear"))))
+    # thresholds at, just above and below every achievable "one item moved" value
+    values = sorted({float(w @ scores[[i for i in range(k) if i != r][:p] + [r]
+                                      + [i for i in range(k) if i != r][p:]])
+                     for r in range(k) for p in range(k)})
+    lower = data.draw(st.sampled_from(values)) + data.draw(st.sampled_from((0.0, 1e-6, -1e-6)))
+    assert (bound_pruning(scores, w, lower) == _slow_bound_pruning(scores, w, lower)).all()
