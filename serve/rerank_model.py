@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -45,19 +46,18 @@ class Candidate:
     familiar: bool = False  # the user already interacted with it (or its series)
 
 
-@dataclass
 class Pool:
-    """Unblocked candidates, one per item id (its best score), best first, as arrays."""
+    """Unblocked candidates, one per item id (its best score), best first, as arrays.
 
-    cands: list[Candidate]
-    scores: np.ndarray
-    tables: dict[str, dict[str, int]]  # attribute -> value -> code ("" -> -1)
-    codes: dict[str, np.ndarray]  # attribute -> code per item
-    is_new: np.ndarray
-    over: np.ndarray
-    familiar: np.ndarray
-    duration_s: np.ndarray
-    index: dict[str, int]
+    Per-candidate arrays are built on first use: a request's rules read a few attributes, and
+    reading one off N dataclasses is a good share of a whole re-rank.
+    """
+
+    def __init__(self, cands: list[Candidate], scores: np.ndarray) -> None:
+        self.cands = cands
+        self.scores = scores
+        self.tables: dict[str, dict[str, int]] = {}  # attribute -> value -> code ("" -> -1)
+        self.codes: dict[str, np.ndarray] = _Codes(self)  # attribute -> code per item
 
     @classmethod
     def build(cls, candidates: list[Candidate], blocked: set[str]) -> Pool:
@@ -69,32 +69,44 @@ class Pool:
         ids = [c.item_id for c in candidates]
         if len(set(ids)) == len(ids) and blocked.isdisjoint(ids):  # the usual case
             order = np.argsort(-scores, kind="stable")
-            cands = [candidates[i] for i in order]
-            scores = scores[order]
-        else:
-            best: dict[str, Candidate] = {}
-            for c in candidates:
-                if c.item_id not in blocked and (c.item_id not in best
-                                                 or c.score > best[c.item_id].score):
-                    best[c.item_id] = c
-            cands = sorted(best.values(), key=lambda c: -c.score)
-            scores = np.array([c.score for c in cands], dtype=np.float64)
-        tables: dict[str, dict[str, int]] = {}
-        codes = {}
-        for a in ATTRIBUTES:
-            table = tables[a] = {"": -1}
-            codes[a] = np.array([table.setdefault(getattr(c, a), len(table) - 1)
-                                 for c in cands], dtype=np.int64)
-        return cls(cands, scores, tables, codes,
-                   np.array([c.is_new for c in cands], dtype=bool),
-                   np.array([c.over_exposed for c in cands], dtype=bool),
-                   np.array([c.familiar for c in cands], dtype=bool),
-                   np.array([c.duration_s for c in cands], np.float64),
-                   {c.item_id: i for i, c in enumerate(cands)})
+            return cls([candidates[i] for i in order], scores[order])
+        best: dict[str, Candidate] = {}
+        for c in candidates:
+            if c.item_id not in blocked and (c.item_id not in best
+                                             or c.score > best[c.item_id].score):
+                best[c.item_id] = c
+        cands = sorted(best.values(), key=lambda c: -c.score)
+        return cls(cands, np.array([c.score for c in cands], dtype=np.float64))
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Item id -> position."""
+        return {c.item_id: i for i, c in enumerate(self.cands)}
+
+    @cached_property
+    def is_new(self) -> np.ndarray:
+        """Released recently."""
+        return np.array([c.is_new for c in self.cands], dtype=bool)
+
+    @cached_property
+    def over(self) -> np.ndarray:
+        """Over-exposed lately."""
+        return np.array([c.over_exposed for c in self.cands], dtype=bool)
+
+    @cached_property
+    def familiar(self) -> np.ndarray:
+        """Already seen by the user."""
+        return np.array([c.familiar for c in self.cands], dtype=bool)
+
+    @cached_property
+    def duration_s(self) -> np.ndarray:
+        """Duration in seconds."""
+        return np.array([c.duration_s for c in self.cands], dtype=np.float64)
 
     def has(self, attribute: str, values: list[str]) -> np.ndarray:
         """Mask of items whose ``attribute`` is one of ``values``."""
-        table, codes = self.tables[attribute], self.codes[attribute]
+        codes = self.codes[attribute]
+        table = self.tables[attribute]
         out = np.zeros(len(codes), dtype=bool)
         for code in {table[v] for v in values if v and v in table}:
             out |= codes == code
@@ -102,6 +114,23 @@ class Pool:
 
     def __len__(self) -> int:
         return len(self.cands)
+
+
+class _Codes(dict):
+    """``pool.codes[attribute]``, coded on first use (values numbered in pool order)."""
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def __missing__(self, attribute: str) -> np.ndarray:
+        if attribute not in ATTRIBUTES:
+            raise KeyError(attribute)
+        table = self.pool.tables[attribute] = {"": -1}
+        codes = self[attribute] = np.array(
+            [table.setdefault(getattr(c, attribute), len(table) - 1) for c in self.pool.cands],
+            dtype=np.int64)
+        return codes
 
 
 @dataclass
