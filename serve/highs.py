@@ -209,3 +209,62 @@ def optimal_face(a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.ndarray, ub: np.
     lo, hi = lo.copy(), hi.copy()
     lo[tight] = hi[tight] = act[tight]
     return lo, hi, lb, ub
+
+
+def solve_lexicographic(c1: np.ndarray, c2: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray,
+                        ub: np.ndarray, time_limit: float, route: Route = "core",
+                        lp_first: bool = True) -> list[Solution]:
+    """Minimise c2 @ x among the minimisers of c1 @ x (same rows and bounds, x integer; c1 @ x
+    must be integral at integer points). Returns every call's solution, the answer last.
+
+    When phase 1's LP optimum is integral, phase 2 runs on its optimal face (``optimal_face``),
+    warm: the same HiGHS object keeps phase 1's model and optimal basis, and only bounds and
+    costs change. Otherwise, or if that LP is fractional, phase 2 is the textbook model with
+    the row ``c1 @ x <= optimum`` and goes to branch and bound as needed.
+    """
+    first = solve_milp(c1, a, lo, hi, ub, time_limit, route, lp_first)
+    if first.x is None:
+        return [first]
+    best = float(c1 @ first.x) + 0.5  # c1 @ x is integral: "< optimum + 1"
+    lb = np.zeros(len(c1))
+    if first.duals is not None:
+        face = optimal_face(a, lo, hi, lb, ub, first.x, first.duals)
+        if route == "core" and _hcore is not None:
+            warm = _rerun_core(c1, c2, a, (lo, hi, lb, ub), face, best, time_limit)
+            if warm is not None:
+                return [first, warm]
+        lo, hi, lb, ub = face
+    nz = np.nonzero(c1)[0]
+    nrow, ncol = a.shape
+    a2 = Coo(np.concatenate([a.row, np.full(len(nz), nrow)]), np.concatenate([a.col, nz]),
+             np.concatenate([a.val, c1[nz]]), (nrow + 1, ncol))
+    second = solve_milp(c2, a2, np.append(lo, -np.inf), np.append(hi, best), ub, time_limit,
+                        route, lp_first, lb)
+    return [first, second]
+
+
+def _rerun_core(c1: np.ndarray, c2: np.ndarray, a: Coo, was: tuple, face: tuple,
+                best: float, time_limit: float) -> Solution | None:
+    """Phase 2 on the object that just solved phase 1 (its LP, optimal basis kept): the
+    face's column and row bounds (``was``: phase 1's), new costs, then dual simplex from
+    there. None unless its optimum is integral and keeps c1 @ x at phase 1's optimum.
+    """
+    h, solver = _hcore, _highs()
+    lo, hi, lb, ub = face
+    fixed = np.nonzero((lb != was[2]) | (ub != was[3]))[0].astype(np.int32)
+    if len(fixed):
+        solver.changeColsBounds(len(fixed), fixed, lb[fixed], ub[fixed].astype(np.float64))
+    for i in np.nonzero((lo != was[0]) | (hi != was[1]))[0]:  # now lo == hi, finite
+        solver.changeRowBounds(int(i), float(lo[i]), float(hi[i]))
+    ncol = len(c2)
+    solver.changeColsCost(ncol, np.arange(ncol, dtype=np.int32), np.asarray(c2, np.float64))
+    solver.setOptionValue("time_limit", solver.getRunTime() + float(time_limit))
+    solver.run()
+    if solver.getModelStatus() != h.HighsModelStatus.kOptimal:
+        return None
+    x = np.asarray(solver.getSolution().col_value)
+    r = np.round(x)
+    if (np.abs(x - r).max(initial=0.0) <= INTEGRAL_TOL and float(c1 @ r) <= best
+            and _holds(a, r, lo, hi, lb, ub)):
+        return Solution("optimal", r, "lp")
+    return None

@@ -25,7 +25,7 @@ from functools import cached_property
 import numpy as np
 
 from serve.constraints import Constraints, Goal
-from serve.highs import Coo, Route, Solution, optimal_face, solve_milp
+from serve.highs import Coo, Route, Solution, solve_lexicographic, solve_milp
 
 TIER_POLICY, TIER_GOAL, TIER_PIN = 1, 2, 3  # relaxed first .. relaxed last
 ATTRIBUTES = ("genre", "kind", "series")
@@ -474,10 +474,8 @@ class Model:
             hi += [float(r.hi)] * n_live
             owner += [j] * n_live
 
-    def _milp(self, c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray,
-              lb: np.ndarray | None = None) -> Solution:
+    def _count(self, sol: Solution) -> Solution:
         self.calls += 1
-        sol = solve_milp(c, a, lo, hi, ub, self.time_limit, self.route, self.lp_first, lb)
         self.mip_calls += sol.how == "mip"
         if sol.status == "time_limit":
             self.optimal = False  # the best found so far
@@ -494,14 +492,15 @@ class Model:
         ncol = a.shape[1]
         value = self.pool.scores[self.col_i] * self.weights[self.col_p]
         if strict:
-            x = self._milp(-value, a, lo, hi, np.ones(ncol)).x
+            x = self._count(solve_milp(-value, a, lo, hi, np.ones(ncol), self.time_limit,
+                                       self.route, self.lp_first)).x
             return None if x is None else self._decode(x[:ncol])
         return self._decode(self._solve_elastic(a, lo, hi, owner, value)[:ncol])
 
     def _solve_elastic(self, a: Coo, lo: np.ndarray, hi: np.ndarray, owner: np.ndarray,
                        value: np.ndarray) -> np.ndarray:
-        """Phase 1: least tier-weighted violation; phase 2: the best list within it (on the
-        optimal face of phase 1 when its LP optimum was integral, see ``optimal_face``).
+        """Phase 1: least tier-weighted violation; phase 2: the best list within it (see
+        ``solve_lexicographic``).
         """
         (nrow, ncol), ruled = a.shape, owner >= 0
         short = np.nonzero(ruled & (lo > 0))[0]  # shortfall slack, +1
@@ -516,18 +515,12 @@ class Model:
                  (nrow, ncol + ns))
         ub = np.concatenate([np.ones(ncol), np.full(ns, float(self.k))])
         c1 = np.concatenate([np.zeros(ncol), tier_w])
-        first = self._milp(c1, a2, lo, hi, ub)
-        x1, lb = first.x, np.zeros(len(ub))
-        if x1 is None:
+        sols = [self._count(sol) for sol in solve_lexicographic(
+            c1, np.concatenate([-value, np.zeros(ns)]), a2, lo, hi, ub, self.time_limit,
+            self.route, self.lp_first)]
+        if sols[0].x is None:
             raise RuntimeError("elastic re-rank model infeasible; this is a bug")
-        if first.duals is not None:
-            lo, hi, lb, ub = optimal_face(a2, lo, hi, lb, ub, x1, first.duals)
-        nz = np.nonzero(c1)[0]  # phase 2 keeps the violation at its least: one more row
-        a3 = Coo(np.concatenate([a2.row, np.full(len(nz), nrow)]), np.concatenate([a2.col, nz]),
-                 np.concatenate([a2.val, c1[nz]]), (nrow + 1, ncol + ns))
-        x2 = self._milp(np.concatenate([-value, np.zeros(ns)]), a3, np.append(lo, -np.inf),
-                        np.append(hi, float(c1 @ x1) + 0.5), ub, lb).x
-        return x2 if x2 is not None else x1
+        return sols[-1].x if sols[-1].x is not None else sols[0].x
 
     def _decode(self, x: np.ndarray) -> list[int]:
         on = x > 0.5
