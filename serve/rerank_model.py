@@ -233,16 +233,19 @@ def evaluate(order: list[int], rules: list[Rule], pool: Pool) -> list[float]:
 
 
 def _fullest_window(codes: np.ndarray, window: int) -> int:
-    """Most items of one group (code >= 0) in any ``window`` consecutive slots."""
-    groups, of = np.unique(codes, return_inverse=True)
-    if not len(codes) or groups[-1] < 0:
-        return 0
-    hits = np.zeros((len(codes) + 1, len(groups)), dtype=np.int64)
-    hits[np.arange(1, len(codes) + 1), of.reshape(-1)] = 1
-    hits[:, groups < 0] = 0
-    cum = hits.cumsum(axis=0)
-    w = min(window, len(codes))
-    return int((cum[w:] - cum[:-w]).max())
+    """Most items of one group (code >= 0) in any ``window`` consecutive slots (a sliding count
+    in plain Python: k is small, and numpy calls cost more than the loop).
+    """
+    seq = codes.tolist()
+    counts: dict[int, int] = {}
+    worst = 0
+    for t, g in enumerate(seq):
+        if t >= window and (old := seq[t - window]) >= 0:
+            counts[old] -= 1
+        if g >= 0:
+            counts[g] = n = counts.get(g, 0) + 1
+            worst = max(worst, n)
+    return worst
 
 
 def violation(rule: Rule, value: float) -> float:
