@@ -60,18 +60,15 @@ class Coo(NamedTuple):
         return np.bincount(self.row, weights=self.val * x[self.col], minlength=self.shape[0])
 
     def to_csc(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(start, index, value) column-wise, duplicate entries summed, as HiGHS takes them."""
-        nrow, ncol = self.shape
-        key = self.col.astype(np.int64) * max(nrow, 1) + self.row
-        order = np.argsort(key, kind="stable")
-        key, val = key[order], self.val[order].astype(np.float64)
-        if len(key) > 1 and (dup := key[1:] == key[:-1]).any():
-            first = np.concatenate([[True], ~dup])
-            val = np.add.reduceat(val, np.nonzero(first)[0])
-            key = key[first]
-        col, row = np.divmod(key, max(nrow, 1))
-        start = np.searchsorted(col, np.arange(ncol + 1)).astype(np.int32)
-        return start, row.astype(np.int32), val
+        """(start, index, value) column-wise, as HiGHS takes them. Entries must be distinct
+        (HiGHS rejects a duplicate, and ``solve_milp`` then reports ``error``).
+        """
+        ncol = self.shape[1]
+        col = self.col.astype(np.int16) if ncol < 2 ** 15 else self.col  # radix sort
+        order = np.argsort(col, kind="stable")
+        start = np.zeros(ncol + 1, dtype=np.int32)
+        np.cumsum(np.bincount(self.col, minlength=ncol), out=start[1:])
+        return start, self.row[order].astype(np.int32), self.val[order].astype(np.float64)
 
     def to_scipy(self) -> sparse.csr_matrix:
         """The same matrix for ``scipy.optimize.milp``."""
@@ -136,9 +133,8 @@ def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.nd
     solver.setOptionValue("time_limit", solver.getRunTime() + float(time_limit))
     nrow, ncol = a.shape
     start, index, value = a.to_csc()
-    inf = h.kHighsInf
-    row_lo = np.where(np.isneginf(lo), -inf, lo).astype(np.float64)
-    row_hi = np.where(np.isposinf(hi), inf, hi).astype(np.float64)
+    row_lo = np.asarray(lo, dtype=np.float64)  # kHighsInf is inf
+    row_hi = np.asarray(hi, dtype=np.float64)
     col_hi = np.asarray(ub, dtype=np.float64)
     kind = np.full(ncol, 0 if lp_first else 1, dtype=np.int32)
     status = solver.passModel(ncol, nrow, len(index), 1, 1, 0.0, np.asarray(c, np.float64),
