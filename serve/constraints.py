@@ -143,6 +143,8 @@ class Constraints(_Strict):
         """
         if request is None:
             return self
+        if self == _NONE:  # no config constraints: the request as it is (saves a validation)
+            return request
         return Constraints(
             group_counts=[*self.group_counts, *request.group_counts],
             min_new_share=(request.min_new_share if request.min_new_share is not None
@@ -155,3 +157,6 @@ class Constraints(_Strict):
             blocked=[*self.blocked, *request.blocked],
             goal=request.goal or self.goal,
         )
+
+
+_NONE = Constraints()

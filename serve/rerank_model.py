@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import attrgetter
 
 import numpy as np
 
@@ -126,10 +127,13 @@ class _Codes(dict):
     def __missing__(self, attribute: str) -> np.ndarray:
         if attribute not in ATTRIBUTES:
             raise KeyError(attribute)
+        values = list(map(attrgetter(attribute), self.pool.cands))
         table = self.pool.tables[attribute] = {"": -1}
-        codes = self[attribute] = np.array(
-            [table.setdefault(getattr(c, attribute), len(table) - 1) for c in self.pool.cands],
-            dtype=np.int64)
+        for v in dict.fromkeys(values):  # distinct values, first seen first
+            if v not in table:
+                table[v] = len(table) - 1
+        codes = self[attribute] = np.fromiter(map(table.__getitem__, values), np.int64,
+                                              len(values))
         return codes
 
 
