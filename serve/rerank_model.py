@@ -555,29 +555,85 @@ def quick_infeasible(rows: list[CountRow], pool_size: int, k: int, pins: np.ndar
                 or (capped & ((k - hi > pool_size - members) | (pinned_in > hi))).any())
 
 
-def greedy_order(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> list[int] | None:
-    """A feasible order if a greedy fill finds one (each slot takes the best remaining item
-    that keeps its windows), else None. Only a lower bound for ``bound_pruning``.
+def greedy_order(items: np.ndarray, k: int, rules: list[Rule], pool: Pool,
+                 budget: int = 400) -> list[int] | None:
+    """A feasible order if a best-first search finds one within ``budget`` backtracks (each
+    slot takes the best remaining item that keeps its windows and leaves every group few
+    enough items to fit the slots left), else None. Only a lower bound for ``bound_pruning``:
+    the first order found, usually close to the best.
     """
     fixed = {r.pin_pos: r.pin_item for r in rules if r.family == "pin" and r.pin_pos is not None}
     rest = [int(i) for i in items if int(i) not in set(fixed.values())]
-    windows = [(pool.codes[r.attribute].tolist(), r.window, r.hi) for r in rules
-               if r.family == "diversity"]  # plain lists: numpy scalars are slow one by one
+    windows = []  # plain lists: numpy scalars are slow one by one
+    for r in rules:
+        if r.family == "diversity":
+            codes = pool.codes[r.attribute].tolist()
+            left: dict[int, int] = {}
+            for i in rest:
+                if codes[i] >= 0:
+                    left[codes[i]] = left.get(codes[i], 0) + 1
+            windows.append((codes, r.window, r.hi, left))
     order: list[int] = []
-    for p in range(k):
+    picks: list[int] = []  # index into rest per slot (-1: a pin)
+    used = [False] * len(rest)
+    start, backtracks = 0, 0
+    while len(order) < k:
+        p = len(order)
         if p in fixed:
             order.append(int(fixed[p]))
+            picks.append(-1)
+            start = 0
             continue
-        for j, i in enumerate(rest):
-            if all(codes[i] < 0 or sum(codes[o] == codes[i] for o in order[-(w - 1):]) < m
-                   for codes, w, m in windows):
-                order.append(rest.pop(j))
-                break
-        else:
+        j = _next_fit(rest, used, start, order, windows, k - p - 1)
+        if j is not None:
+            used[j] = True
+            order.append(rest[j])
+            picks.append(j)
+            for codes, _, _, left in windows:
+                if codes[rest[j]] >= 0:
+                    left[codes[rest[j]]] -= 1
+            start = 0
+            continue
+        while picks and picks[-1] < 0:  # back past pins to the last free choice
+            picks.pop()
+            order.pop()
+        backtracks += 1
+        if not picks or backtracks > budget:
             return None
+        j = picks.pop()
+        order.pop()
+        used[j] = False
+        for codes, _, _, left in windows:
+            if codes[rest[j]] >= 0:
+                left[codes[rest[j]]] += 1
+        start = j + 1
     if any(violation(r, v) > 0 for r, v in zip(rules, evaluate(order, rules, pool), strict=True)):
         return None
     return order
+
+
+def _next_fit(rest: list[int], used: list[bool], start: int, order: list[int],
+              windows: list[tuple], slots_after: int) -> int | None:
+    """The best unused item from ``start`` on that keeps the window ending at the next slot
+    and leaves no group more items than the ``slots_after`` slots after it could hold.
+    """
+    for j in range(start, len(rest)):
+        if used[j]:
+            continue
+        i = rest[j]
+        ok = True
+        for codes, w, m, left in windows:
+            g = codes[i]
+            if g >= 0 and sum(codes[o] == g for o in order[-(w - 1):]) >= m:
+                ok = False
+                break
+            cap = window_cap(m, w, slots_after)
+            if any(n - (h == g) > cap for h, n in left.items()):
+                ok = False
+                break
+        if ok:
+            return j
+    return None
 
 
 def bound_pruning(scores: np.ndarray, weights: np.ndarray, lower: float) -> np.ndarray:
