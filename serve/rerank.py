@@ -1,7 +1,7 @@
 """The goal re-ranker: choose and order k of N candidates to maximise position-weighted
 relevance, sum_p w_p * score(item at p), under business constraints and the user's goal.
 
-It is a plain class (no Ray, no HTTP) solved with scipy's HiGHS (``scipy.optimize.milp``):
+It is a plain class (no Ray, no HTTP) solved with scipy's HiGHS (``serve/highs.py``):
 
 * ``mode="fast"`` (the service default) solves two small MILPs. **Selection**: which k items,
   maximising total relevance under the count, share, pin and goal constraints (one binary per
@@ -9,12 +9,19 @@ It is a plain class (no Ray, no HTTP) solved with scipy's HiGHS (``scipy.optimiz
   position-weighted order of those k items under pins and diversity windows; when the score order
   already satisfies them it is optimal (rearrangement inequality) and no solver runs, otherwise an
   assignment MILP over the k items, pruned by an exchange argument (items that no window can
-  tell apart keep their score order). Each stage is solved exactly; the pair is exact for the
-  lexicographic problem "best set, then best order of it", not always for the joint one (a set
-  with a lower total can order into a higher weighted sum). ``marquee bench rerank`` measures the
-  gap to the joint optimum.
+  tell apart keep their score order) and by the value of a feasible order found by search.
+  Each stage is solved exactly; the pair is exact for the lexicographic problem "best set, then
+  best order of it", not always for the joint one (a set with a lower total can order into a
+  higher weighted sum). ``marquee bench rerank`` measures the gap to the joint optimum.
 * ``mode="exact"`` solves the joint problem as one assignment MILP (N x k binaries): the true
-  optimum, at ~20-40x the time; used by the tests and the benchmark as the reference.
+  optimum, at ~5x the time; used by the tests and the benchmark as the reference.
+
+Exact shortcuts, checked per request, skip solver calls that cannot change the answer: the plain
+score order when it keeps every rule; the top k by score as the selection when they keep every
+count (no k items score more); the score order of the chosen set around its pins when it keeps
+every window. Every MILP first goes to HiGHS as its LP relaxation, and branch and bound runs
+only when that LP optimum is fractional (``serve/highs.py`` says why this is exact); on our
+models it almost never is.
 
 Both are exact over the full candidate set: nothing is pruned that could be chosen. If the
 constraints cannot all hold, nothing raises: a second, elastic solve finds the relaxation with the

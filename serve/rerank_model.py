@@ -7,13 +7,16 @@ the per-group cap a diversity window implies) or windows over slots (diversity).
 
 Why these reductions are exact:
 
-* **Dominance** (selection and joint): item i dominates j if it scores at least as high, counts
+* **Dominance** (joint; the selection LP over all N columns costs less than computing it):
+  item i dominates j if it scores at least as high, counts
   in every lower-bounded rule j counts in and in no upper-bounded rule j is not in. Swapping j
   for an unchosen dominator keeps every rule (also their violations, when relaxed) and does not
   lower the objective; an optimum that is maximal in the dominance order never holds an item
   with k dominators, so such items are dropped. With the constraints strict, an item with as
   many better same-signature items as its tightest cap (``hi``) is dropped likewise.
-* **Order pruning** (ordering): see ``order_pruning``.
+* **Order pruning** (ordering): see ``order_pruning`` and ``bound_pruning``.
+* **Window rows** are left out where at most m items of the group can reach the window: each
+  item takes one slot, so such a row can never bind (nor be violated, when relaxed).
 """
 
 from __future__ import annotations
