@@ -278,10 +278,9 @@ def count_rows(rules: list[Rule], pool: Pool, k: int) -> list[CountRow]:
         if r.family == "diversity":
             codes = pool.codes[r.attribute]
             cap = window_cap(r.hi, r.window, k)
-            for g in np.unique(codes[codes >= 0]):
-                mask = codes == g
-                if mask.sum() > cap:
-                    rows.append(CountRow(mask, 0.0, float(cap), j))
+            crowded = np.nonzero(np.bincount(codes[codes >= 0], minlength=1) > cap)[0]
+            for mask in codes[None, :] == crowded[:, None]:
+                rows.append(CountRow(mask, 0.0, float(cap), j))
         else:
             rows.append(CountRow(r.mask, float(r.lo), np.inf if r.hi is None else float(r.hi), j))
     return rows
@@ -437,10 +436,16 @@ class Model:
             lo += [1.0] * self.slots + [1.0 if self.place_all else 0.0] * len(self.items)
             hi += [1.0] * (self.slots + len(self.items))
             owner += [-1] * (self.slots + len(self.items))
-        for row in self.rows:
-            cols = every[row.mask[ci]]
-            if len(cols) or row.lo > 0:
-                add(cols, row.lo, row.hi, row.owner)
+        if self.rows:  # count rows, all at once
+            hits = np.array([row.mask for row in self.rows])[:, ci]
+            used = hits.any(axis=1) | np.array([row.lo > 0 for row in self.rows])
+            at, cols = np.nonzero(hits[used])
+            r_idx.append(len(lo) + at)
+            c_idx.append(cols)
+            for row in (row for row, u in zip(self.rows, used, strict=True) if u):
+                lo.append(row.lo)
+                hi.append(row.hi)
+                owner.append(row.owner)
         if not self.select_only:
             self._windows(r_idx, c_idx, lo, hi, owner)
             for j, r in enumerate(self.rules):
