@@ -169,16 +169,29 @@ def _multiproc_dir(settings: ServeSettings) -> Path:
     return (settings.data_dir / "prometheus-multiproc").resolve()
 
 
+# Ray Serve kills an HTTP proxy that is not ready 5 s after it starts, and ``serve.start`` then
+# fails: on a busy 2-core machine importing the proxy takes longer. Processes started by
+# ``ray.init`` inherit this environment, so the controller reads these; set them to override.
+RAY_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+
+
+def init_ray(num_cpus: int | None = None) -> None:
+    """Start a local Ray instance (if none is running) with Marquee's Serve defaults."""
+    import ray
+
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 2), include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+
+
 def start(settings: ServeSettings, noop: bool = False) -> str:
     """Start Ray Serve (if needed) and the app on ``settings.host:port``; returns the URL.
 
     ``noop=True`` also deploys the no-op baseline under ``/noop``.
     """
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+    init_ray()
     mp = _multiproc_dir(settings)
     shutil.rmtree(mp, ignore_errors=True)
     mp.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,18 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from infra.broker import EmbeddedBroker
 from streams.config import KafkaSettings
 from streams.topics import create_topics, delete_topics
+
+# Property tests draw the same examples on every CI run (a red CI then means a change broke
+# something, not that the dice found an old bug); `HYPOTHESIS_PROFILE=explore pytest` draws new
+# examples each run, which is how to hunt for more.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def served(world: SampleWorld) -> Iterator[tuple[str, ServeSettings]]:
     from serve import app
 
     settings = world.settings()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    app.init_ray(num_cpus=2)
     try:
         url = app.start(settings, noop=False)
         yield url, settings
