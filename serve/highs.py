@@ -76,7 +76,7 @@ class Coo(NamedTuple):
 
 
 class Solution(NamedTuple):
-    """``status``; ``x`` (``time_limit`` carries the best solution found when there is one);
+    """``status``; ``x`` (``time_limit`` carries the best solution found, None if none was);
     ``how`` = which solver settled it: ``"lp"`` (integral or infeasible relaxation) or ``"mip"``;
     ``duals`` = (reduced costs, row duals) of an integral LP optimum (see ``optimal_face``).
     """
@@ -103,8 +103,6 @@ def solve_milp(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.nda
                    constraints=LinearConstraint(a.to_scipy(), lo, hi),
                    options={"time_limit": time_limit, "presolve": False, **OPTIONS})
     status = {0: "optimal", 1: "time_limit", 2: "infeasible"}.get(res.status, "error")
-    if status == "time_limit" and res.x is None:
-        status = "error"
     return Solution(status, res.x, "mip")
 
 
@@ -165,7 +163,7 @@ def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.nd
         info = solver.getInfo()
         if info.objective_function_value != h.kHighsInf and info.primal_solution_status == 2:
             return Solution("time_limit", np.asarray(solver.getSolution().col_value), "mip")
-        return Solution("error", None, "mip")
+        return Solution("time_limit", None, "mip")
     if status == ms.kInfeasible:
         return Solution("infeasible", None, "mip")
     return Solution("error", None, "mip")

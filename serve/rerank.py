@@ -206,6 +206,8 @@ class GoalReranker:
             order = self._solve(tally, model, strict=attempt)
             if order is not None:
                 return order
+            if model.gave_up:  # degrade, don't fail: the score order, its breaches reported
+                return list(range(k))
         raise RuntimeError("the elastic re-rank model returned nothing; this is a bug")
 
     def _joint(self, pool: Pool, rules: list[Rule], rows: list, k: int, w: np.ndarray,
@@ -221,10 +223,10 @@ class GoalReranker:
                        or (r.family == "pin" and r.pin_pos is not None and r.pin_item in in_set)]
         fixed = {r.pin_pos: r.pin_item for r in order_rules if r.family == "pin"}
         rest = iter(i for i in chosen if i not in set(fixed.values()))
-        order = [fixed[p] if p in fixed else next(rest) for p in range(k)]
+        by_score = [fixed[p] if p in fixed else next(rest) for p in range(k)]
         if all(violation(r, v) == 0
-               for r, v in zip(order_rules, evaluate(order, order_rules, pool), strict=True)):
-            return order  # score order around the pins: optimal
+               for r, v in zip(order_rules, evaluate(by_score, order_rules, pool), strict=True)):
+            return by_score  # score order around the pins: optimal
         allowed = order_pruning(items, k, order_rules, pool)
         feasible = greedy_order(items, k, order_rules, pool)
         if feasible is not None:  # exact pruning by the value of a known feasible order
@@ -233,8 +235,10 @@ class GoalReranker:
         arrange = self._model(pool, items, k, k, w, order_rules, [], allowed=allowed,
                               place_all=True)
         order = self._solve(tally, arrange, strict=True)
-        if order is None:  # the windows cannot all hold: relax them as little as possible
-            order = self._solve(tally, arrange, strict=False)
+        if order is None and not arrange.gave_up:  # the windows cannot all hold: relax them
+            order = self._solve(tally, arrange, strict=False)  # as little as possible
+        if order is None:  # time limit, nothing found: the best order known, not proven best
+            order = feasible if feasible is not None else by_score
         return order
 
     def _result(self, pool: Pool, order: list[int], base: list[float], w: np.ndarray,
@@ -269,6 +273,8 @@ class GoalReranker:
             explanation = "re-ranked to satisfy: " + "; ".join(shaped)
         else:
             explanation = "the score order satisfies every constraint"
+        if not tally.optimal:
+            explanation += " (solver time limit hit: the best list found, not proven optimal)"
         items = [RankedItem(pool.cands[i].item_id, pool.cands[i].score, p + 1)
                  for p, i in enumerate(order)]
         return RerankResult(items, objective, baseline, reports, explanation, tally.optimal,

@@ -400,6 +400,7 @@ class Model:
     lp_first: bool = True
     calls: int = 0
     mip_calls: int = 0  # calls the LP relaxation did not settle
+    gave_up: bool = False  # the last solve hit the time limit with no solution at all
     optimal: bool = True
     col_i: np.ndarray = field(init=False)
     col_p: np.ndarray = field(init=False)
@@ -501,7 +502,8 @@ class Model:
     def solve(self, strict: bool = True) -> list[int] | None:
         """The best list (pool indices, slot order; selection: score order). ``strict=True``
         returns None when the constraints cannot all hold; ``strict=False`` solves the elastic
-        model: the least violation first, then the best list.
+        model: the least violation first, then the best list. Either returns None with
+        ``gave_up`` set when the time limit passed before any solution was found.
         """
         a, lo, hi, owner = self._matrix()
         ncol = a.shape[1]
@@ -509,11 +511,15 @@ class Model:
         if strict:
             x = self._count(solve_milp(-value, a, lo, hi, np.ones(ncol), self.time_limit,
                                        self.route, self.lp_first)).x
-            return None if x is None else self._decode(x[:ncol])
-        return self._decode(self._solve_elastic(a, lo, hi, owner, value)[:ncol])
+        else:
+            x = self._solve_elastic(a, lo, hi, owner, value)
+        if x is None:
+            self.gave_up = not self.optimal  # the time limit, not infeasibility
+            return None
+        return self._decode(x[:ncol])
 
     def _solve_elastic(self, a: Coo, lo: np.ndarray, hi: np.ndarray, owner: np.ndarray,
-                       value: np.ndarray) -> np.ndarray:
+                       value: np.ndarray) -> np.ndarray | None:
         """Phase 1: least tier-weighted violation; phase 2: the best list within it (see
         ``solve_lexicographic``).
         """
@@ -534,6 +540,8 @@ class Model:
             c1, np.concatenate([-value, np.zeros(ns)]), a2, lo, hi, ub, self.time_limit,
             self.route, self.lp_first)]
         if sols[0].x is None:
+            if sols[0].status == "time_limit":
+                return None
             raise RuntimeError("elastic re-rank model infeasible; this is a bug")
         return sols[-1].x if sols[-1].x is not None else sols[0].x
 

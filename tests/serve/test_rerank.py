@@ -286,3 +286,24 @@ def test_bound_pruning_matches_its_definition(k: int, data: st.DataObject) -> No
                      for r in range(k) for p in range(k)})
     lower = data.draw(st.sampled_from(values)) + data.draw(st.sampled_from((0.0, 1e-6, -1e-6)))
     assert (bound_pruning(scores, w, lower) == _slow_bound_pruning(scores, w, lower)).all()
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+def test_time_limit_without_a_solution_degrades_instead_of_failing(
+        mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MILP that finds nothing before the time limit still yields a full list, flagged as
+    not exact (fault injected at the solver wrapper: HiGHS cannot be made to time out on cue).
+    """
+    import serve.rerank_model as rm
+    from serve.highs import Solution
+
+    monkeypatch.setattr(rm, "solve_milp",
+                        lambda *a, **kw: Solution("time_limit", None, "mip"))
+    monkeypatch.setattr(rm, "solve_lexicographic",
+                        lambda *a, **kw: [Solution("time_limit", None, "mip")])
+    cands = _catalogue(90, seed=3)
+    cons = Constraints(diversity=[Diversity(attribute="genre", max_items=1, window=3)],
+                       min_new_share=0.5)
+    res = GoalReranker(RerankConfig(mode=mode)).rerank(cands, 12, cons)
+    assert len(res.items) == 12 and len({i.item_id for i in res.items}) == 12
+    assert not res.exact and "time limit" in res.explanation
