@@ -130,6 +130,10 @@ def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.nd
     # a reused object gets the limit as a deadline on that clock.
     solver.setOptionValue("time_limit", solver.getRunTime() + float(time_limit))
     nrow, ncol = a.shape
+    if ncol == 0:  # HiGHS calls this model empty: decide it here
+        holds = bool((np.asarray(lo) <= 0).all() and (np.asarray(hi) >= 0).all())
+        return Solution("optimal", np.zeros(0), "lp") if holds else Solution("infeasible", None,
+                                                                               "lp")
     start, index, value = a.to_csc()
     row_lo = np.asarray(lo, dtype=np.float64)  # kHighsInf is inf
     row_hi = np.asarray(hi, dtype=np.float64)

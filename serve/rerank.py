@@ -227,16 +227,21 @@ class GoalReranker:
         if all(violation(r, v) == 0
                for r, v in zip(order_rules, evaluate(by_score, order_rules, pool), strict=True)):
             return by_score  # score order around the pins: optimal
-        allowed = order_pruning(items, k, order_rules, pool)
+        allowed = order_pruning(items, k, order_rules, pool, windows_hold=True)
         feasible = greedy_order(items, k, order_rules, pool)
         if feasible is not None:  # exact pruning by the value of a known feasible order
             lower = float(w @ pool.scores[feasible])
             allowed &= bound_pruning(pool.scores[items], w, lower)
         arrange = self._model(pool, items, k, k, w, order_rules, [], allowed=allowed,
                               place_all=True)
-        order = self._solve(tally, arrange, strict=True)
+        order = None
+        if allowed.any(axis=1).all() and allowed.any(axis=0).all():  # else: no order fits
+            order = self._solve(tally, arrange, strict=True)
         if order is None and not arrange.gave_up:  # the windows cannot all hold: relax them
-            order = self._solve(tally, arrange, strict=False)  # as little as possible
+            relax = self._model(pool, items, k, k, w, order_rules, [],  # as little as possible
+                                allowed=order_pruning(items, k, order_rules, pool),
+                                place_all=True)
+            order = self._solve(tally, relax, strict=False)
         if order is None:  # time limit, nothing found: the best order known, not proven best
             order = feasible if feasible is not None else by_score
         return order

@@ -325,7 +325,8 @@ def dominance_keep(rows: list[CountRow], n: int, k: int, strict: bool) -> np.nda
     return keep
 
 
-def order_pruning(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> np.ndarray:
+def order_pruning(items: np.ndarray, k: int, rules: list[Rule], pool: Pool,
+                  windows_hold: bool = False) -> np.ndarray:
     """Allowed (item, slot) pairs when ordering the chosen ``items`` (ascending pool index =
     score order).
 
@@ -334,17 +335,23 @@ def order_pruning(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> n
     swap slots without changing any window count, so in an optimum they keep their score order:
     the r-th of n such items sits in slots r .. k-1-(n-1-r). Pinned items sit at their pin and
     nobody else does.
+
+    ``windows_hold`` (the strict model only): in any order that keeps "at most m of a group in
+    any w slots", the group's r-th item (by slot) sits at slot >= (r // m) * w + r % m, and
+    likewise counted from the end. An exchange class is part of a group, so its r-th item sits
+    no earlier than the group's r-th: the same bounds hold for it.
     """
     n = len(items)
     pinned_at = {r.pin_item: r.pin_pos for r in rules
                  if r.family == "pin" and r.pin_pos is not None}
-    keys = []
+    keys, spacing = [], []
     for r in rules:
         if r.family == "diversity":
             codes = pool.codes[r.attribute][items]
             counts = np.bincount(codes[codes >= 0], minlength=1)
             crowded = (codes >= 0) & (counts[np.maximum(codes, 0)] > r.hi)
             keys.append(np.where(crowded, codes, -1))
+            spacing.append((crowded, r.hi, r.window))
     pinned = np.isin(items, list(pinned_at))
     # one class per key tuple (pinned items each alone), items already in score order
     key_rows = np.array(keys + [np.where(pinned, np.arange(n), -1)]).T + 1
@@ -354,8 +361,15 @@ def order_pruning(items: np.ndarray, k: int, rules: list[Rule], pool: Pool) -> n
     first = np.cumsum(size) - size
     rank = np.empty(n, dtype=np.int64)
     rank[by_class] = np.arange(n) - first[cls[by_class]]
+    earliest, latest = rank.copy(), k - size[cls] + rank
+    if windows_hold:
+        after = size[cls] - 1 - rank  # class members after this one
+        for crowded, m, w in spacing:
+            on = crowded & ~pinned
+            earliest[on] = np.maximum(earliest[on], (rank[on] // m) * w + rank[on] % m)
+            latest[on] = np.minimum(latest[on], k - 1 - ((after[on] // m) * w + after[on] % m))
     slot = np.arange(k)[None, :]
-    allowed = (slot >= rank[:, None]) & (slot <= (k - size[cls] + rank)[:, None])
+    allowed = (slot >= earliest[:, None]) & (slot <= latest[:, None])
     if pinned_at:
         at = np.array([pinned_at[int(i)] for i in items[pinned]], dtype=np.int64)
         allowed[:, at] = False

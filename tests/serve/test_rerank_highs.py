@@ -55,3 +55,10 @@ def test_reused_solver_keeps_a_per_call_time_limit() -> None:
         sol = solve_milp(*_knapsack(), time_limit=limit)
         assert sol.status == "optimal", f"call {calls}: {sol.status}"
         calls += 1
+
+
+def test_a_model_without_columns_is_decided_not_an_error() -> None:
+    empty = Coo(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), (1, 0))
+    ok = solve_milp(np.zeros(0), empty, np.array([0.0]), np.array([1.0]), np.zeros(0), 1.0)
+    bad = solve_milp(np.zeros(0), empty, np.array([1.0]), np.array([1.0]), np.zeros(0), 1.0)
+    assert ok.status == "optimal" and bad.status == "infeasible"
