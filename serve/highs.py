@@ -89,12 +89,19 @@ class Solution(NamedTuple):
 
 def solve_milp(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, ub: np.ndarray,
                time_limit: float, route: Route = "core", lp_first: bool = True,
-               lb: np.ndarray | None = None) -> Solution:
-    """Minimise c @ x, lo <= a @ x <= hi, lb <= x <= ub (lb = 0 by default), x integer."""
+               lb: np.ndarray | None = None, basic: tuple[np.ndarray, int] | None = None
+               ) -> Solution:
+    """Minimise c @ x, lo <= a @ x <= hi, lb <= x <= ub (lb = 0 by default), x integer.
+
+    ``basic`` (core route, LP first): a starting simplex basis for the relaxation, as a mask
+    of basic columns and the number of leading rows whose logicals are nonbasic (every later
+    row's logical is basic; every nonbasic column sits at its lower bound). A start only saves
+    iterations: HiGHS still proves optimality, and drops a basis it cannot use.
+    """
     lb = np.zeros(len(c)) if lb is None else np.asarray(lb, dtype=np.float64)
     if route == "core" and _hcore is not None:
         try:
-            return _solve_core(c, a, lo, hi, lb, ub, time_limit, lp_first)
+            return _solve_core(c, a, lo, hi, lb, ub, time_limit, lp_first, basic)
         except (AttributeError, TypeError):  # pragma: no cover - a scipy that moved things
             pass
     with warnings.catch_warnings():  # scipy warns that it passes our options on verbatim
@@ -123,7 +130,8 @@ def _highs() -> object:
 
 
 def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.ndarray,
-                ub: np.ndarray, time_limit: float, lp_first: bool) -> Solution:
+                ub: np.ndarray, time_limit: float, lp_first: bool,
+                basic: tuple[np.ndarray, int] | None = None) -> Solution:
     h = _hcore
     solver = _highs()
     # HiGHS checks time_limit against the object's run time summed over every run so far, so
@@ -143,6 +151,8 @@ def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.nd
                               lb, col_hi, row_lo, row_hi, start, index, value, kind)
     if status == h.HighsStatus.kError:
         return Solution("error", None, "lp")
+    if basic is not None and lp_first:
+        solver.setBasis(_basis(basic, nrow))
     solver.run()
     ms = h.HighsModelStatus
     if lp_first:
@@ -171,6 +181,16 @@ def _solve_core(c: np.ndarray, a: Coo, lo: np.ndarray, hi: np.ndarray, lb: np.nd
     if status == ms.kInfeasible:
         return Solution("infeasible", None, "mip")
     return Solution("error", None, "mip")
+
+
+def _basis(basic: tuple[np.ndarray, int], nrow: int) -> object:
+    cols, nonbasic_rows = basic
+    s = _hcore.HighsBasisStatus
+    basis = _hcore.HighsBasis()
+    basis.col_status = [s.kBasic if b else s.kLower for b in cols.tolist()]
+    basis.row_status = [s.kLower] * nonbasic_rows + [s.kBasic] * (nrow - nonbasic_rows)
+    basis.valid = True
+    return basis
 
 
 def _holds(a: Coo, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, lb: np.ndarray,

@@ -233,7 +233,7 @@ class GoalReranker:
             lower = float(w @ pool.scores[feasible])
             allowed &= bound_pruning(pool.scores[items], w, lower)
         arrange = self._model(pool, items, k, k, w, order_rules, [], allowed=allowed,
-                              place_all=True)
+                              place_all=True, staircase=not fixed)  # pins: no Monge start
         order = None
         if allowed.any(axis=1).all() and allowed.any(axis=0).all():  # else: no order fits
             order = self._solve(tally, arrange, strict=True)

@@ -307,3 +307,26 @@ def test_time_limit_without_a_solution_degrades_instead_of_failing(
     res = GoalReranker(RerankConfig(mode=mode)).rerank(cands, 12, cons)
     assert len(res.items) == 12 and len({i.item_id for i in res.items}) == 12
     assert not res.exact and "time limit" in res.explanation
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), window=st.integers(2, 4))
+def test_ordering_from_the_staircase_basis_finds_the_same_optimum(seed: int,
+                                                                  window: int) -> None:
+    """The warm start only changes where simplex begins (k=12: too big for brute force, so the
+    cold model is the reference)."""
+    from serve.rerank_model import Model, order_pruning
+
+    pool = Pool.build(_catalogue(40, seed), set())
+    k = 12
+    rules = build_rules(Constraints(diversity=[Diversity(attribute="genre", max_items=1,
+                                                         window=window)]), pool, k)
+    items = np.arange(k)
+    w = position_weights(k)
+    got = []
+    for staircase in (False, True):
+        model = Model(pool, items, k, k, w, rules, [], place_all=True, staircase=staircase,
+                      allowed=order_pruning(items, k, rules, pool, windows_hold=True))
+        order = model.solve(strict=True)
+        got.append(None if order is None else float(w @ pool.scores[order]))
+    assert got[0] == pytest.approx(got[1], abs=1e-9) if got[0] is not None else got[1] is None
