@@ -228,12 +228,16 @@ class GoalReranker:
                for r, v in zip(order_rules, evaluate(by_score, order_rules, pool), strict=True)):
             return by_score  # score order around the pins: optimal
         allowed = order_pruning(items, k, order_rules, pool, windows_hold=True)
-        feasible = greedy_order(items, k, order_rules, pool)
+        # Without positional pins the LP starts from the score order's staircase basis and
+        # needs a few iterations whatever its size; with them it starts cold, so it is pruned
+        # further by the value of a feasible order (the search costs more than it saves
+        # otherwise). The search's order is also the fallback if the time limit passes.
+        feasible = greedy_order(items, k, order_rules, pool) if fixed else None
         if feasible is not None:  # exact pruning by the value of a known feasible order
             lower = float(w @ pool.scores[feasible])
             allowed &= bound_pruning(pool.scores[items], w, lower)
         arrange = self._model(pool, items, k, k, w, order_rules, [], allowed=allowed,
-                              place_all=True, staircase=not fixed)  # pins: no Monge start
+                              place_all=True, staircase=not fixed)
         order = None
         if allowed.any(axis=1).all() and allowed.any(axis=0).all():  # else: no order fits
             order = self._solve(tally, arrange, strict=True)
@@ -243,6 +247,8 @@ class GoalReranker:
                                 place_all=True)
             order = self._solve(tally, relax, strict=False)
         if order is None:  # time limit, nothing found: the best order known, not proven best
+            if feasible is None:
+                feasible = greedy_order(items, k, order_rules, pool)
             order = feasible if feasible is not None else by_score
         return order
 
