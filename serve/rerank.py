@@ -9,7 +9,9 @@ It is a plain class (no Ray, no HTTP) solved with scipy's HiGHS (``serve/highs.p
   position-weighted order of those k items under pins and diversity windows; when the score order
   already satisfies them it is optimal (rearrangement inequality) and no solver runs, otherwise an
   assignment MILP over the k items, pruned by an exchange argument (items that no window can
-  tell apart keep their score order) and by the value of a feasible order found by search.
+  tell apart keep their score order) and by where the windows let a group's r-th item sit,
+  its LP started from the score order's staircase basis (or, with positional pins, pruned by
+  the value of a feasible order found by search).
   Each stage is solved exactly; the pair is exact for the lexicographic problem "best set, then
   best order of it", not always for the joint one (a set with a lower total can order into a
   higher weighted sum). ``marquee bench rerank`` measures the gap to the joint optimum.
