@@ -46,17 +46,15 @@ from serve.rerank_model import (
     Model,
     Pool,
     Rule,
-    bound_pruning,
     build_rules,
     count_rows,
     dominance_keep,
     evaluate,
-    greedy_order,
-    order_pruning,
     quick_infeasible,
     top_k_holds,
     violation,
 )
+from serve.rerank_order import bound_pruning, greedy_order, order_pruning
 
 __all__ = ["Candidate", "ConstraintReport", "GoalReranker", "RankedItem", "RerankConfig",
            "RerankResult", "position_weights"]

@@ -275,7 +275,7 @@ def _slow_bound_pruning(scores: np.ndarray, weights: np.ndarray, lower: float) -
 @settings(max_examples=100, deadline=None)
 @given(k=st.integers(1, 9), data=st.data())
 def test_bound_pruning_matches_its_definition(k: int, data: st.DataObject) -> None:
-    from serve.rerank_model import bound_pruning
+    from serve.rerank_order import bound_pruning
 
     scores = np.sort(np.array(data.draw(st.lists(st.integers(-40, 40), min_size=k,
                                                   max_size=k))) / 8.0)[::-1].copy()
@@ -315,7 +315,8 @@ def test_ordering_from_the_staircase_basis_finds_the_same_optimum(seed: int,
                                                                   window: int) -> None:
     """The warm start only changes where simplex begins (k=12: too big for brute force, so the
     cold model is the reference)."""
-    from serve.rerank_model import Model, order_pruning
+    from serve.rerank_model import Model
+    from serve.rerank_order import order_pruning
 
     pool = Pool.build(_catalogue(40, seed), set())
     k = 12
