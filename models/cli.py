@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batching", choices=("length", "random"), default="length",
+                   help="length: users of similar history length together (fast, the default); "
+                        "random: uniform batches, every position weighs the same (the "
+                        "reference recipe for SASRec-style data)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--patience", type=int, default=5, help="evaluations without improvement")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget per model")
@@ -133,6 +137,7 @@ def _train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     corpus, spec = _corpus(args)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      batching=args.batching,
                       patience=args.patience, max_minutes=args.max_minutes,
                       valid_users=args.valid_users, seed=args.seed,
                       progress=not args.no_progress, **({"device": args.device}

@@ -35,6 +35,10 @@ class TrainConfig:
 
     epochs: int = 50
     batch_size: int = 128
+    # "length": windows of similar length share a batch (less padding, several times faster on
+    # short histories, but each batch weighs the same, so short histories' positions weigh
+    # more); "random": uniform batches, every position weighs the same.
+    batching: str = "length"
     lr: float = 1e-3
     weight_decay: float = 0.01
     patience: int = 5  # evaluations without validation improvement before stopping
@@ -44,6 +48,10 @@ class TrainConfig:
     seed: int = 42
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batching not in ("length", "random"):
+            raise ValueError(f"batching={self.batching!r}: use 'length' or 'random'")
 
 
 @dataclass
@@ -103,7 +111,8 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0 = time.monotonic()
-        batches = _length_batches(lengths, cfg.batch_size, gen)
+        batches = (_length_batches(lengths, cfg.batch_size, gen) if cfg.batching == "length"
+                   else list(torch.randperm(len(lengths), generator=gen).split(cfg.batch_size)))
         sums: dict[str, float] = {}
         bar = tqdm(batches, desc=f"{tag} epoch {epoch}", disable=not cfg.progress, leave=False)
         for idx in bar:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -62,25 +63,36 @@ async def closed_loop(url: str, bodies: list[dict], clients: int, seconds: float
             "stages": {k: _pct(v) for k, v in stages.items()}, "_samples": lat}
 
 
-async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float
-                    ) -> dict[str, Any]:
-    """Poisson arrivals at ``rate``/s for ``seconds``; latency from the scheduled send time."""
+async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
+                    max_outstanding: int = 200) -> dict[str, Any]:
+    """Poisson arrivals at ``rate``/s for ``seconds``; latency from the scheduled send time.
+
+    Over capacity the backlog grows without bound, and the queued requests would keep the
+    service busy through the next load levels: once ``max_outstanding`` requests are
+    unanswered the level stops offering and is reported ``saturated``.
+    """
     rng = random.Random(1)
     lat: list[float] = []
-    errors = 0
+    errors, outstanding, saturated = 0, 0, False
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         async def one(i: int, due: float) -> None:
-            nonlocal errors
+            nonlocal errors, outstanding
+            outstanding += 1
             try:
                 r = await client.post(url, json=bodies[i % len(bodies)])
                 errors += r.status_code != 200
             except httpx.HTTPError:
                 errors += 1
+            finally:
+                outstanding -= 1
             lat.append(time.perf_counter() - due)
 
         tasks, t, start, i = [], 0.0, time.perf_counter(), 0
         while t < seconds:
+            if outstanding >= max_outstanding:
+                saturated = True
+                break
             due = start + t
             delay = due - time.perf_counter()
             if delay > 0:
@@ -92,8 +104,20 @@ async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float
         for task in pending:
             task.cancel()
         spent = time.perf_counter() - start
-    return {"offered_rps": rate, "achieved_rps": len(lat) / spent, "errors": errors,
-            "unfinished": len(pending), **_pct(lat)}
+    return {"offered_rps": rate, "offered": len(tasks), "achieved_rps": len(lat) / spent,
+            "errors": errors, "unfinished": len(pending), "saturated": saturated, **_pct(lat)}
+
+
+async def settle(url: str, body: dict, seconds: float = 30.0) -> None:
+    """Wait until the service answers promptly again (a saturated level leaves a queue)."""
+    end = time.perf_counter() + seconds
+    async with httpx.AsyncClient(timeout=30) as client:
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            await client.post(url, json=body)
+            if time.perf_counter() - t0 < 0.1:
+                return
+            await asyncio.sleep(0.2)
 
 
 def run_bench(base_url: str, users: list[str], seconds: float = 8.0,
@@ -105,9 +129,21 @@ def run_bench(base_url: str, users: list[str], seconds: float = 8.0,
     for name, path in (("noop", "/noop/v1/rank"), ("rank", "/v1/rank")):
         url = base_url + path
         asyncio.run(closed_loop(url, bodies, 1, 1.0))  # warm-up
-        report[name] = {
-            "closed": [asyncio.run(closed_loop(url, bodies, c, seconds)) for c in concurrency],
-            "open": [asyncio.run(open_loop(url, bodies, r, seconds)) for r in rates]}
+        closed, opened = [], []
+        for c in concurrency:
+            print(f"{name}: closed loop, {c} client(s), {seconds:g} s", file=sys.stderr)
+            closed.append(asyncio.run(closed_loop(url, bodies, c, seconds)))
+        for r in sorted(rates):
+            print(f"{name}: open loop, {r:g} requests/s, {seconds:g} s", file=sys.stderr)
+            opened.append(asyncio.run(open_loop(url, bodies, r, seconds)))
+            asyncio.run(settle(url, bodies[0]))
+            if opened[-1]["saturated"]:  # higher rates would only saturate sooner
+                print(f"{name}: saturated at {r:g} requests/s; higher rates skipped",
+                      file=sys.stderr)
+                opened += [{"offered_rps": x, "skipped": "saturated at a lower rate"}
+                           for x in sorted(rates) if x > r]
+                break
+        report[name] = {"closed": closed, "open": opened}
     samples = {f"{name} ({run['clients']} client{'s' if run['clients'] > 1 else ''})":
                [x * 1e3 for x in run.pop("_samples")]
                for name in ("noop", "rank") for run in report[name]["closed"]}
@@ -120,6 +156,14 @@ def run_bench(base_url: str, users: list[str], seconds: float = 8.0,
     return report
 
 
+def _open_cell(run: dict[str, Any]) -> str:
+    if "skipped" in run:
+        return f"{'skipped (' + run['skipped'] + ')':>28}"
+    flag = f" SATURATED after {run['offered']} requests" if run["saturated"] else ""
+    return (f"{run['achieved_rps']:5.0f} {run.get('p50_ms', 0):7.1f} {run.get('p99_ms', 0):7.1f}"
+            f" errors {run['errors']} unfinished {run['unfinished']}{flag}")
+
+
 def print_report(report: dict[str, Any]) -> None:
     """A table per mode: the service beside the no-op floor."""
     print(f"closed loop ({report['seconds']:g} s each): clients | rank p50/p99 ms rps | "
@@ -128,12 +172,9 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"  {r['clients']:4d} | {r.get('p50_ms', 0):6.1f} {r.get('p99_ms', 0):6.1f} "
               f"{r['rps']:6.0f} | {n.get('p50_ms', 0):6.1f} {n.get('p99_ms', 0):6.1f} "
               f"{n['rps']:6.0f} | errors {r['errors']}")
-    print("open loop: offered rps | rank achieved p50/p99 ms | no-op achieved p50/p99 ms")
+    print("open loop: offered rps | rank achieved rps p50/p99 ms | no-op achieved rps p50/p99 ms")
     for r, n in zip(report["rank"]["open"], report["noop"]["open"], strict=True):
-        print(f"  {r['offered_rps']:5.0f} | {r['achieved_rps']:5.0f} {r.get('p50_ms', 0):7.1f} "
-              f"{r.get('p99_ms', 0):7.1f} | {n['achieved_rps']:5.0f} {n.get('p50_ms', 0):7.1f} "
-              f"{n.get('p99_ms', 0):7.1f} | errors {r['errors']}, unfinished "
-              f"{r['unfinished']} (of {r['offered_rps'] * report['seconds']:.0f})")
+        print(f"  {r['offered_rps']:5.0f} | {_open_cell(r)} | {_open_cell(n)}")
     one = report["rank"]["closed"][0]["stages"]
     print("stages at 1 client (p50/p99 ms): " + ", ".join(
         f"{k} {v['p50_ms']:.2f}/{v['p99_ms']:.2f}" for k, v in one.items() if v.get("n")))
