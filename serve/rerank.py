@@ -14,9 +14,13 @@ It is a plain class (no Ray, no HTTP) solved with scipy's HiGHS (``serve/highs.p
   the value of a feasible order found by search).
   Each stage is solved exactly; the pair is exact for the lexicographic problem "best set, then
   best order of it", not always for the joint one (a set with a lower total can order into a
-  higher weighted sum). ``marquee bench rerank`` measures the gap to the joint optimum.
+  higher weighted sum). ``marquee bench rerank`` measures the gap to the joint optimum. When no
+  order of the best set keeps the windows (another set's may), the joint model decides: fast
+  mode relaxes a rule only when no list at all keeps every rule.
 * ``mode="exact"`` solves the joint problem as one assignment MILP (N x k binaries): the true
-  optimum, at ~5x the time; used by the tests and the benchmark as the reference.
+  optimum, at ~5x the time; used by the tests and the benchmark as the reference. Its
+  dominance reduction only lets an item stand in for one of the same diversity groups (where
+  an item may sit depends on them).
 
 Exact shortcuts, checked per request, skip solver calls that cannot change the answer: the plain
 score order when it keeps every rule; the top k by score as the selection when they keep every
@@ -50,6 +54,7 @@ from serve.rerank_model import (
     count_rows,
     dominance_keep,
     evaluate,
+    group_identity_rows,
     quick_infeasible,
     top_k_holds,
     violation,
@@ -198,9 +203,10 @@ class GoalReranker:
                                               if rules[r.owner].family != "diversity"]
         if strict and not joint and top_k_holds(rows, k):
             return list(range(k))  # the best k by score, and it keeps every count: optimal
+        signature = model_rows + group_identity_rows(rules, pool, k) if joint else []
         for attempt in ([True] if strict else []) + [False]:
-            items = (np.nonzero(dominance_keep(rows, len(pool), k, strict=attempt))[0] if joint
-                     else np.arange(len(pool)))
+            items = (np.nonzero(dominance_keep(signature, len(pool), k, strict=attempt))[0]
+                     if joint else np.arange(len(pool)))
             model = self._model(pool, items, slots, k, w, rules, model_rows,
                                 select_only=not joint)
             order = self._solve(tally, model, strict=attempt)
@@ -241,6 +247,10 @@ class GoalReranker:
         order = None
         if allowed.any(axis=1).all() and allowed.any(axis=0).all():  # else: no order fits
             order = self._solve(tally, arrange, strict=True)
+        if order is None and not arrange.gave_up and strict:
+            # No order of the best set keeps the windows, but another set may: the joint model
+            # decides (it relaxes only when no list at all keeps every rule).
+            return self._joint(pool, rules, rows, k, w, strict, tally)
         if order is None and not arrange.gave_up:  # the windows cannot all hold: relax them
             relax = self._model(pool, items, k, k, w, order_rules, [],  # as little as possible
                                 allowed=order_pruning(items, k, order_rules, pool),

@@ -286,6 +286,20 @@ def count_rows(rules: list[Rule], pool: Pool, k: int) -> list[CountRow]:
     return rows
 
 
+def group_identity_rows(rules: list[Rule], pool: Pool, k: int) -> list[CountRow]:
+    """Rows that only tell diversity groups apart, for ``dominance_keep`` over the joint
+    model: where an item may sit depends on its group in every window rule, so an item is only
+    replaceable by a better one of the same groups (a row both bounded below and capped makes
+    dominance need equal membership). Never part of a solver model.
+    """
+    rows = []
+    for j, r in enumerate(rules):
+        if r.family == "diversity":
+            codes = pool.codes[r.attribute]
+            rows += [CountRow(codes == g, 1.0, float(k), j) for g in np.unique(codes)]
+    return rows
+
+
 def top_k_holds(rows: list[CountRow], k: int) -> bool:
     """Whether the k best items (pool order) satisfy every count row: then they are the best
     selection, since no k items score more in total.
