@@ -5,21 +5,24 @@ Closed loop: C clients, each sends its next request when the last one answered (
 given concurrency). Open loop: requests are sent on a fixed schedule whatever the answers do,
 and latency counts from the scheduled time, so a stall is not hidden (no coordinated
 omission). Per-stage times come from the service's own ``latency_ms`` (``explain``).
-The load generator is Python (httpx, asyncio) on the same machine: it competes for the CPU
-with the service, so figures are a floor for the service, not for a separate client box.
+The load generator is Python (``http.client`` in threads, one keep-alive connection each) on
+the same machine: it competes for the CPU with the service, so figures are a floor for the
+service, not for a separate client box.
 """
 
 from __future__ import annotations
 
-import asyncio
+import http.client
 import json
+import queue
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
-import httpx
 import numpy as np
 
 from infra.charts import histogram
@@ -33,91 +36,146 @@ def _pct(xs: list[float]) -> dict[str, float]:
             "p99_ms": float(np.percentile(a, 99))}
 
 
-async def closed_loop(url: str, bodies: list[dict], clients: int, seconds: float
-                      ) -> dict[str, Any]:
-    """C clients back to back for ``seconds``."""
+def closed_loop(url: str, bodies: list[dict], clients: int, seconds: float) -> dict[str, Any]:
+    """C clients back to back for ``seconds``: threads, each with one keep-alive connection
+    through ``http.client`` (the lightest Python client: the client's own time is part of
+    every figure, for the no-op floor as for the service).
+    """
+    parts = urlsplit(url)
+    payloads = [json.dumps(b).encode() for b in bodies]
+    headers = {"Content-Type": "application/json"}
     lat: list[float] = []
-    stages: dict[str, list[float]] = {}
-    errors = 0
+    replies: list[bytes] = []
+    errors = [0]
     end = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        async def one(worker: int) -> None:
-            nonlocal errors
-            i = worker
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        try:
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
-                r = await client.post(url, json=bodies[i % len(bodies)])
+                conn.request("POST", parts.path, body=payloads[i % len(payloads)],
+                             headers=headers)
+                r = conn.getresponse()
+                data = r.read()
                 lat.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    errors += 1
+                if r.status != 200:
+                    errors[0] += 1
                 else:
-                    for k, v in (r.json().get("latency_ms") or {}).items():
-                        stages.setdefault(k, []).append(v / 1e3)
+                    replies.append(data)
                 i += clients
+        finally:
+            conn.close()
 
-        t_start = time.perf_counter()
-        await asyncio.gather(*(one(w) for w in range(clients)))
-        spent = time.perf_counter() - t_start
-    return {"clients": clients, "rps": len(lat) / spent, "errors": errors, **_pct(lat),
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
+    t_start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spent = time.perf_counter() - t_start
+    stages: dict[str, list[float]] = {}
+    for data in replies:  # parsed after the clock stopped
+        for k, v in (json.loads(data).get("latency_ms") or {}).items():
+            stages.setdefault(k, []).append(v / 1e3)
+    return {"clients": clients, "rps": len(lat) / spent, "errors": errors[0], **_pct(lat),
             "stages": {k: _pct(v) for k, v in stages.items()}, "_samples": lat}
 
 
-async def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
-                    max_outstanding: int = 200) -> dict[str, Any]:
-    """Poisson arrivals at ``rate``/s for ``seconds``; latency from the scheduled send time.
+def _connect(parts: SplitResult) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+
+
+def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
+              max_outstanding: int = 200, connections: int = 32) -> dict[str, Any]:
+    """Poisson arrivals at ``rate``/s for ``seconds``; latency from the scheduled send time
+    (a request waiting for a free connection counts as waiting for the service).
 
     Over capacity the backlog grows without bound, and the queued requests would keep the
     service busy through the next load levels: once ``max_outstanding`` requests are
     unanswered the level stops offering and is reported ``saturated``.
     """
-    rng = random.Random(1)
+    parts = urlsplit(url)
+    payloads = [json.dumps(b).encode() for b in bodies]
+    headers = {"Content-Type": "application/json"}
+    jobs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
     lat: list[float] = []
-    errors, outstanding, saturated = 0, 0, False
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        async def one(i: int, due: float) -> None:
-            nonlocal errors, outstanding
-            outstanding += 1
+    state = {"errors": 0, "outstanding": 0}
+    lock = threading.Lock()
+
+    def worker() -> None:
+        conn = _connect(parts)
+        while (job := jobs.get()) is not None:
+            i, due = job
             try:
-                r = await client.post(url, json=bodies[i % len(bodies)])
-                errors += r.status_code != 200
-            except httpx.HTTPError:
-                errors += 1
-            finally:
-                outstanding -= 1
+                conn.request("POST", parts.path, body=payloads[i % len(payloads)],
+                             headers=headers)
+                r = conn.getresponse()
+                r.read()
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = _connect(parts)
             lat.append(time.perf_counter() - due)
+            with lock:
+                state["outstanding"] -= 1
+                state["errors"] += not ok
+        conn.close()
 
-        tasks, t, start, i = [], 0.0, time.perf_counter(), 0
-        while t < seconds:
-            if outstanding >= max_outstanding:
-                saturated = True
-                break
-            due = start + t
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due)))
-            t += rng.expovariate(rate)
-            i += 1
-        _, pending = await asyncio.wait(tasks, timeout=max(2.0, seconds))  # bounded drain
-        for task in pending:
-            task.cancel()
-        spent = time.perf_counter() - start
-    return {"offered_rps": rate, "offered": len(tasks), "achieved_rps": len(lat) / spent,
-            "errors": errors, "unfinished": len(pending), "saturated": saturated, **_pct(lat)}
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    rng = random.Random(1)
+    offered, at, saturated, start = 0, 0.0, False, time.perf_counter()
+    while at < seconds:
+        if state["outstanding"] >= max_outstanding:
+            saturated = True
+            break
+        due = start + at
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        with lock:
+            state["outstanding"] += 1
+        jobs.put((offered, due))
+        offered += 1
+        at += rng.expovariate(rate)
+    drain_until = time.perf_counter() + max(2.0, seconds)  # bounded drain
+    while state["outstanding"] > 0 and time.perf_counter() < drain_until:
+        time.sleep(0.01)
+    unfinished = state["outstanding"]
+    spent = time.perf_counter() - start
+    while True:  # requests not sent yet are dropped, then the workers stop
+        try:
+            jobs.get_nowait()
+        except queue.Empty:
+            break
+    for _ in threads:
+        jobs.put(None)
+    for t in threads:
+        t.join(35)
+    return {"offered_rps": rate, "offered": offered, "achieved_rps": len(lat) / spent,
+            "errors": state["errors"], "unfinished": unfinished, "saturated": saturated,
+            **_pct(lat)}
 
 
-async def settle(url: str, body: dict, seconds: float = 30.0) -> None:
+def settle(url: str, body: dict, seconds: float = 30.0) -> None:
     """Wait until the service answers promptly again (a saturated level leaves a queue)."""
+    parts = urlsplit(url)
+    conn = _connect(parts)
     end = time.perf_counter() + seconds
-    async with httpx.AsyncClient(timeout=30) as client:
+    try:
         while time.perf_counter() < end:
             t0 = time.perf_counter()
-            await client.post(url, json=body)
+            conn.request("POST", parts.path, body=json.dumps(body).encode(),
+                         headers={"Content-Type": "application/json"})
+            conn.getresponse().read()
             if time.perf_counter() - t0 < 0.1:
                 return
-            await asyncio.sleep(0.2)
+            time.sleep(0.2)
+    finally:
+        conn.close()
 
 
 def run_bench(base_url: str, users: list[str], seconds: float = 8.0,
@@ -128,15 +186,15 @@ def run_bench(base_url: str, users: list[str], seconds: float = 8.0,
     report: dict[str, Any] = {"seconds": seconds, "users": len(users)}
     for name, path in (("noop", "/noop/v1/rank"), ("rank", "/v1/rank")):
         url = base_url + path
-        asyncio.run(closed_loop(url, bodies, 1, 1.0))  # warm-up
+        closed_loop(url, bodies, 1, 1.0)  # warm-up
         closed, opened = [], []
         for c in concurrency:
             print(f"{name}: closed loop, {c} client(s), {seconds:g} s", file=sys.stderr)
-            closed.append(asyncio.run(closed_loop(url, bodies, c, seconds)))
+            closed.append(closed_loop(url, bodies, c, seconds))
         for r in sorted(rates):
             print(f"{name}: open loop, {r:g} requests/s, {seconds:g} s", file=sys.stderr)
-            opened.append(asyncio.run(open_loop(url, bodies, r, seconds)))
-            asyncio.run(settle(url, bodies[0]))
+            opened.append(open_loop(url, bodies, r, seconds))
+            settle(url, bodies[0])
             if opened[-1]["saturated"]:  # higher rates would only saturate sooner
                 print(f"{name}: saturated at {r:g} requests/s; higher rates skipped",
                       file=sys.stderr)
