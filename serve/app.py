@@ -80,7 +80,7 @@ class RankingService:
             self.model_path = path
             api.state.model_version = version
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def infer(self, prepared: list[Any]) -> list[Any]:
         """One ONNX call for every request that arrived within the batch window."""
         return self.ranker.infer(prepared)

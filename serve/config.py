@@ -26,7 +26,9 @@ class ServeSettings(BaseSettings):
     replicas: int = Field(1, ge=1, le=64)
     onnx_threads: int = Field(1, ge=1, le=64, description="intra-op threads per replica")
     batch_max_size: int = Field(16, ge=1, le=512)
-    batch_wait_s: float = Field(0.002, ge=0, le=1)
+    batch_wait_s: float = Field(
+        0.0, ge=0, le=1, description="how long a batch waits for more requests; 0 = take what "
+        "queued while the last batch ran (batches form under load, no wait at low load)")
     k_default: int = Field(20, ge=1, le=200)
     k_max: int = Field(100, ge=1, le=1000)
     exposure_strength: float = Field(

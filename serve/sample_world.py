@@ -67,5 +67,5 @@ class SampleWorld:
     def settings(self, **overrides: object) -> ServeSettings:
         """Settings serving this world on a free port (override anything)."""
         base = {"data_dir": self.data_dir, "model_path": self.model_a, "online_store": "sqlite",
-                "port": free_port(), "batch_wait_s": 0.001}
+                "port": free_port()}
         return ServeSettings(**{**base, **overrides})
