@@ -148,7 +148,7 @@ def _train(args: argparse.Namespace) -> int:
                  "w_mtp": args.w_mtp,
                  "item_only": args.item_only}
     summary = {}
-    runs = [(args.out, model_cfg, "fm")]
+    runs = [(args.out, model_cfg, "item-only" if args.item_only else "fm")]
     if args.with_ablation:
         runs.append((args.out / "ablation", {**model_cfg, "item_only": True}, "item-only"))
     for out, mc, tag in runs:
