@@ -68,14 +68,11 @@ def flow_env(kafka: KafkaSettings, data: Path, **extra: str) -> dict[str, str]:
             "MARQUEE_ONLINE_STORE": "sqlite", "PYTHONPATH": str(ROOT), **extra}
 
 
-def prepare(data: Path, world: SyntheticWorld, partitions: int = 1) -> Path:
-    from bytewax.recovery import init_db_dir  # in-process: a subprocess costs an interpreter
-
+def prepare(data: Path, world: SyntheticWorld) -> Path:
+    """The catalogue in ``data``; the recovery directory the flow's launch creates there
+    (one partition per worker) on its first start."""
     world.write_catalogue(data / "catalogue.jsonl")
-    recovery = data / "recovery"
-    recovery.mkdir(parents=True)
-    init_db_dir(recovery, partitions)
-    return recovery
+    return data / "recovery"
 
 
 def run_flow(kafka, data, recovery, timeout=120, processes=1, **extra) -> None:
@@ -155,7 +152,7 @@ def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, k
 def test_two_worker_processes_give_the_same_results_as_one(clean_run, tmp_path):
     kafka_topics, events, world, b = clean_run
     two = tmp_path / "two"
-    run_flow(kafka_topics, two, prepare(two, world, partitions=2), processes=2)
+    run_flow(kafka_topics, two, prepare(two, world), processes=2)
     a = snapshot_of(two, events)
     diff = {k: (a["items"][k], b["items"][k]) for k in a["items"] if a["items"][k] != b["items"][k]}
     assert a == b, list(diff.items())[:3]
