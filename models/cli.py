@@ -65,6 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="multi-token heads: sampled softmax with N negatives (0 full softmax, "
                         "default -1: as --negatives)")
     p.add_argument("--w-mtp", type=float, default=0.3, help="loss weight per multi-token head")
+    p.add_argument("--blend-grid", type=float, nargs="*", default=None, metavar="W",
+                   help="weights of the multi-token heads in the ranking query tried on "
+                        "validation after training; the best is kept (default 0 0.25 0.5 1 2; "
+                        "give none to keep next-item only)")
     p.add_argument("--item-only", action="store_true", help="train the item-only ablation")
     p.add_argument("--with-ablation", action="store_true",
                    help="also train the item-only ablation with the same budget into DIR/ablation")
@@ -140,8 +144,10 @@ def _train(args: argparse.Namespace) -> int:
                       batching=args.batching,
                       patience=args.patience, max_minutes=args.max_minutes,
                       valid_users=args.valid_users, seed=args.seed,
-                      progress=not args.no_progress, **({"device": args.device}
-                                                        if args.device else {}))
+                      progress=not args.no_progress,
+                      **({"device": args.device} if args.device else {}),
+                      **({"blend_grid": tuple(args.blend_grid)}
+                         if args.blend_grid is not None else {}))
     model_cfg = {"max_len": args.max_len, "d_model": args.d_model, "n_layers": args.layers,
                  "n_heads": args.heads, "dropout": args.dropout, "mtp_k": args.mtp_k,
                  "n_negatives": args.negatives, "mtp_negatives": args.mtp_negatives,
@@ -154,7 +160,7 @@ def _train(args: argparse.Namespace) -> int:
     for out, mc, tag in runs:
         metrics = write_outputs(train(corpus, mc, cfg, data_spec=spec, tag=tag), out)
         summary[tag] = {"dir": str(out), "best_epoch": metrics["best_epoch"],
-                        "valid": metrics["valid"],
+                        "valid": metrics["valid"], "mtp_blend": metrics["config"]["mtp_blend"],
                         "train_tokens_per_s": metrics["train_tokens_per_s"]}
     print(json.dumps(summary, indent=2))
     return 0

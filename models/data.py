@@ -283,6 +283,15 @@ def training_windows(corpus: Corpus, split: Split, max_len: int, mtp_k: int) -> 
         action = np.r_[seq[1:, I_ACTION], 0]
         duration = np.r_[seq[1:, I_DURATION], 0]
         weight = np.r_[w[1:], 0.0].astype(np.float32)
+        # End the prefix at its last position with a target: the newest token of a window is
+        # where serving reads the user state (recency position 0), so it must be trained.
+        # Kept, that tail token had no target and position 0 learnt nothing (a train/serve gap).
+        has_target = np.flatnonzero(targets[:, 0] > 0)
+        if not len(has_target):
+            continue
+        keep = has_target[-1] + 1
+        seq, targets = seq[:keep], targets[:keep]
+        action, duration, weight = action[:keep], duration[:keep], weight[:keep]
         for b in range(len(seq), 0, -max_len):  # non-overlapping, newest first
             a = max(b - max_len, 0)
             rows.append((seq[a:b], targets[a:b], action[a:b], duration[a:b], weight[a:b]))

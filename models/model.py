@@ -62,6 +62,9 @@ class ModelConfig:
     w_action: float = 0.2
     w_duration: float = 0.2
     w_mtp: float = 0.3  # per extra offset
+    # Ranking query = next-item state + mtp_blend * each multi-token head's state: items the
+    # user is likely to take within the next k, not only next (chosen on validation by train).
+    mtp_blend: float = 0.0
     facet_sizes: dict[str, int] = field(default_factory=dict)  # filled in __post_init__
 
     def __post_init__(self) -> None:
@@ -264,8 +267,13 @@ class FoundationModel(nn.Module):
         return (ce * w).sum() / w.sum().clamp(min=1e-6)
 
     def user_embedding(self, tokens: dict[str, Tensor], items: Tensor | None = None) -> Tensor:
-        """The state after the newest token: [B, D]."""
-        return self.forward(tokens, items)[:, -1, :]
+        """The ranking query after the newest token: [B, D]. Scores are its dot products with
+        the item vectors, so blending the multi-token heads in adds their logits.
+        """
+        h = self.forward(tokens, items)[:, -1, :]
+        if self.cfg.mtp_blend and len(self.mtp_proj):
+            h = h + self.cfg.mtp_blend * sum(proj(h) for proj in self.mtp_proj)
+        return h
 
     def score(self, tokens: dict[str, Tensor], seen_mask: Tensor) -> Tensor:
         """Scores of every item for the next interaction [B, n_items]; excluded items get NEG

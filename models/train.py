@@ -46,6 +46,8 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget (checked after each epoch)
     valid_users: int | None = None  # cap on validation users (sampled once, seeded)
     seed: int = 42
+    # mtp_blend values tried on validation after training (models with multi-token heads)
+    blend_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     progress: bool = True
 
@@ -152,12 +154,32 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
         if bad >= cfg.patience or out_of_time or not math.isfinite(row.get("train_loss", 0.0)):
             break
     model.load_state_dict(best[2])
+    blends = tune_blend(model, valid, known, cfg)
+    if blends:
+        best = (*best[:3], blends[model.cfg.mtp_blend])
     model.cpu().eval()
     extra = {"data": data_spec or {}, "train": {**asdict(cfg), "device": cfg.device},
-             "best_epoch": best[1], "valid": best[3]}
+             "best_epoch": best[1], "valid": best[3], "blend": blends}
     ckpt = Checkpoint(model=model, vocab=corpus.vocab, version=new_version(tag),
                       genres=corpus.genres, kinds=corpus.kinds, ref_ms=corpus.ref_ms, extra=extra)
     return TrainResult(ckpt, history, best[1], best[3], n_tokens / max(train_s, 1e-9))
+
+
+def tune_blend(model: FoundationModel, valid, known, cfg: TrainConfig) -> dict[float, dict]:
+    """Set ``mtp_blend`` to the value in ``cfg.blend_grid`` with the best validation NDCG@10
+    (never test); returns the metrics per value ({} when the model has no multi-token heads).
+    """
+    if not len(model.mtp_proj) or not cfg.blend_grid:
+        return {}
+    results: dict[float, dict] = {}
+    for blend in cfg.blend_grid:
+        model.cfg.mtp_blend = blend
+        results[blend] = evaluate_ranks(torch_ranker(model, cfg.device), valid,
+                                        model.cfg.n_items, known)
+    model.cfg.mtp_blend = max(results, key=lambda b: results[b]["ndcg@10"])
+    log.info("mtp_blend %s chosen on validation: %s", model.cfg.mtp_blend,
+             {b: r["ndcg@10"] for b, r in results.items()})
+    return results
 
 
 def _length_batches(lengths: torch.Tensor, batch_size: int,
@@ -184,7 +206,8 @@ def write_outputs(result: TrainResult, out_dir: Path) -> dict[str, Any]:
     """Checkpoint, ``metrics.json`` and ``curves.png`` into ``out_dir``; returns the metrics."""
     result.checkpoint.save(out_dir)
     metrics = {"version": result.checkpoint.version, "best_epoch": result.best_epoch,
-               "valid": result.best_valid, "train_tokens_per_s": round(result.tokens_per_s, 1),
+               "valid": result.best_valid, "blend": result.checkpoint.extra.get("blend"),
+               "train_tokens_per_s": round(result.tokens_per_s, 1),
                "config": result.checkpoint.config.to_dict(), "history": result.history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_curves(result.history, out_dir / "curves.png")

@@ -52,10 +52,13 @@ def test_windows_targets_next_interaction_and_mtp(tmp_path: Path) -> None:
     split = leave_one_out(corpus)
     win = training_windows(corpus, split, max_len=4, mtp_k=3)
     ids = [corpus.vocab.lookup("item", i) for i in ("10", "11", "12")]
-    row = [i for i in range(len(win)) if win.tokens[i, -1, I_ITEM] == ids[2]][0]
-    assert win.tokens[row, :, I_ITEM].tolist() == [0, *ids]
-    assert win.item[row].tolist() == [0, ids[1], ids[2], 0]  # last has no target in train
-    assert win.mtp[row, :, 0].tolist() == [0, ids[2], 0, 0]
+    row = [i for i in range(len(win)) if win.tokens[i, -1, I_ITEM] == ids[1]][0]
+    # the prefix 10 11 12 ends at its last position with a target: 12 predicts nothing in
+    # training, so the window is 10 11 and its newest position (where serving reads) is trained
+    assert win.tokens[row, :, I_ITEM].tolist() == [0, 0, ids[0], ids[1]]
+    assert win.item[row].tolist() == [0, 0, ids[1], ids[2]]
+    assert win.mtp[row, :, 0].tolist() == [0, 0, ids[2], 0]
+    assert (win.item[:, -1] > 0).all()  # every window's newest position has a target
     known = known_items(corpus, split)
     assert known[ids[0]] == 1 and known[ids[1]] == 1
     assert known[corpus.vocab.lookup("item", "14")] == 0  # only ever a test target
@@ -80,10 +83,15 @@ def test_event_tokens_cut_before_the_discovery_of_the_target() -> None:
     # valid target: item 5 (history ends after item 3's watch); test: item 7 (after abandon 5)
     assert split.valid["u"] == (6, 5) and split.test["u"] == (10, 7)
     win = training_windows(corpus, split, max_len=8, mtp_k=2)
-    seq = win.tokens[0, -6:]
-    assert seq[:, I_ACTION].tolist() == [vocab.lookup("action", a) for _, a in acts[:6]]
+    # the training prefix is the first 6 tokens, cut after its last position with a target
+    seq = win.tokens[0, -4:]
+    assert (win.tokens[0, :-4] == 0).all()
+    assert seq[:, I_ACTION].tolist() == [vocab.lookup("action", a) for _, a in acts[:4]]
     # targets only at interactions and their follow-ups, pointing at the next interaction
-    assert win.item[0, -6:].tolist() == [0, 0, 3, 3, 0, 0]
+    assert win.item[0, -4:].tolist() == [0, 0, 3, 3]
+    # next-token targets still come from the untrimmed prefix: the rate is followed by an
+    # impression
+    assert win.action[0, -1] == vocab.lookup("action", "impression")
 
 
 def test_cold_items_are_never_targets(tmp_path: Path) -> None:
@@ -142,10 +150,12 @@ def test_windows_cover_each_training_position_once(tmp_path: Path) -> None:
     split = leave_one_out(corpus)
     assert split.train == {"1": 21, "2": 2}
     win = training_windows(corpus, split, max_len=5, mtp_k=2)
-    assert len(win) == 5 + 1  # ceil(21 / 5) windows for user 1, one for user 2
+    # the prefixes end at their last position with a target: 20 tokens for user 1 in 4
+    # windows, 1 for user 2
+    assert len(win) == 4 + 1
     seen = sorted(int(t) for t in win.tokens[..., I_ITEM][win.tokens[..., I_ITEM] > 0])
     ids = [corpus.vocab.lookup("item", str(i)) for i in range(1, 22)]
-    assert seen == sorted(ids + [corpus.vocab.lookup("item", s) for s in ("1", "2")])
+    assert seen == sorted(ids[:-1] + [corpus.vocab.lookup("item", "1")])
     # every prefix position but the last predicts the next item, exactly once
     targets = sorted(int(t) for t in win.item[win.item > 0])
     assert targets == sorted(ids[1:] + [corpus.vocab.lookup("item", "2")])

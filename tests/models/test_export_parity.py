@@ -28,7 +28,8 @@ def _checkpoint(item_only: bool = False) -> Checkpoint:
     for d in ("tv", "phone"):
         vocab.id("device", d)
     cfg = ModelConfig(n_items=vocab.size("item"), max_len=MAX_LEN, d_model=32, n_heads=2,
-                      n_genres=6, n_kinds=3, n_devices=vocab.size("device"), item_only=item_only)
+                      n_genres=6, n_kinds=3, n_devices=vocab.size("device"), item_only=item_only,
+                      mtp_blend=0.0 if item_only else 0.5)  # the graph carries the blend
     model = FoundationModel(cfg)
     gen = torch.Generator().manual_seed(1)
     meta = torch.stack([torch.randint(0, 6, (N_ITEMS,), generator=gen),

@@ -1,4 +1,4 @@
-"""The fused full-softmax cross-entropy equals autograd's, value and gradients."""
+"""The fused full-softmax cross-entropy equals autograd's; the multi-token blend of the query."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.model import full_softmax_ce
+from models.model import FoundationModel, ModelConfig, full_softmax_ce
 
 
 @pytest.mark.parametrize("chunk", [7, 64, None])
@@ -28,3 +28,19 @@ def test_full_softmax_ce_matches_cross_entropy(chunk: int | None) -> None:
     assert torch.allclose(got[1], items.grad, atol=1e-5)
     with torch.no_grad():  # evaluation path: plain cross-entropy, no gradients kept
         assert torch.allclose(full_softmax_ce(x * 2, items, target, weight), ref, atol=1e-5)
+
+
+def test_mtp_blend_adds_each_heads_state_to_the_query() -> None:
+    torch.manual_seed(0)
+    model = FoundationModel(ModelConfig(n_items=30, max_len=6, d_model=8, mtp_k=3)).eval()
+    tokens = {f: torch.randint(1, 3, (2, 5)) for f in ("action", "gap", "hour", "dow", "device",
+                                                        "surface", "duration")}
+    tokens["item"] = torch.randint(2, 30, (2, 5))
+    with torch.no_grad():
+        h = model(tokens)[:, -1]
+        assert torch.equal(model.user_embedding(tokens), h)  # blend 0: next-item state only
+        model.cfg.mtp_blend = 0.5
+        want = h + 0.5 * (model.mtp_proj[0](h) + model.mtp_proj[1](h))
+        assert torch.allclose(model.user_embedding(tokens), want, atol=1e-6)
+        scores = model.score(tokens, torch.zeros(2, 30))
+        assert torch.allclose(scores[:, 2:], want @ model.item_vectors()[2:].T, atol=1e-5)

@@ -42,6 +42,12 @@ def test_checkpoint_carries_config_vocab_and_history(trained: Path, world) -> No
     assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3]
     assert metrics["best_epoch"] == ckpt.extra["best_epoch"]
     assert (trained / "curves.png").stat().st_size > 1000
+    # the multi-token blend is chosen on validation: the best NDCG@10 of the grid
+    blend = {float(b): r["ndcg@10"] for b, r in metrics["blend"].items()}
+    assert sorted(blend) == sorted(TrainConfig().blend_grid)
+    assert blend[ckpt.config.mtp_blend] == max(blend.values())
+    assert metrics["valid"]["ndcg@10"] == blend[ckpt.config.mtp_blend]
+    assert json.loads((trained / "ablation" / "metrics.json").read_text())["blend"] == {}
 
 
 def test_event_model_beats_baselines_and_ranks_cold_titles(trained: Path, world) -> None:
