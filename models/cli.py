@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="multi-token heads: sampled softmax with N negatives (0 full softmax, "
                         "default -1: as --negatives)")
     p.add_argument("--w-mtp", type=float, default=0.3, help="loss weight per multi-token head")
+    p.add_argument("--mtp-detach", action="store_true",
+                   help="multi-token heads learn from the state without steering it (the trunk "
+                        "trains as for next-item only; the heads still join the ranking query)")
     p.add_argument("--blend-grid", type=float, nargs="*", default=None, metavar="W",
                    help="weights of the multi-token heads in the ranking query tried on "
                         "validation after training; the best is kept (default 0 0.25 0.5 1 2; "
@@ -151,7 +154,7 @@ def _train(args: argparse.Namespace) -> int:
     model_cfg = {"max_len": args.max_len, "d_model": args.d_model, "n_layers": args.layers,
                  "n_heads": args.heads, "dropout": args.dropout, "mtp_k": args.mtp_k,
                  "n_negatives": args.negatives, "mtp_negatives": args.mtp_negatives,
-                 "w_mtp": args.w_mtp,
+                 "w_mtp": args.w_mtp, "mtp_detach": args.mtp_detach,
                  "item_only": args.item_only}
     summary = {}
     runs = [(args.out, model_cfg, "item-only" if args.item_only else "fm")]

@@ -65,6 +65,9 @@ class ModelConfig:
     # Ranking query = next-item state + mtp_blend * each multi-token head's state: items the
     # user is likely to take within the next k, not only next (chosen on validation by train).
     mtp_blend: float = 0.0
+    # Multi-token heads read the state and item vectors without steering them (gradients stop
+    # there): the trunk learns exactly as for next-item, the heads add a look-ahead to the query.
+    mtp_detach: bool = False
     facet_sizes: dict[str, int] = field(default_factory=dict)  # filled in __post_init__
 
     def __post_init__(self) -> None:
@@ -236,9 +239,10 @@ class FoundationModel(nn.Module):
             out["duration"] = _masked_ce(h, self.duration_head, targets["duration"], weight)
             total = total + cfg.w_action * out["action"] + cfg.w_duration * out["duration"]
         mtp_neg = cfg.n_negatives if cfg.mtp_negatives < 0 else cfg.mtp_negatives
+        h_mtp, items_mtp = (h.detach(), items.detach()) if cfg.mtp_detach else (h, items)
         for j, proj in enumerate(self.mtp_proj):
-            out[f"mtp{j + 2}"] = self._item_ce(proj(h), items, targets["mtp"][..., j], weight,
-                                               mtp_neg)
+            out[f"mtp{j + 2}"] = self._item_ce(proj(h_mtp), items_mtp, targets["mtp"][..., j],
+                                               weight, mtp_neg)
             total = total + cfg.w_mtp * out[f"mtp{j + 2}"]
         out["loss"] = total
         return out

@@ -44,3 +44,25 @@ def test_mtp_blend_adds_each_heads_state_to_the_query() -> None:
         assert torch.allclose(model.user_embedding(tokens), want, atol=1e-6)
         scores = model.score(tokens, torch.zeros(2, 30))
         assert torch.allclose(scores[:, 2:], want @ model.item_vectors()[2:].T, atol=1e-5)
+
+
+def test_detached_multi_token_heads_do_not_steer_the_trunk() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_items=30, max_len=6, d_model=8, mtp_k=2, mtp_detach=True, w_item=0.0,
+                      w_action=0.0, w_duration=0.0)
+    model = FoundationModel(cfg)
+    tokens = {f: torch.randint(1, 3, (2, 5)) for f in ("action", "gap", "hour", "dow", "device",
+                                                        "surface", "duration")}
+    tokens["item"] = torch.randint(2, 30, (2, 5))
+    targets = {"item": torch.randint(2, 30, (2, 5)), "mtp": torch.randint(2, 30, (2, 5, 1)),
+               "action": torch.randint(1, 3, (2, 5)), "duration": torch.randint(1, 3, (2, 5)),
+               "weight": torch.ones(2, 5)}
+    model.losses(tokens, targets)["loss"].backward()
+    assert model.mtp_proj[0].weight.grad.abs().sum() > 0
+    for name, p in model.named_parameters():
+        if not name.startswith("mtp_proj"):
+            assert p.grad is None or not p.grad.any(), name
+    model.zero_grad()
+    model.cfg.mtp_detach = False  # the default: the look-ahead also trains the trunk
+    model.losses(tokens, targets)["loss"].backward()
+    assert model.item_emb.weight.grad.abs().sum() > 0
