@@ -121,16 +121,17 @@ def train_and_export(layout: Layout, minutes: float | None = 1.0, reuse: bool = 
     """Train on the token log for at most ``minutes`` (and ``epochs``) and export ONNX;
     returns (onnx, reused).
 
-    With ``reuse``, a model trained on the same data is kept: same ``data_key`` when given
-    (e.g. the synthetic world's config), else the same token log files and sizes.
+    With ``reuse``, a model trained on the same data by the same training recipe
+    (``models.train.RECIPE``) is kept: same ``data_key`` when given (e.g. the synthetic
+    world's config), else the same token log files and sizes.
     """
     from models.data import load_corpus
     from models.export import export
-    from models.train import TrainConfig, train, write_outputs
+    from models.train import RECIPE, TrainConfig, train, write_outputs
 
     stamp = layout.model_dir / "trained_on.txt"
     print_ = print if progress else (lambda *a, **k: None)
-    key = data_key or _fingerprint(layout)
+    key = f"{data_key or _fingerprint(layout)} recipe={RECIPE}"  # new training code retrains
     if reuse and layout.onnx.exists() and stamp.exists() and stamp.read_text() == key:
         return layout.onnx, True
     corpus = load_corpus("tokens", layout.tokens, vocab_path=layout.vocab,

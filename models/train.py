@@ -28,6 +28,9 @@ from streams.tokens import FACETS
 
 log = logging.getLogger(__name__)
 
+# Changes when training changes what a model learns: the demo retrains models of an older recipe.
+RECIPE = "2026-11-23"  # windows end at their last trained position; multi-token blend
+
 
 @dataclass
 class TrainConfig:
