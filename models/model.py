@@ -68,6 +68,9 @@ class ModelConfig:
     # Multi-token heads read the state and item vectors without steering them (gradients stop
     # there): the trunk learns exactly as for next-item, the heads add a look-ahead to the query.
     mtp_detach: bool = False
+    # Id dropout: in training, this share of items is seen by its metadata tower alone in each
+    # step, so the tower learns to place titles without ids (cold start). Tower models only.
+    id_dropout: float = 0.15
     facet_sizes: dict[str, int] = field(default_factory=dict)  # filled in __post_init__
 
     def __post_init__(self) -> None:
@@ -196,7 +199,11 @@ class FoundationModel(nn.Module):
 
     def item_vectors(self) -> Tensor:
         """All item vectors [n_items, D]: id part (trained items only) + metadata tower."""
-        vec = self.item_emb.weight * self.known.unsqueeze(1)
+        known = self.known
+        if self.training and self.tower is not None and self.cfg.id_dropout > 0:
+            keep = torch.rand(known.shape, device=known.device) >= self.cfg.id_dropout
+            known = known * keep
+        vec = self.item_emb.weight * known.unsqueeze(1)
         if self.tower is not None:
             vec = vec + self.tower(self.item_meta)
         return vec

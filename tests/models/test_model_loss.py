@@ -66,3 +66,16 @@ def test_detached_multi_token_heads_do_not_steer_the_trunk() -> None:
     model.cfg.mtp_detach = False  # the default: the look-ahead also trains the trunk
     model.losses(tokens, targets)["loss"].backward()
     assert model.item_emb.weight.grad.abs().sum() > 0
+
+
+def test_id_dropout_hides_ids_in_training_only() -> None:
+    torch.manual_seed(0)
+    model = FoundationModel(ModelConfig(n_items=400, d_model=8, id_dropout=0.25))
+    with torch.no_grad():
+        model.item_emb.weight.add_(1.0)  # every id part non-zero
+        tower = model.tower(model.item_meta)
+        tower_only = (model.item_vectors() - tower).abs().sum(1) == 0  # id part dropped
+        assert 0.1 < tower_only[2:].float().mean() < 0.4
+        assert not ((model.eval().item_vectors() - tower).abs().sum(1) == 0)[2:].any()
+        item_only = FoundationModel(ModelConfig(n_items=400, d_model=8, item_only=True))
+        assert (item_only.item_vectors()[2:] != 0).all(1).all()  # no tower: ids always kept
