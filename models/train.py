@@ -21,7 +21,15 @@ import torch
 from tqdm import tqdm
 
 from models.checkpoint import Checkpoint, new_version
-from models.data import Corpus, Split, eval_set, known_items, leave_one_out, training_windows
+from models.data import (
+    Corpus,
+    EvalSet,
+    Split,
+    eval_set,
+    known_items,
+    leave_one_out,
+    training_windows,
+)
 from models.evaluate import evaluate_ranks, torch_ranker
 from models.model import FoundationModel, ModelConfig
 from streams.tokens import FACETS
@@ -29,7 +37,7 @@ from streams.tokens import FACETS
 log = logging.getLogger(__name__)
 
 # Changes when training changes what a model learns: the demo retrains models of an older recipe.
-RECIPE = "2026-11-23"  # windows end at their last trained position; multi-token blend
+RECIPE = "2026-11-23"  # windows end at a trained position; multi-token blend; id dropout
 
 
 @dataclass
@@ -168,7 +176,8 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
     return TrainResult(ckpt, history, best[1], best[3], n_tokens / max(train_s, 1e-9))
 
 
-def tune_blend(model: FoundationModel, valid, known, cfg: TrainConfig) -> dict[float, dict]:
+def tune_blend(model: FoundationModel, valid: EvalSet, known: np.ndarray,
+               cfg: TrainConfig) -> dict[float, dict]:
     """Set ``mtp_blend`` to the value in ``cfg.blend_grid`` with the best validation NDCG@10
     (never test); returns the metrics per value ({} when the model has no multi-token heads).
     """
