@@ -36,6 +36,17 @@ def _pct(xs: list[float]) -> dict[str, float]:
             "p99_ms": float(np.percentile(a, 99))}
 
 
+def _connect(parts: SplitResult) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+
+
+def _post(conn: http.client.HTTPConnection, path: str, payload: bytes) -> tuple[int, bytes]:
+    """One JSON POST on a keep-alive connection: (status, body)."""
+    conn.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
 def closed_loop(url: str, bodies: list[dict], clients: int, seconds: float) -> dict[str, Any]:
     """C clients back to back for ``seconds``: threads, each with one keep-alive connection
     through ``http.client`` (the lightest Python client: the client's own time is part of
@@ -43,23 +54,19 @@ def closed_loop(url: str, bodies: list[dict], clients: int, seconds: float) -> d
     """
     parts = urlsplit(url)
     payloads = [json.dumps(b).encode() for b in bodies]
-    headers = {"Content-Type": "application/json"}
     lat: list[float] = []
     replies: list[bytes] = []
     errors = [0]
     end = time.perf_counter() + seconds
 
     def worker(i: int) -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn = _connect(parts)
         try:
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
-                conn.request("POST", parts.path, body=payloads[i % len(payloads)],
-                             headers=headers)
-                r = conn.getresponse()
-                data = r.read()
+                status, data = _post(conn, parts.path, payloads[i % len(payloads)])
                 lat.append(time.perf_counter() - t0)
-                if r.status != 200:
+                if status != 200:
                     errors[0] += 1
                 else:
                     replies.append(data)
@@ -82,10 +89,6 @@ def closed_loop(url: str, bodies: list[dict], clients: int, seconds: float) -> d
             "stages": {k: _pct(v) for k, v in stages.items()}, "_samples": lat}
 
 
-def _connect(parts: SplitResult) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-
-
 def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
               max_outstanding: int = 200, connections: int = 32) -> dict[str, Any]:
     """Poisson arrivals at ``rate``/s for ``seconds``; latency from the scheduled send time
@@ -97,7 +100,6 @@ def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
     """
     parts = urlsplit(url)
     payloads = [json.dumps(b).encode() for b in bodies]
-    headers = {"Content-Type": "application/json"}
     jobs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
     lat: list[float] = []
     state = {"errors": 0, "outstanding": 0}
@@ -108,11 +110,7 @@ def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
         while (job := jobs.get()) is not None:
             i, due = job
             try:
-                conn.request("POST", parts.path, body=payloads[i % len(payloads)],
-                             headers=headers)
-                r = conn.getresponse()
-                r.read()
-                ok = r.status == 200
+                ok = _post(conn, parts.path, payloads[i % len(payloads)])[0] == 200
             except (OSError, http.client.HTTPException):
                 ok = False
                 conn.close()
@@ -168,9 +166,7 @@ def settle(url: str, body: dict, seconds: float = 30.0) -> None:
     try:
         while time.perf_counter() < end:
             t0 = time.perf_counter()
-            conn.request("POST", parts.path, body=json.dumps(body).encode(),
-                         headers={"Content-Type": "application/json"})
-            conn.getresponse().read()
+            _post(conn, parts.path, json.dumps(body).encode())
             if time.perf_counter() - t0 < 0.1:
                 return
             time.sleep(0.2)
