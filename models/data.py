@@ -55,6 +55,17 @@ class Corpus:
         return np.array([self.vocab.lookup("action", a) for a in POSITIVE_ACTIONS])
 
 
+def constant_facets(corpus: Corpus) -> tuple[str, ...]:
+    """Context facets with at most one value (besides padding) in the whole corpus: nothing to
+    learn from them (``ModelConfig.constant_facets``).
+    """
+    if not corpus.sequences:
+        return ()
+    ids = np.concatenate(list(corpus.sequences.values()))  # [T, len(FACETS)]
+    return tuple(f for j, f in enumerate(FACETS) if j != I_ITEM
+                 and len(np.unique(ids[:, j][ids[:, j] > 0])) <= 1)
+
+
 # ---- loading ---------------------------------------------------------------------------------
 def load_sasrec(path: Path) -> Corpus:
     """A SASRec-format file: each line one ``watch`` of an item, context facets 0."""

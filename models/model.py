@@ -71,6 +71,11 @@ class ModelConfig:
     # Id dropout: in training, this share of items is seen by its metadata tower alone in each
     # step, so the tower learns to place titles without ids (cold start). Tower models only.
     id_dropout: float = 0.15
+    # Context facets the training data never varies (SASRec files: every token a ``watch``,
+    # no time or device). They get no embedding (a constant vector as large as the item
+    # embedding only blurs the items at the start of training) and, for action and duration,
+    # no head (a constant target teaches nothing). Set by ``train.build_model``.
+    constant_facets: tuple[str, ...] = ()
     facet_sizes: dict[str, int] = field(default_factory=dict)  # filled in __post_init__
 
     def __post_init__(self) -> None:
@@ -78,14 +83,27 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
         if self.n_items < 3:
             raise ValueError(f"n_items={self.n_items}: the item table needs at least one item")
+        self.constant_facets = tuple(self.constant_facets)
+        unknown = set(self.constant_facets) - set(FACETS[1:])
+        if unknown:
+            raise ValueError(f"constant_facets {sorted(unknown)}: only context facets "
+                             f"{FACETS[1:]} can be switched off")
         self.facet_sizes = {"action": N_ACTIONS, "gap": N_GAP_BUCKETS, "hour": N_HOURS,
                             "dow": N_DOWS, "device": self.n_devices,
                             "surface": self.n_surfaces, "duration": N_DURATION_BUCKETS}
 
     @property
     def facets(self) -> tuple[str, ...]:
-        """The facets this model reads (all of ``FACETS``, or ``item`` for the ablation)."""
-        return ("item",) if self.item_only else FACETS
+        """The facets this model reads (``FACETS`` less the constant ones, or ``item`` for the
+        ablation).
+        """
+        if self.item_only:
+            return ("item",)
+        return tuple(f for f in FACETS if f not in self.constant_facets)
+
+    def head(self, facet: str) -> bool:
+        """Whether the model predicts the next token's ``action`` / ``duration``."""
+        return not self.item_only and facet not in self.constant_facets
 
     @property
     def tower(self) -> bool:
@@ -166,17 +184,16 @@ class FoundationModel(nn.Module):
         self.cfg = cfg
         d = cfg.d_model
         self.item_emb = nn.Embedding(cfg.n_items, d, padding_idx=0)
-        self.facet_emb = nn.ModuleDict() if cfg.item_only else nn.ModuleDict(
-            {f: nn.Embedding(n, d, padding_idx=0) for f, n in cfg.facet_sizes.items()})
+        self.facet_emb = nn.ModuleDict(
+            {f: nn.Embedding(cfg.facet_sizes[f], d, padding_idx=0) for f in cfg.facets[1:]})
         self.tower = ItemTower(cfg) if cfg.tower else None
         self.pos_emb = nn.Embedding(cfg.max_len, d)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(d)
-        extra = not cfg.item_only
-        self.action_head = nn.Linear(d, N_ACTIONS) if extra else None
-        self.duration_head = nn.Linear(d, N_DURATION_BUCKETS) if extra else None
-        n_mtp = cfg.mtp_k - 1 if extra else 0
+        self.action_head = nn.Linear(d, N_ACTIONS) if cfg.head("action") else None
+        self.duration_head = nn.Linear(d, N_DURATION_BUCKETS) if cfg.head("duration") else None
+        n_mtp = 0 if cfg.item_only else cfg.mtp_k - 1
         self.mtp_proj = nn.ModuleList(nn.Linear(d, d) for _ in range(n_mtp))
         # Catalogue side, carried in the state dict: metadata ids per item and whether the id
         # embedding was trained (1) or the item is cold and known by its metadata only (0).
@@ -241,10 +258,11 @@ class FoundationModel(nn.Module):
         weight = targets["weight"]
         out = {"item": self._item_ce(h, items, targets["item"], weight, cfg.n_negatives)}
         total = cfg.w_item * out["item"]
-        if self.action_head is not None and self.duration_head is not None:
-            out["action"] = _masked_ce(h, self.action_head, targets["action"], weight)
-            out["duration"] = _masked_ce(h, self.duration_head, targets["duration"], weight)
-            total = total + cfg.w_action * out["action"] + cfg.w_duration * out["duration"]
+        for name, head, w in (("action", self.action_head, cfg.w_action),
+                              ("duration", self.duration_head, cfg.w_duration)):
+            if head is not None:
+                out[name] = _masked_ce(h, head, targets[name], weight)
+                total = total + w * out[name]
         mtp_neg = cfg.n_negatives if cfg.mtp_negatives < 0 else cfg.mtp_negatives
         h_mtp, items_mtp = (h.detach(), items.detach()) if cfg.mtp_detach else (h, items)
         for j, proj in enumerate(self.mtp_proj):

@@ -25,6 +25,7 @@ from models.data import (
     Corpus,
     EvalSet,
     Split,
+    constant_facets,
     eval_set,
     known_items,
     leave_one_out,
@@ -91,7 +92,8 @@ def build_model(corpus: Corpus, split: Split, model_cfg: dict[str, Any]) -> Foun
     cfg = ModelConfig(n_items=corpus.n_items, n_devices=max(corpus.vocab.size("device"), 2),
                       n_surfaces=max(corpus.vocab.size("surface"), 2),
                       n_genres=len(corpus.genres) + 1, n_kinds=len(corpus.kinds) + 1,
-                      **{"use_tower": has_meta, **model_cfg})
+                      **{"use_tower": has_meta, "constant_facets": constant_facets(corpus),
+                         **model_cfg})
     model = FoundationModel(cfg)
     meta = corpus.item_meta if has_meta else np.zeros((corpus.n_items, 4), np.int64)
     model.set_catalogue(torch.from_numpy(meta), torch.from_numpy(known_items(corpus, split)))

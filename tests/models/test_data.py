@@ -12,6 +12,7 @@ from models.data import (
     I_ACTION,
     I_ITEM,
     Corpus,
+    constant_facets,
     corpus_from_tokens,
     eval_set,
     known_items,
@@ -45,6 +46,18 @@ def test_sasrec_leave_one_out(tmp_path: Path) -> None:
     row = es.users.index("1")
     assert es.tokens[row, :, I_ITEM].tolist() == [item("item", i) for i in ("11", "12", "13")]
     assert set(es.seen[row].tolist()) == {item("item", i) for i in ("10", "11", "12", "13")}
+
+
+def test_constant_facets_are_those_the_data_never_varies(tmp_path: Path) -> None:
+    corpus = load_sasrec(_sasrec(tmp_path))
+    assert constant_facets(corpus) == FACETS[1:]  # every token a watch, no context at all
+    seq = corpus.sequences["1"]
+    seq[0, FACETS.index("device")] = 3  # one device only: still constant
+    assert "device" in constant_facets(corpus)
+    seq[1, FACETS.index("device")] = 4
+    seq[2, I_ACTION] = seq[0, I_ACTION] + 1
+    assert constant_facets(corpus) == tuple(f for f in FACETS[1:] if f not in
+                                            ("action", "device"))
 
 
 def test_windows_targets_next_interaction_and_mtp(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from streams.tokens import FACETS, Vocab
 N_ITEMS, MAX_LEN, K = 60, 24, 15
 
 
-def _checkpoint(item_only: bool = False) -> Checkpoint:
+def _checkpoint(item_only: bool = False, constant: tuple[str, ...] = ()) -> Checkpoint:
     torch.manual_seed(0)
     vocab = Vocab()
     for i in range(N_ITEMS - 2):
@@ -29,7 +29,8 @@ def _checkpoint(item_only: bool = False) -> Checkpoint:
         vocab.id("device", d)
     cfg = ModelConfig(n_items=vocab.size("item"), max_len=MAX_LEN, d_model=32, n_heads=2,
                       n_genres=6, n_kinds=3, n_devices=vocab.size("device"), item_only=item_only,
-                      mtp_blend=0.0 if item_only else 0.5)  # the graph carries the blend
+                      mtp_blend=0.0 if item_only else 0.5,  # the graph carries the blend
+                      constant_facets=constant)
     model = FoundationModel(cfg)
     gen = torch.Generator().manual_seed(1)
     meta = torch.stack([torch.randint(0, 6, (N_ITEMS,), generator=gen),
@@ -126,3 +127,16 @@ def test_int8_export_stays_close(tmp_path: Path) -> None:
     e2, _, _ = int8.rank(batch, seen)
     cos = (e1 * e2).sum(1) / np.linalg.norm(e1, axis=1) / np.linalg.norm(e2, axis=1)
     assert cos.min() > 0.9
+
+
+def test_constant_facets_drop_out_of_the_graph(tmp_path: Path) -> None:
+    """A model trained on SASRec data reads only ``item``; callers still pass every facet."""
+    ckpt = _checkpoint(constant=FACETS[1:])
+    ranker = OnnxRanker(export_checkpoint(ckpt, tmp_path / "s.onnx", k=K))
+    graph_inputs = {i.name for i in ranker.session.get_inputs()}
+    assert graph_inputs == {"item", "seen_mask"}
+    batch, seen = _batch(5, 3, 9, [0, 3, 6])
+    emb, ids, scores = ranker.rank(batch, seen)
+    ref_emb, _, ref_scores = _eager(ckpt, batch, seen)
+    assert np.abs(emb - ref_emb).max() <= 1e-4
+    assert np.abs(scores - ref_scores).max() <= 1e-4

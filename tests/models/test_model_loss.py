@@ -79,3 +79,27 @@ def test_id_dropout_hides_ids_in_training_only() -> None:
         assert not ((model.eval().item_vectors() - tower).abs().sum(1) == 0)[2:].any()
         item_only = FoundationModel(ModelConfig(n_items=400, d_model=8, item_only=True))
         assert (item_only.item_vectors()[2:] != 0).all(1).all()  # no tower: ids always kept
+
+
+def test_constant_facets_get_no_embedding_and_no_head() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_items=30, max_len=6, d_model=8, mtp_k=2,
+                      constant_facets=("action", "gap", "duration"))
+    model = FoundationModel(cfg)
+    assert cfg.facets == ("item", "hour", "dow", "device", "surface")
+    assert set(model.facet_emb) == set(cfg.facets[1:])
+    assert model.action_head is None and model.duration_head is None
+    tokens = {f: torch.randint(1, 3, (2, 5)) for f in ("action", "gap", "hour", "dow", "device",
+                                                        "surface", "duration")}
+    tokens["item"] = torch.randint(2, 30, (2, 5))
+    targets = {"item": torch.randint(2, 30, (2, 5)), "mtp": torch.randint(2, 30, (2, 5, 1)),
+               "action": torch.randint(1, 3, (2, 5)), "duration": torch.randint(1, 3, (2, 5)),
+               "weight": torch.ones(2, 5)}
+    assert set(model.losses(tokens, targets)) == {"item", "mtp2", "loss"}
+    with torch.no_grad():  # what a constant facet holds does not change the output
+        model.eval()
+        before = model(tokens)
+        tokens["gap"] = torch.randint(1, 9, (2, 5))
+        assert torch.equal(model(tokens), before)
+    with pytest.raises(ValueError, match="only context facets"):
+        ModelConfig(n_items=30, constant_facets=("item",))
