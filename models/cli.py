@@ -81,7 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="HR/NDCG@10/50 of a model vs most-popular and the item-only ablation",
         description="Leave-one-out, full catalogue ranked, interacted items filtered. Prints "
-                    "JSON: the model, most_popular, item_only (DIR/ablation or --ablation), "
+                    "JSON: the model, without_lookahead (the same model ranking by its "
+                    "next-item state alone, when it blends multi-token heads in), "
+                    "most_popular, item_only (DIR/ablation or --ablation), "
                     "onnx (--onnx), onnx_fp32/onnx_int8 and int8_change (--int8).")
     p.add_argument("--model", type=Path, required=True, help="model directory")
     _data_args(p, required=False)

@@ -147,6 +147,13 @@ def evaluate_dir(model_dir: Path, corpus: Corpus, split_name: str = "test",
     out: dict[str, object] = {"split": split_name, "users": len(es.users), "items": n_items,
                               "model_version": ckpt.version}
     out["model"] = evaluate_ranks(torch_ranker(ckpt.model), es, n_items, known)
+    blend = ckpt.config.mtp_blend
+    if blend and len(ckpt.model.mtp_proj):
+        # The same trunk ranking by its next-item state alone: what the look-ahead adds, with
+        # no training noise between the two.
+        ckpt.config.mtp_blend = 0.0
+        out["without_lookahead"] = evaluate_ranks(torch_ranker(ckpt.model), es, n_items, known)
+        ckpt.config.mtp_blend = blend
     out["most_popular"] = evaluate_ranks(popularity_ranker(corpus, split), es, n_items, known)
     ablation_dir = ablation_dir or (model_dir / "ablation" if (model_dir / "ablation").exists()
                                     else None)

@@ -12,6 +12,7 @@ from models.checkpoint import load_checkpoint
 from models.data import load_synthetic
 from models.evaluate import evaluate_dir
 from models.train import TrainConfig, train, write_outputs
+from streams.tokens import FACETS
 
 TINY = {"max_len": 64, "d_model": 32, "n_heads": 2, "n_layers": 1}
 
@@ -57,6 +58,20 @@ def test_event_model_beats_baselines_and_ranks_cold_titles(trained: Path, world)
     assert model["hr@10"] > pop["hr@10"] and model["hr@10"] > ablation["hr@10"]
     assert model["cold_users"] > 0 and model["cold_recall@50"] > 0.1
     assert ablation["cold_recall@50"] < model["cold_recall@50"]
+    # a model that blends its multi-token heads in is also read without them
+    assert ("without_lookahead" in result) == (load_checkpoint(trained).config.mtp_blend > 0)
+
+
+def test_without_lookahead_is_the_same_model_at_blend_zero(trained: Path, world,
+                                                           tmp_path: Path) -> None:
+    ckpt = load_checkpoint(trained)
+    ckpt.model.cfg.mtp_blend = 4.0  # far from anything the grid chose
+    ckpt.save(tmp_path)
+    result = evaluate_dir(tmp_path, world)
+    reference = evaluate_dir(trained, world)
+    at_zero = reference.get("without_lookahead", reference["model"])
+    assert result["without_lookahead"] == at_zero
+    assert result["model"] != result["without_lookahead"]
 
 
 def test_cli_export_and_onnx_evaluation_agree(trained: Path, tmp_path: Path, capsys) -> None:
@@ -80,6 +95,8 @@ def test_cli_train_sasrec(tmp_path: Path, capsys) -> None:
                  "--negatives", "10"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["fm"]["valid"]["users"] == 59
-    assert load_checkpoint(out).config.n_negatives == 10
+    ckpt = load_checkpoint(out)
+    assert ckpt.config.n_negatives == 10
+    assert ckpt.config.constant_facets == FACETS[1:]  # SASRec data: item ids only
     assert main(["evaluate", "--model", str(out)]) == 0  # data found from the checkpoint
     assert json.loads(capsys.readouterr().out)["model"]["users"] == 59
