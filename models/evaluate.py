@@ -37,13 +37,21 @@ def seen_mask(es: EvalSet, rows: slice, n_items: int) -> np.ndarray:
     return mask
 
 
+def per_user_metrics(ranks: np.ndarray) -> dict[str, np.ndarray]:
+    """Each user's HR@K and NDCG@K from 0-based ranks; their means are the reported figures."""
+    out: dict[str, np.ndarray] = {}
+    for k in KS:
+        hit = ranks < k
+        out[f"hr@{k}"] = hit.astype(np.float64)
+        out[f"ndcg@{k}"] = hit / np.log2(ranks + 2.0)
+    return out
+
+
 def metrics_from_ranks(ranks: np.ndarray, cold: np.ndarray | None = None) -> dict[str, float]:
     """HR@K / NDCG@K from 0-based ranks (and cold-start recall over the ``cold`` subset)."""
     out: dict[str, float] = {"users": int(len(ranks))}
-    for k in KS:
-        hit = ranks < k
-        out[f"hr@{k}"] = round(float(hit.mean()), 5) if len(ranks) else 0.0
-        out[f"ndcg@{k}"] = round(float((hit / np.log2(ranks + 2)).mean()), 5) if len(ranks) else 0.0
+    for name, values in per_user_metrics(ranks).items():
+        out[name] = round(float(values.mean()), 5) if len(ranks) else 0.0
     if cold is not None and cold.any():
         out["cold_users"] = int(cold.sum())
         for k in KS:
@@ -51,17 +59,47 @@ def metrics_from_ranks(ranks: np.ndarray, cold: np.ndarray | None = None) -> dic
     return out
 
 
+def paired_difference(ranks: np.ndarray, baseline: np.ndarray, resamples: int = 2000,
+                      seed: int = 0) -> dict[str, dict[str, object]]:
+    """Mean per-user difference (model minus baseline) of each metric on the same users, with
+    a 95% bootstrap interval over users: whether a lead is larger than the luck of which users
+    the test split holds. An interval that excludes 0 is a difference at the 5% level.
+    """
+    from scipy.stats import bootstrap
+
+    if len(ranks) != len(baseline):
+        raise ValueError(f"paired comparison needs the same users: {len(ranks)} vs {len(baseline)}")
+    a, b = per_user_metrics(ranks), per_user_metrics(baseline)
+    out: dict[str, dict[str, object]] = {}
+    for name in a:
+        diff = a[name] - b[name]
+        ci = bootstrap((diff,), np.mean, n_resamples=resamples, method="percentile",
+                       random_state=np.random.default_rng(seed)).confidence_interval
+        out[name] = {"diff": round(float(diff.mean()), 5),
+                     "ci95": [round(float(ci.low), 5), round(float(ci.high), 5)]}
+    return out
+
+
+def rank_targets(ranks_of: Ranks, es: EvalSet, n_items: int, batch_size: int = 256) -> np.ndarray:
+    """Run a scorer over an eval set in batches: each user's target rank."""
+    if not es.users:
+        return np.zeros(0, np.int64)
+    return np.concatenate([
+        ranks_of(es.tokens[i:i + batch_size], seen_mask(es, slice(i, i + batch_size), n_items),
+                 es.target[i:i + batch_size])
+        for i in range(0, len(es.users), batch_size)])
+
+
+def cold_targets(es: EvalSet, known: np.ndarray) -> np.ndarray:
+    """Which users' targets are items that were never a training target."""
+    return np.array([t >= len(known) or known[t] == 0 for t in es.target], dtype=bool)
+
+
 def evaluate_ranks(ranks_of: Ranks, es: EvalSet, n_items: int, known: np.ndarray | None = None,
                    batch_size: int = 256) -> dict[str, float]:
     """Run a scorer over an eval set in batches and summarise its ranks."""
-    ranks = np.concatenate([
-        ranks_of(es.tokens[i:i + batch_size], seen_mask(es, slice(i, i + batch_size), n_items),
-                 es.target[i:i + batch_size])
-        for i in range(0, len(es.users), batch_size)]) if es.users else np.zeros(0)
-    cold = None
-    if known is not None:
-        cold = np.array([t >= len(known) or known[t] == 0 for t in es.target], dtype=bool)
-    return metrics_from_ranks(ranks, cold)
+    ranks = rank_targets(ranks_of, es, n_items, batch_size)
+    return metrics_from_ranks(ranks, None if known is None else cold_targets(es, known))
 
 
 def _ranks_from_scores(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -146,21 +184,25 @@ def evaluate_dir(model_dir: Path, corpus: Corpus, split_name: str = "test",
     es = eval_set(corpus, cuts, max_len)
     out: dict[str, object] = {"split": split_name, "users": len(es.users), "items": n_items,
                               "model_version": ckpt.version}
-    out["model"] = evaluate_ranks(torch_ranker(ckpt.model), es, n_items, known)
+    cold = cold_targets(es, known)
+    ranks = {"model": rank_targets(torch_ranker(ckpt.model), es, n_items)}
     blend = ckpt.config.mtp_blend
     if blend and len(ckpt.model.mtp_proj):
         # The same trunk ranking by its next-item state alone: what the look-ahead adds, with
         # no training noise between the two.
         ckpt.config.mtp_blend = 0.0
-        out["without_lookahead"] = evaluate_ranks(torch_ranker(ckpt.model), es, n_items, known)
+        ranks["without_lookahead"] = rank_targets(torch_ranker(ckpt.model), es, n_items)
         ckpt.config.mtp_blend = blend
-    out["most_popular"] = evaluate_ranks(popularity_ranker(corpus, split), es, n_items, known)
+    ranks["most_popular"] = rank_targets(popularity_ranker(corpus, split), es, n_items)
     ablation_dir = ablation_dir or (model_dir / "ablation" if (model_dir / "ablation").exists()
                                     else None)
     if ablation_dir is not None:
         abl = load_checkpoint(ablation_dir)
         abl_es = es if abl.config.max_len == max_len else eval_set(corpus, cuts, abl.config.max_len)
-        out["item_only"] = evaluate_ranks(torch_ranker(abl.model), abl_es, n_items, known)
+        ranks["item_only"] = rank_targets(torch_ranker(abl.model), abl_es, n_items)
+    out.update({name: metrics_from_ranks(r, cold) for name, r in ranks.items()})
+    out["model_minus"] = {name: paired_difference(ranks["model"], ranks[name])
+                          for name in ("item_only", "without_lookahead") if name in ranks}
     if onnx_path is not None:
         out["onnx"] = evaluate_ranks(onnx_ranker(onnx_path), es, n_items, known)
     if int8:

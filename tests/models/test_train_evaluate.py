@@ -59,7 +59,13 @@ def test_event_model_beats_baselines_and_ranks_cold_titles(trained: Path, world)
     assert model["cold_users"] > 0 and model["cold_recall@50"] > 0.1
     assert ablation["cold_recall@50"] < model["cold_recall@50"]
     # a model that blends its multi-token heads in is also read without them
-    assert ("without_lookahead" in result) == (load_checkpoint(trained).config.mtp_blend > 0)
+    blended = load_checkpoint(trained).config.mtp_blend > 0
+    assert ("without_lookahead" in result) == blended
+    assert set(result["model_minus"]) == {"item_only"} | ({"without_lookahead"} if blended else set())
+    lead = result["model_minus"]["item_only"]
+    for key in ("hr@10", "ndcg@10", "hr@50", "ndcg@50"):  # paired on the same test users
+        assert abs(lead[key]["diff"] - (model[key] - ablation[key])) <= 2e-5
+        assert lead[key]["ci95"][0] <= lead[key]["diff"] <= lead[key]["ci95"][1]
 
 
 def test_without_lookahead_is_the_same_model_at_blend_zero(trained: Path, world,
@@ -72,6 +78,8 @@ def test_without_lookahead_is_the_same_model_at_blend_zero(trained: Path, world,
     at_zero = reference.get("without_lookahead", reference["model"])
     assert result["without_lookahead"] == at_zero
     assert result["model"] != result["without_lookahead"]
+    lead = result["model_minus"]["without_lookahead"]["hr@10"]["diff"]
+    assert abs(lead - (result["model"]["hr@10"] - at_zero["hr@10"])) <= 2e-5
 
 
 def test_cli_export_and_onnx_evaluation_agree(trained: Path, tmp_path: Path, capsys) -> None:
