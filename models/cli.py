@@ -72,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weights of the multi-token heads in the ranking query tried on "
                         "validation after training; the best is kept (default 0 0.25 0.5 1 2; "
                         "give none to keep next-item only)")
+    p.add_argument("--id-dropout", type=float, default=None, metavar="P",
+                   help="share of items seen through the metadata tower alone in each training "
+                        "step, so titles never trained on still rank (default 0.15; models "
+                        "with a tower only)")
     p.add_argument("--item-only", action="store_true", help="train the item-only ablation")
     p.add_argument("--with-ablation", action="store_true",
                    help="also train the item-only ablation with the same budget into DIR/ablation")
@@ -159,7 +163,8 @@ def _train(args: argparse.Namespace) -> int:
                  "n_heads": args.heads, "dropout": args.dropout, "mtp_k": args.mtp_k,
                  "n_negatives": args.negatives, "mtp_negatives": args.mtp_negatives,
                  "w_mtp": args.w_mtp, "mtp_detach": args.mtp_detach,
-                 "item_only": args.item_only}
+                 "item_only": args.item_only,
+                 **({"id_dropout": args.id_dropout} if args.id_dropout is not None else {})}
     summary = {}
     runs = [(args.out, model_cfg, "item-only" if args.item_only else "fm")]
     if args.with_ablation:

@@ -83,6 +83,8 @@ class ModelConfig:
             raise ValueError(f"d_model={self.d_model} must be a multiple of n_heads={self.n_heads}")
         if self.n_items < 3:
             raise ValueError(f"n_items={self.n_items}: the item table needs at least one item")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ValueError(f"id_dropout={self.id_dropout}: a share in [0, 1)")
         self.constant_facets = tuple(self.constant_facets)
         unknown = set(self.constant_facets) - set(FACETS[1:])
         if unknown:

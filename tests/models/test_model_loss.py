@@ -79,6 +79,8 @@ def test_id_dropout_hides_ids_in_training_only() -> None:
         assert not ((model.eval().item_vectors() - tower).abs().sum(1) == 0)[2:].any()
         item_only = FoundationModel(ModelConfig(n_items=400, d_model=8, item_only=True))
         assert (item_only.item_vectors()[2:] != 0).all(1).all()  # no tower: ids always kept
+    with pytest.raises(ValueError, match="id_dropout"):
+        ModelConfig(n_items=400, id_dropout=1.0)  # every id hidden: nothing learns the ids
 
 
 def test_constant_facets_get_no_embedding_and_no_head() -> None:
