@@ -89,7 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "next-item state alone, when it blends multi-token heads in), "
                     "most_popular, item_only (DIR/ablation or --ablation), "
                     "model_minus (the model's per-user lead over item_only and "
-                    "without_lookahead, with 95% bootstrap intervals over users), "
+                    "without_lookahead, with 95% bootstrap intervals over test users, not over "
+                    "training seeds), "
                     "onnx (--onnx), onnx_fp32/onnx_int8 and int8_change (--int8).")
     p.add_argument("--model", type=Path, required=True, help="model directory")
     _data_args(p, required=False)
