@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "give none to keep next-item only)")
     p.add_argument("--id-dropout", type=float, default=None, metavar="P",
                    help="share of items seen through the metadata tower alone in each training "
-                        "step, so titles never trained on still rank (default 0.15; models "
+                        "step, so titles never trained on still rank (default 0.3; models "
                         "with a tower only)")
     p.add_argument("--item-only", action="store_true", help="train the item-only ablation")
     p.add_argument("--with-ablation", action="store_true",

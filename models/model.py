@@ -70,7 +70,9 @@ class ModelConfig:
     mtp_detach: bool = False
     # Id dropout: in training, this share of items is seen by its metadata tower alone in each
     # step, so the tower learns to place titles without ids (cold start). Tower models only.
-    id_dropout: float = 0.15
+    # 0.3 chosen on synthetic validation (cold recall@50 0.18 / 0.23 / 0.22 at 0.15 / 0.3 /
+    # 0.5, NDCG@10 0.354 / 0.354 / 0.345).
+    id_dropout: float = 0.3
     # Context facets the training data never varies (SASRec files: every token a ``watch``,
     # no time or device). They get no embedding (a constant vector as large as the item
     # embedding only blurs the items at the start of training) and, for action and duration,

@@ -38,7 +38,7 @@ from streams.tokens import FACETS
 log = logging.getLogger(__name__)
 
 # Changes when training changes what a model learns: the demo retrains models of an older recipe.
-RECIPE = "2026-11-23"  # windows end at a trained position; multi-token blend; id dropout
+RECIPE = "2026-11-30"  # windows end at a trained position; multi-token blend; id dropout 0.3
 
 
 @dataclass
