@@ -54,6 +54,11 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     patience: int = 5  # evaluations without validation improvement before stopping
+    # On a plateau, go back to the best weights and go on at lr * lr_decay, this many times,
+    # before stopping: the last steps at a small learning rate settle the model in the best
+    # region instead of stopping on a noisy high-learning-rate point.
+    lr_decays: int = 0
+    lr_decay: float = 0.1
     eval_every: int = 1  # epochs
     max_minutes: float | None = None  # wall-clock budget (checked after each epoch)
     valid_users: int | None = None  # cap on validation users (sampled once, seeded)
@@ -66,6 +71,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.batching not in ("length", "random"):
             raise ValueError(f"batching={self.batching!r}: use 'length' or 'random'")
+        if self.lr_decays < 0 or not 0.0 < self.lr_decay < 1.0:
+            raise ValueError(f"lr_decays={self.lr_decays}, lr_decay={self.lr_decay}: "
+                             "a count >= 0 and a factor in (0, 1)")
 
 
 @dataclass
@@ -122,28 +130,15 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any], dict[str, float]] = (-1.0, 0, {}, {})
-    start, n_tokens, train_s, bad = time.monotonic(), 0, 0.0, 0
+    start, n_tokens, train_s, bad, decays = time.monotonic(), 0, 0.0, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0 = time.monotonic()
         batches = (_length_batches(lengths, cfg.batch_size, gen) if cfg.batching == "length"
                    else list(torch.randperm(len(lengths), generator=gen).split(cfg.batch_size)))
-        sums: dict[str, float] = {}
-        bar = tqdm(batches, desc=f"{tag} epoch {epoch}", disable=not cfg.progress, leave=False)
-        for idx in bar:
-            width = int(lengths[idx].max())  # left-padded: drop the all-padding columns
-            tok = tensors["tokens"][idx, -width:].to(cfg.device)
-            batch = {f: tok[..., j] for j, f in enumerate(FACETS)}
-            targets = {k: tensors[k][idx, -width:].to(cfg.device) for k in
-                       ("item", "mtp", "action", "duration", "weight")}
-            losses = model.losses(batch, targets)
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            opt.step()
-            n_tokens += int((tok[..., 0] > 0).sum())
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
+        sums, tokens = _train_epoch(model, opt, tensors, lengths, batches,
+                                    cfg.device, bar=f"{tag} epoch {epoch}" if cfg.progress else "")
+        n_tokens += tokens
         epoch_s = time.monotonic() - t0
         train_s += epoch_s
         row: dict[str, Any] = {"epoch": epoch, **{f"train_{k}": round(v / len(batches), 5)
@@ -156,6 +151,7 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
                 best, bad = (metrics["ndcg@10"], epoch, state, metrics), 0
             else:
                 bad += 1
+        row["lr"] = opt.param_groups[0]["lr"]
         row["train_s"] = round(epoch_s, 1)
         row["elapsed_s"] = round(time.monotonic() - start, 1)
         history.append(row)
@@ -164,8 +160,17 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
             tqdm.write(f"{tag} " + json.dumps(row))
         elapsed_min = (time.monotonic() - start) / 60
         out_of_time = cfg.max_minutes is not None and elapsed_min > cfg.max_minutes
-        if bad >= cfg.patience or out_of_time or not math.isfinite(row.get("train_loss", 0.0)):
+        if out_of_time or not math.isfinite(row.get("train_loss", 0.0)):
             break
+        if bad >= cfg.patience:
+            if decays >= cfg.lr_decays:
+                break
+            decays, bad = decays + 1, 0
+            model.load_state_dict(best[2])
+            for group in opt.param_groups:
+                group["lr"] *= cfg.lr_decay
+            log.info("%s: plateau, back to epoch %d at lr %g", tag, best[1],
+                     opt.param_groups[0]["lr"])
     model.load_state_dict(best[2])
     blends = tune_blend(model, valid, known, cfg)
     if blends:
@@ -176,6 +181,33 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
     ckpt = Checkpoint(model=model, vocab=corpus.vocab, version=new_version(tag),
                       genres=corpus.genres, kinds=corpus.kinds, ref_ms=corpus.ref_ms, extra=extra)
     return TrainResult(ckpt, history, best[1], best[3], n_tokens / max(train_s, 1e-9))
+
+
+def _train_epoch(model: FoundationModel, opt: torch.optim.Optimizer,
+                 tensors: dict[str, torch.Tensor], lengths: torch.Tensor,
+                 batches: list[torch.Tensor], device: str,
+                 bar: str = "") -> tuple[dict[str, float], int]:
+    """One pass over ``batches`` (window indices); returns the summed losses and the number
+    of real tokens trained. ``bar``: progress bar title ("" = no bar).
+    """
+    sums: dict[str, float] = {}
+    n_tokens = 0
+    progress = tqdm(batches, desc=bar, disable=not bar, leave=False)
+    for idx in progress:
+        width = int(lengths[idx].max())  # left-padded: drop the all-padding columns
+        tok = tensors["tokens"][idx, -width:].to(device)
+        batch = {f: tok[..., j] for j, f in enumerate(FACETS)}
+        targets = {k: tensors[k][idx, -width:].to(device) for k in
+                   ("item", "mtp", "action", "duration", "weight")}
+        losses = model.losses(batch, targets)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        opt.step()
+        n_tokens += int((tok[..., 0] > 0).sum())
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        progress.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
+    return sums, n_tokens
 
 
 def tune_blend(model: FoundationModel, valid: EvalSet, known: np.ndarray,

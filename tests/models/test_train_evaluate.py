@@ -109,3 +109,26 @@ def test_cli_train_sasrec(tmp_path: Path, capsys) -> None:
     assert ckpt.config.constant_facets == FACETS[1:]  # SASRec data: item ids only
     assert main(["evaluate", "--model", str(out)]) == 0  # data found from the checkpoint
     assert json.loads(capsys.readouterr().out)["model"]["users"] == 59
+
+
+def test_plateau_returns_to_best_and_lowers_lr(world) -> None:
+    cfg = TrainConfig(epochs=12, lr=3e-2, patience=1, lr_decays=2, progress=False,
+                      device="cpu", seed=3, blend_grid=())
+    result = train(world, {**TINY, "item_only": True}, cfg)
+    lrs = [row["lr"] for row in result.history]
+    ndcg = [row["valid_ndcg@10"] for row in result.history]
+    drops = [i for i in range(1, len(lrs)) if lrs[i] < lrs[i - 1]]
+    assert drops, "a plateau within 12 epochs at this learning rate"
+    assert len(drops) <= 2
+    for i in drops:
+        assert lrs[i] == pytest.approx(lrs[i - 1] * 0.1)
+    for i in drops:  # a drop follows an evaluation that did not beat the best before it
+        assert ndcg[i - 1] <= max(ndcg[:i - 1])
+    if len(lrs) < cfg.epochs:  # stopped early: only after the last allowed decay
+        assert len(drops) == 2
+    assert result.best_valid["ndcg@10"] == max(ndcg)
+
+
+def test_lr_decay_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="lr_decay"):
+        TrainConfig(lr_decays=1, lr_decay=1.5)
