@@ -72,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mtp-detach", action="store_true",
                    help="multi-token heads learn from the state without steering it (the trunk "
                         "trains as for next-item only; the heads still join the ranking query)")
+    p.add_argument("--mtp-shared", action="store_true",
+                   help="multi-token targets on the next-item query itself, no projection: "
+                        "the state learns to score each of the next k items (a set target)")
     p.add_argument("--blend-grid", type=float, nargs="*", default=None, metavar="W",
                    help="weights of the multi-token heads in the ranking query tried on "
                         "validation after training; the best is kept (default 0 0.25 0.5 1 2; "
@@ -169,6 +172,7 @@ def _train(args: argparse.Namespace) -> int:
                  "n_heads": args.heads, "dropout": args.dropout, "mtp_k": args.mtp_k,
                  "n_negatives": args.negatives, "mtp_negatives": args.mtp_negatives,
                  "w_mtp": args.w_mtp, "mtp_detach": args.mtp_detach,
+                 "mtp_shared": args.mtp_shared,
                  "item_only": args.item_only,
                  **({"id_dropout": args.id_dropout} if args.id_dropout is not None else {})}
     summary = {}

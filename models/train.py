@@ -213,9 +213,10 @@ def _train_epoch(model: FoundationModel, opt: torch.optim.Optimizer,
 def tune_blend(model: FoundationModel, valid: EvalSet, known: np.ndarray,
                cfg: TrainConfig) -> dict[float, dict]:
     """Set ``mtp_blend`` to the value in ``cfg.blend_grid`` with the best validation NDCG@10
-    (never test); returns the metrics per value ({} when the model has no multi-token heads).
+    (never test); returns the metrics per value ({} when the model has no multi-token heads
+    or shares the next-item query, where a blend only scales the scores).
     """
-    if not len(model.mtp_proj) or not cfg.blend_grid:
+    if not len(model.mtp_proj) or model.cfg.mtp_shared or not cfg.blend_grid:
         return {}
     results: dict[float, dict] = {}
     for blend in cfg.blend_grid:

@@ -68,6 +68,31 @@ def test_detached_multi_token_heads_do_not_steer_the_trunk() -> None:
     assert model.item_emb.weight.grad.abs().sum() > 0
 
 
+def test_shared_multi_token_targets_score_the_next_item_query() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_items=30, max_len=6, d_model=8, mtp_k=3, mtp_shared=True, w_item=0.0,
+                      w_action=0.0, w_duration=0.0, w_mtp=1.0, mtp_negatives=0)
+    model = FoundationModel(cfg).eval()
+    assert not any(p.numel() for p in model.mtp_proj.parameters())  # no projection
+    tokens = {f: torch.randint(1, 3, (2, 5)) for f in ("action", "gap", "hour", "dow", "device",
+                                                        "surface", "duration")}
+    tokens["item"] = torch.randint(2, 30, (2, 5))
+    mtp = torch.randint(2, 30, (2, 5, 2))
+    targets = {"item": torch.randint(2, 30, (2, 5)), "mtp": mtp,
+               "action": torch.randint(1, 3, (2, 5)), "duration": torch.randint(1, 3, (2, 5)),
+               "weight": torch.ones(2, 5)}
+    with torch.no_grad():
+        out = model.losses(tokens, targets)
+        logits = model(tokens) @ model.item_vectors().T  # [2, 5, 30]: the next-item scores
+        for j in range(2):
+            want = F.cross_entropy(logits.reshape(-1, 30), mtp[..., j].reshape(-1))
+            assert torch.allclose(out[f"mtp{j + 2}"], want, atol=1e-5)
+        model.cfg.mtp_blend = 2.0  # a blend only scales a shared query: not applied
+        assert torch.equal(model.user_embedding(tokens), model(tokens)[:, -1])
+    with pytest.raises(ValueError, match="mtp_shared with mtp_detach"):
+        ModelConfig(n_items=30, mtp_shared=True, mtp_detach=True)
+
+
 def test_id_dropout_hides_ids_in_training_only() -> None:
     torch.manual_seed(0)
     model = FoundationModel(ModelConfig(n_items=400, d_model=8, id_dropout=0.25))
