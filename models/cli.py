@@ -49,9 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "reference recipe for SASRec-style data)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--patience", type=int, default=5, help="evaluations without improvement")
-    p.add_argument("--lr-decays", type=int, default=0, metavar="N",
-                   help="on a plateau, return to the best weights and go on at lr x "
-                        "--lr-decay, N times, before stopping (default 0: stop at the first)")
+    p.add_argument("--lr-decays", type=int, default=2, metavar="N",
+                   help="on a plateau (--patience), return to the best weights and go on at "
+                        "lr x --lr-decay, N times, before stopping (default 2; 0: stop at the "
+                        "first plateau)")
     p.add_argument("--lr-decay", type=float, default=0.1, help="factor of each --lr-decays step")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget per model")
     p.add_argument("--valid-users", type=int, default=None, help="cap on validation users")

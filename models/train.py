@@ -38,7 +38,7 @@ from streams.tokens import FACETS
 log = logging.getLogger(__name__)
 
 # Changes when training changes what a model learns: the demo retrains models of an older recipe.
-RECIPE = "2026-11-30"  # windows end at a trained position; multi-token blend; id dropout 0.3
+RECIPE = "2026-11-30b"  # windows end at a trained position; blend; id dropout 0.3; lr decays
 
 
 @dataclass
@@ -56,8 +56,10 @@ class TrainConfig:
     patience: int = 5  # evaluations without validation improvement before stopping
     # On a plateau, go back to the best weights and go on at lr * lr_decay, this many times,
     # before stopping: the last steps at a small learning rate settle the model in the best
-    # region instead of stopping on a noisy high-learning-rate point.
-    lr_decays: int = 0
+    # region instead of stopping on a noisy high-learning-rate point. Item-only on Amazon, seed
+    # 42: validation NDCG@10 0.0698 -> 0.0728 after the first decay, 0.0729 after the second;
+    # test HR@10 0.1063 -> 0.1090, NDCG@10 0.0590 -> 0.0609.
+    lr_decays: int = 2
     lr_decay: float = 0.1
     eval_every: int = 1  # epochs
     max_minutes: float | None = None  # wall-clock budget (checked after each epoch)
