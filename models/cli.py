@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate`` and ``export`` to ``marquee``."""
     p = sub.add_parser(
         "train", help="train the foundation model (checkpoint, metrics.json, curves.png)",
-        description="Train on a leave-one-out split with early stopping on validation NDCG@10. "
+        description="Train on a leave-one-out split with early stopping on validation NDCG@10 "
+                    "(each plateau first returns to the best weights at a 10x lower learning "
+                    "rate, --lr-decays times). "
                     "Writes DIR/model.pt (config, weights, vocabulary, catalogue tables), "
                     "DIR/metrics.json and DIR/curves.png.",
         epilog="examples:\n  marquee train --format synthetic --users 500 --out var/model\n"
