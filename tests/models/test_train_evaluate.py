@@ -101,11 +101,13 @@ def test_cli_train_sasrec(tmp_path: Path, capsys) -> None:
     out = tmp_path / "m"
     assert main(["train", "--data", str(data), "--format", "sasrec", "--out", str(out),
                  "--epochs", "2", "--max-len", "8", "--d-model", "16", "--no-progress",
-                 "--negatives", "10", "--id-dropout", "0.4"]) == 0
+                 "--negatives", "10", "--id-dropout", "0.4", "--lr-decays", "1",
+                 "--lr-decay", "0.5"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["fm"]["valid"]["users"] == 59
     ckpt = load_checkpoint(out)
     assert ckpt.config.n_negatives == 10 and ckpt.config.id_dropout == 0.4  # not the default
+    assert (ckpt.extra["train"]["lr_decays"], ckpt.extra["train"]["lr_decay"]) == (1, 0.5)
     assert ckpt.config.constant_facets == FACETS[1:]  # SASRec data: item ids only
     assert main(["evaluate", "--model", str(out)]) == 0  # data found from the checkpoint
     assert json.loads(capsys.readouterr().out)["model"]["users"] == 59
