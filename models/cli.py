@@ -1,7 +1,9 @@
-"""Subcommands of the ``models`` package: train, evaluate, export, and the model benchmark.
+"""Subcommands of the ``models`` package: train, evaluate, compare, tune-blend, export, and
+the model benchmark.
 
 Handlers only parse and print; the work is in ``models.train``, ``models.evaluate``,
-``models.export`` and ``models.bench`` (imported inside the handlers: torch is slow to load).
+``models.blend``, ``models.export`` and ``models.bench`` (imported inside the handlers: torch
+is slow to load).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _data_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``evaluate`` and ``export`` to ``marquee``."""
+    """Add ``train``, ``evaluate``, ``compare``, ``tune-blend`` and ``export`` to ``marquee``."""
     p = sub.add_parser(
         "train", help="train the foundation model (checkpoint, metrics.json, curves.png)",
         description="Train on a leave-one-out split with early stopping on validation NDCG@10 "
@@ -80,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the state learns to score each of the next k items (a set target)")
     p.add_argument("--blend-grid", type=float, nargs="*", default=None, metavar="W",
                    help="weights of the multi-token heads in the ranking query tried on "
-                        "validation after training; the best is kept (default 0 0.25 0.5 1 2; "
+                        "all validation users after training; the best is kept (default 0 0.1 "
+                        "0.25 0.5 1 2; "
                         "give none to keep next-item only)")
     p.add_argument("--id-dropout", type=float, default=None, metavar="P",
                    help="share of items seen through the metadata tower alone in each training "
@@ -110,6 +113,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8", action="store_true",
                    help="export fp32 and int8 ONNX and report the accuracy change")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser(
+        "compare", help="several trainings (seeds) of a model vs their item-only ablations",
+        description="Evaluates each MODEL against the ABLATION in the same place of the list "
+                    "(one pair per training seed) on the same split, then prints JSON: each "
+                    "pair's metrics and paired lead over test users, and the mean lead with a "
+                    "95% t-interval across the pairs (training noise included).",
+        epilog="example:\n  marquee compare --model var/fm42 var/fm43 --ablation var/io42 "
+               "var/io43 --data ../shared/data/amazon_video_games.txt --format sasrec",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, nargs="+", required=True, help="model directories")
+    p.add_argument("--ablation", type=Path, nargs="+", required=True,
+                   help="item-only model directories, as many as --model, in the same order")
+    _data_args(p, required=False)
+    p.add_argument("--split", choices=("test", "valid"), default="test")
+    p.set_defaults(func=_compare)
+
+    p = sub.add_parser(
+        "tune-blend", help="choose a trained model's look-ahead blend again on validation",
+        description="Tries each weight of the multi-token heads in the ranking query on all "
+                    "validation users (never test) and keeps the best NDCG@10: rewrites "
+                    "DIR/model.pt under a new version and updates DIR/metrics.json. The "
+                    "weights of the network are untouched. Training already does this; use it "
+                    "for models trained before that rule or to try another grid.")
+    p.add_argument("--model", type=Path, required=True, help="model directory")
+    _data_args(p, required=False)
+    p.add_argument("--grid", type=float, nargs="+", default=None, metavar="W",
+                   help="weights to try (default 0 0.1 0.25 0.5 1 2)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_tune_blend)
 
     p = sub.add_parser("export", help="export a trained model to ONNX (ranking graph)",
                        description="Write FILE.onnx (dynamic batch and length; outputs user "
@@ -200,6 +233,32 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_dir(args.model, corpus, args.split, ablation_dir=args.ablation,
                           onnx_path=args.onnx, int8=args.int8)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from models.checkpoint import load_checkpoint
+    from models.evaluate import compare_trainings
+
+    if len(args.model) != len(args.ablation):
+        raise ValueError(f"{len(args.model)} --model directories but {len(args.ablation)} "
+                         "--ablation: give one ablation per model, in the same order")
+    corpus, _ = _corpus(args, load_checkpoint(args.model[0]).extra.get("data", {}))
+    result = compare_trainings(list(zip(args.model, args.ablation)), corpus, args.split)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _tune_blend(args: argparse.Namespace) -> int:
+    import logging
+
+    from models.blend import GRID, retune_blend
+    from models.checkpoint import load_checkpoint
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    corpus, _ = _corpus(args, load_checkpoint(args.model).extra.get("data", {}))
+    grid = tuple(args.grid) if args.grid else GRID
+    print(json.dumps(retune_blend(args.model, corpus, grid, args.device), indent=2))
     return 0
 
 

@@ -218,3 +218,36 @@ def evaluate_dir(model_dir: Path, corpus: Corpus, split_name: str = "test",
         out["int8_change"] = {k: round(b[k] - a[k], 5) for k in a  # type: ignore[index]
                               if k.startswith(("hr@", "ndcg@"))}
     return out
+
+
+def compare_trainings(pairs: list[tuple[Path, Path]], corpus: Corpus,
+                      split_name: str = "test") -> dict[str, object]:
+    """``marquee compare``: several trainings of a model against their item-only ablations
+    (one pair per seed) on the same split. Per pair, the paired lead over test users; over the
+    pairs, the mean lead with a 95% t-interval across trainings, which carries the training
+    noise a single pair's interval leaves out.
+    """
+    from scipy.stats import t as student_t
+
+    if not pairs:
+        raise ValueError("give at least one model and its ablation")
+    runs = []
+    for model_dir, ablation_dir in pairs:
+        result = evaluate_dir(model_dir, corpus, split_name, ablation_dir=ablation_dir)
+        runs.append({"model_dir": str(model_dir), "ablation_dir": str(ablation_dir),
+                     **{k: result[k] for k in ("model", "item_only", "model_minus")}})
+    summary: dict[str, dict[str, object]] = {}
+    for key in (f"{m}@{k}" for k in KS for m in ("hr", "ndcg")):
+        leads = np.array([r["model_minus"]["item_only"][key]["diff"] for r in runs])
+        row: dict[str, object] = {
+            "model": round(float(np.mean([r["model"][key] for r in runs])), 5),
+            "item_only": round(float(np.mean([r["item_only"][key] for r in runs])), 5),
+            "diff": round(float(leads.mean()), 5),
+            "trainings_ahead": f"{int((leads > 0).sum())}/{len(leads)}"}
+        if len(leads) > 1:
+            sem = leads.std(ddof=1) / np.sqrt(len(leads))
+            half = float(student_t.ppf(0.975, len(leads) - 1) * sem)
+            row["ci95_over_trainings"] = [round(float(leads.mean()) - half, 5),
+                                          round(float(leads.mean()) + half, 5)]
+        summary[key] = row
+    return {"split": split_name, "trainings": len(runs), "mean": summary, "runs": runs}

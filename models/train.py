@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.blend import GRID, tune_blend
 from models.checkpoint import Checkpoint, new_version
 from models.data import (
     Corpus,
-    EvalSet,
     Split,
     constant_facets,
     eval_set,
@@ -38,7 +38,8 @@ from streams.tokens import FACETS
 log = logging.getLogger(__name__)
 
 # Changes when training changes what a model learns: the demo retrains models of an older recipe.
-RECIPE = "2026-11-30b"  # windows end at a trained position; blend; id dropout 0.3; lr decays
+RECIPE = "2026-11-30c"  # windows end at a trained position; id dropout 0.3; lr decays;
+# the blend chosen on every validation user
 
 
 @dataclass
@@ -65,8 +66,9 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget (checked after each epoch)
     valid_users: int | None = None  # cap on validation users (sampled once, seeded)
     seed: int = 42
-    # mtp_blend values tried on validation after training (models with multi-token heads)
-    blend_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+    # mtp_blend values tried on all validation users after training (models with multi-token
+    # heads; see models.blend)
+    blend_grid: tuple[float, ...] = GRID
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
     progress: bool = True
 
@@ -174,7 +176,9 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
             log.info("%s: plateau, back to epoch %d at lr %g", tag, best[1],
                      opt.param_groups[0]["lr"])
     model.load_state_dict(best[2])
-    blends = tune_blend(model, valid, known, cfg)
+    every = valid if len(valid.users) == len(split.valid) else eval_set(corpus, split.valid,
+                                                                        mc.max_len)
+    blends = tune_blend(model, every, known, cfg.blend_grid, cfg.device)
     if blends:
         best = (*best[:3], blends[model.cfg.mtp_blend])
     model.cpu().eval()
@@ -210,25 +214,6 @@ def _train_epoch(model: FoundationModel, opt: torch.optim.Optimizer,
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         progress.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
     return sums, n_tokens
-
-
-def tune_blend(model: FoundationModel, valid: EvalSet, known: np.ndarray,
-               cfg: TrainConfig) -> dict[float, dict]:
-    """Set ``mtp_blend`` to the value in ``cfg.blend_grid`` with the best validation NDCG@10
-    (never test); returns the metrics per value ({} when the model has no multi-token heads
-    or shares the next-item query, where a blend only scales the scores).
-    """
-    if not len(model.mtp_proj) or model.cfg.mtp_shared or not cfg.blend_grid:
-        return {}
-    results: dict[float, dict] = {}
-    for blend in cfg.blend_grid:
-        model.cfg.mtp_blend = blend
-        results[blend] = evaluate_ranks(torch_ranker(model, cfg.device), valid,
-                                        model.cfg.n_items, known)
-    model.cfg.mtp_blend = max(results, key=lambda b: results[b]["ndcg@10"])
-    log.info("mtp_blend %s chosen on validation: %s", model.cfg.mtp_blend,
-             {b: r["ndcg@10"] for b, r in results.items()})
-    return results
 
 
 def _length_batches(lengths: torch.Tensor, batch_size: int,

@@ -9,8 +9,9 @@ import pytest
 
 from infra.cli import main
 from models.checkpoint import load_checkpoint
-from models.data import load_synthetic
-from models.evaluate import evaluate_dir
+from models.blend import retune_blend
+from models.data import leave_one_out, load_synthetic
+from models.evaluate import compare_trainings, evaluate_dir
 from models.train import TrainConfig, train, write_outputs
 from streams.tokens import FACETS
 
@@ -25,7 +26,7 @@ def world():
 @pytest.fixture(scope="module")
 def trained(world, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fm")
-    cfg = TrainConfig(epochs=3, progress=False, device="cpu", seed=1)
+    cfg = TrainConfig(epochs=3, progress=False, device="cpu", seed=1, valid_users=60)
     spec = {"format": "synthetic", "path": None, "options": {"n_users": 150, "days": 10}}
     write_outputs(train(world, TINY, cfg, data_spec=spec), out)
     write_outputs(train(world, {**TINY, "item_only": True}, cfg, data_spec=spec, tag="io"),
@@ -49,6 +50,9 @@ def test_checkpoint_carries_config_vocab_and_history(trained: Path, world) -> No
     assert blend[ckpt.config.mtp_blend] == max(blend.values())
     assert metrics["valid"]["ndcg@10"] == blend[ckpt.config.mtp_blend]
     assert json.loads((trained / "ablation" / "metrics.json").read_text())["blend"] == {}
+    # epochs are evaluated on a sample of validation users, the blend on all of them
+    assert {r["valid_users"] for r in metrics["history"]} == {60}
+    assert {r["users"] for r in metrics["blend"].values()} == {len(leave_one_out(world).valid)}
 
 
 def test_event_model_beats_baselines_and_ranks_cold_titles(trained: Path, world) -> None:
@@ -111,6 +115,10 @@ def test_cli_train_sasrec(tmp_path: Path, capsys) -> None:
     assert ckpt.config.constant_facets == FACETS[1:]  # SASRec data: item ids only
     assert main(["evaluate", "--model", str(out)]) == 0  # data found from the checkpoint
     assert json.loads(capsys.readouterr().out)["model"]["users"] == 59
+    assert main(["tune-blend", "--model", str(out), "--grid", "0", "1"]) == 0
+    tuned = json.loads(capsys.readouterr().out)
+    assert tuned["valid_users"] == 59 and set(tuned["valid_ndcg@10"]) == {"0.0", "1.0"}
+    assert load_checkpoint(out).config.mtp_blend == tuned["mtp_blend"]
 
 
 def test_plateau_returns_to_best_and_lowers_lr(world) -> None:
@@ -134,3 +142,40 @@ def test_plateau_returns_to_best_and_lowers_lr(world) -> None:
 def test_lr_decay_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="lr_decay"):
         TrainConfig(lr_decays=1, lr_decay=1.5)
+
+
+def test_tune_blend_rewrites_the_choice_on_validation(trained: Path, world,
+                                                      tmp_path: Path) -> None:
+    ckpt = load_checkpoint(trained)
+    ckpt.save(tmp_path)
+    (tmp_path / "metrics.json").write_text((trained / "metrics.json").read_text())
+    out = retune_blend(tmp_path, world, grid=(0.0, 3.0))
+    assert out["valid_users"] == len(leave_one_out(world).valid)
+    assert out["was"] == ckpt.config.mtp_blend
+    chosen = max(out["valid_ndcg@10"], key=out["valid_ndcg@10"].get)
+    assert out["mtp_blend"] == chosen
+    again = load_checkpoint(tmp_path)
+    assert again.config.mtp_blend == chosen and again.version == out["version"] != ckpt.version
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["mtp_blend"] == chosen and sorted(metrics["blend"]) == ["0.0", "3.0"]
+    for key, value in ckpt.model.state_dict().items():  # the weights are untouched
+        assert (again.model.state_dict()[key] == value).all()
+    with pytest.raises(ValueError, match="no multi-token heads"):
+        retune_blend(trained / "ablation", world)
+
+
+def test_compare_summarises_trainings(trained: Path, world, capsys) -> None:
+    pair = (trained, trained / "ablation")
+    result = compare_trainings([pair, pair], world)
+    assert result["trainings"] == 2 and len(result["runs"]) == 2
+    run = result["runs"][0]
+    for key in ("hr@10", "ndcg@10", "hr@50", "ndcg@50"):
+        row = result["mean"][key]
+        lead = run["model_minus"]["item_only"][key]["diff"]
+        assert row["model"] == run["model"][key] and row["item_only"] == run["item_only"][key]
+        assert row["diff"] == pytest.approx(lead)
+        assert row["ci95_over_trainings"] == pytest.approx([lead, lead])  # same run twice
+        assert row["trainings_ahead"] == ("2/2" if lead > 0 else "0/2")
+    assert main(["compare", "--model", str(trained), str(trained), "--ablation",
+                 str(trained / "ablation")]) == 2
+    assert "one ablation per model" in capsys.readouterr().err
