@@ -225,10 +225,10 @@ def compare_trainings(pairs: list[tuple[Path, Path]], corpus: Corpus,
     """``marquee compare``: several trainings of a model against their item-only ablations
     (one pair per seed) on the same split. Per pair, the paired lead over test users; over the
     pairs, the mean lead with a 95% t-interval across trainings, which carries the training
-    noise a single pair's interval leaves out.
+    noise a single pair's interval leaves out. ``lookahead``: the same for each model's lead
+    over its own next-item state (0 where validation chose no blend), free of training noise
+    within a pair.
     """
-    from scipy.stats import t as student_t
-
     if not pairs:
         raise ValueError("give at least one model and its ablation")
     runs = []
@@ -236,18 +236,32 @@ def compare_trainings(pairs: list[tuple[Path, Path]], corpus: Corpus,
         result = evaluate_dir(model_dir, corpus, split_name, ablation_dir=ablation_dir)
         runs.append({"model_dir": str(model_dir), "ablation_dir": str(ablation_dir),
                      **{k: result[k] for k in ("model", "item_only", "model_minus")}})
-    summary: dict[str, dict[str, object]] = {}
-    for key in (f"{m}@{k}" for k in KS for m in ("hr", "ndcg")):
-        leads = np.array([r["model_minus"]["item_only"][key]["diff"] for r in runs])
-        row: dict[str, object] = {
+    keys = [f"{m}@{k}" for k in KS for m in ("hr", "ndcg")]
+    mean: dict[str, dict[str, object]] = {}
+    lookahead: dict[str, dict[str, object]] = {}
+    for key in keys:
+        mean[key] = {
             "model": round(float(np.mean([r["model"][key] for r in runs])), 5),
             "item_only": round(float(np.mean([r["item_only"][key] for r in runs])), 5),
-            "diff": round(float(leads.mean()), 5),
-            "trainings_ahead": f"{int((leads > 0).sum())}/{len(leads)}"}
-        if len(leads) > 1:
-            sem = leads.std(ddof=1) / np.sqrt(len(leads))
-            half = float(student_t.ppf(0.975, len(leads) - 1) * sem)
-            row["ci95_over_trainings"] = [round(float(leads.mean()) - half, 5),
-                                          round(float(leads.mean()) + half, 5)]
-        summary[key] = row
-    return {"split": split_name, "trainings": len(runs), "mean": summary, "runs": runs}
+            **over_trainings([r["model_minus"]["item_only"][key]["diff"] for r in runs])}
+        lookahead[key] = over_trainings([
+            r["model_minus"]["without_lookahead"][key]["diff"]
+            if "without_lookahead" in r["model_minus"] else 0.0 for r in runs])
+    return {"split": split_name, "trainings": len(runs), "mean": mean,
+            "lookahead": lookahead, "runs": runs}
+
+
+def over_trainings(leads: list[float]) -> dict[str, object]:
+    """Mean of per-training leads, how many are ahead, and (with two or more) a 95%
+    t-interval of the mean across trainings.
+    """
+    from scipy.stats import t as student_t
+
+    x = np.asarray(leads, np.float64)
+    out: dict[str, object] = {"diff": round(float(x.mean()), 5),
+                              "trainings_ahead": f"{int((x > 0).sum())}/{len(x)}"}
+    if len(x) > 1:
+        half = float(student_t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+        out["ci95_over_trainings"] = [round(float(x.mean()) - half, 5),
+                                      round(float(x.mean()) + half, 5)]
+    return out

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from infra.cli import main
-from models.checkpoint import load_checkpoint
 from models.blend import retune_blend
+from models.checkpoint import load_checkpoint
 from models.data import leave_one_out, load_synthetic
-from models.evaluate import compare_trainings, evaluate_dir
+from models.evaluate import compare_trainings, evaluate_dir, over_trainings
 from models.train import TrainConfig, train, write_outputs
 from streams.tokens import FACETS
 
@@ -164,6 +164,15 @@ def test_tune_blend_rewrites_the_choice_on_validation(trained: Path, world,
         retune_blend(trained / "ablation", world)
 
 
+def test_over_trainings_interval() -> None:
+    out = over_trainings([0.001, 0.003, -0.001])
+    assert out["diff"] == pytest.approx(0.001) and out["trainings_ahead"] == "2/3"
+    # mean 0.001, sd 0.002, t(0.975, 2) = 4.303: half-width 4.303 * 0.002 / sqrt(3)
+    assert out["ci95_over_trainings"] == pytest.approx([0.001 - 0.004969, 0.001 + 0.004969],
+                                                       abs=1e-5)
+    assert "ci95_over_trainings" not in over_trainings([0.002])
+
+
 def test_compare_summarises_trainings(trained: Path, world, capsys) -> None:
     pair = (trained, trained / "ablation")
     result = compare_trainings([pair, pair], world)
@@ -176,6 +185,8 @@ def test_compare_summarises_trainings(trained: Path, world, capsys) -> None:
         assert row["diff"] == pytest.approx(lead)
         assert row["ci95_over_trainings"] == pytest.approx([lead, lead])  # same run twice
         assert row["trainings_ahead"] == ("2/2" if lead > 0 else "0/2")
+        own = run["model_minus"].get("without_lookahead", {key: {"diff": 0.0}})[key]["diff"]
+        assert result["lookahead"][key]["diff"] == pytest.approx(own)
     assert main(["compare", "--model", str(trained), str(trained), "--ablation",
                  str(trained / "ablation")]) == 2
     assert "one ablation per model" in capsys.readouterr().err
