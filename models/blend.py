@@ -25,13 +25,19 @@ log = logging.getLogger(__name__)
 GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
+def can_blend(model: FoundationModel) -> bool:
+    """Whether the model has multi-token heads of its own to blend in (not item-only, not
+    ``--mtp-k 1``, not ``--mtp-shared``, where a blend would only scale the scores).
+    """
+    return bool(len(model.mtp_proj)) and not model.cfg.mtp_shared
+
+
 def tune_blend(model: FoundationModel, valid: EvalSet, known: np.ndarray,
                grid: tuple[float, ...] = GRID, device: str = "cpu") -> dict[float, dict]:
     """Set ``mtp_blend`` to the value in ``grid`` with the best validation NDCG@10; returns
-    the metrics per value ({} when the model has no multi-token heads or shares the next-item
-    query, where a blend only scales the scores).
+    the metrics per value ({} when the model cannot blend, see ``can_blend``).
     """
-    if not len(model.mtp_proj) or model.cfg.mtp_shared or not grid:
+    if not can_blend(model) or not grid:
         return {}
     results: dict[float, dict] = {}
     for blend in grid:
@@ -52,7 +58,7 @@ def retune_blend(model_dir: Path, corpus: Corpus, grid: tuple[float, ...] = GRID
     """
     ckpt = load_checkpoint(model_dir, device)
     cfg = ckpt.config
-    if not len(ckpt.model.mtp_proj) or cfg.mtp_shared:
+    if not can_blend(ckpt.model):
         raise ValueError(f"{model_dir} has no multi-token heads of its own to blend in "
                          "(item-only, --mtp-k 1 or --mtp-shared): nothing to tune")
     if corpus.n_items > cfg.n_items:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.blend import GRID, tune_blend
+from models.blend import GRID, can_blend, tune_blend
 from models.checkpoint import Checkpoint, new_version
 from models.data import (
     Corpus,
@@ -176,9 +176,11 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
             log.info("%s: plateau, back to epoch %d at lr %g", tag, best[1],
                      opt.param_groups[0]["lr"])
     model.load_state_dict(best[2])
-    every = valid if len(valid.users) == len(split.valid) else eval_set(corpus, split.valid,
-                                                                        mc.max_len)
-    blends = tune_blend(model, every, known, cfg.blend_grid, cfg.device)
+    blends: dict[float, dict] = {}
+    if can_blend(model) and cfg.blend_grid:
+        every = (valid if len(valid.users) == len(split.valid)
+                 else eval_set(corpus, split.valid, mc.max_len))
+        blends = tune_blend(model, every, known, cfg.blend_grid, cfg.device)
     if blends:
         best = (*best[:3], blends[model.cfg.mtp_blend])
     model.cpu().eval()
