@@ -188,6 +188,15 @@ def _corpus(args: argparse.Namespace, spec: dict | None = None):
                                             "options": saved}
 
 
+def _model_corpus(args: argparse.Namespace, model_dir: Path):
+    """The data named by the arguments, or else the data the model in ``model_dir`` was
+    trained on (as its checkpoint records it).
+    """
+    from models.checkpoint import load_checkpoint
+
+    return _corpus(args, load_checkpoint(model_dir).extra.get("data", {}))[0]
+
+
 def _train(args: argparse.Namespace) -> int:
     import logging
 
@@ -225,11 +234,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from models.checkpoint import load_checkpoint
     from models.evaluate import evaluate_dir
 
-    spec = load_checkpoint(args.model).extra.get("data", {})
-    corpus, _ = _corpus(args, spec)
+    corpus = _model_corpus(args, args.model)
     result = evaluate_dir(args.model, corpus, args.split, ablation_dir=args.ablation,
                           onnx_path=args.onnx, int8=args.int8)
     print(json.dumps(result, indent=2))
@@ -237,13 +244,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from models.checkpoint import load_checkpoint
     from models.evaluate import compare_trainings
 
     if len(args.model) != len(args.ablation):
         raise ValueError(f"{len(args.model)} --model directories but {len(args.ablation)} "
                          "--ablation: give one ablation per model, in the same order")
-    corpus, _ = _corpus(args, load_checkpoint(args.model[0]).extra.get("data", {}))
+    corpus = _model_corpus(args, args.model[0])
     result = compare_trainings(list(zip(args.model, args.ablation)), corpus, args.split)
     print(json.dumps(result, indent=2))
     return 0
@@ -253,10 +259,9 @@ def _tune_blend(args: argparse.Namespace) -> int:
     import logging
 
     from models.blend import GRID, retune_blend
-    from models.checkpoint import load_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    corpus, _ = _corpus(args, load_checkpoint(args.model).extra.get("data", {}))
+    corpus = _model_corpus(args, args.model)
     grid = tuple(args.grid) if args.grid else GRID
     print(json.dumps(retune_blend(args.model, corpus, grid, args.device), indent=2))
     return 0
