@@ -29,6 +29,76 @@ def _data_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--world-seed", type=int, default=None, help="synthetic: seed (default 7)")
 
 
+# Training arguments whose defaults are the recipe held by TrainConfig / ModelConfig: the CLI
+# passes only what was given, and `train --help` reads the values from the dataclasses (torch is
+# imported only then).
+RECIPE_ARGS: dict[str, tuple[str, str]] = {
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "patience": ("train", "patience"),
+    "lr_decays": ("train", "lr_decays"),
+    "lr_decay": ("train", "lr_decay"),
+    "max_minutes": ("train", "max_minutes"),
+    "valid_users": ("train", "valid_users"),
+    "seed": ("train", "seed"),
+    "batching": ("train", "batching"),
+    "max_len": ("model", "max_len"),
+    "d_model": ("model", "d_model"),
+    "layers": ("model", "n_layers"),
+    "heads": ("model", "n_heads"),
+    "dropout": ("model", "dropout"),
+    "mtp_k": ("model", "mtp_k"),
+    "negatives": ("model", "n_negatives"),
+    "mtp_negatives": ("model", "mtp_negatives"),
+    "w_mtp": ("model", "w_mtp"),
+    "mtp_detach": ("model", "mtp_detach"),
+    "id_dropout": ("model", "id_dropout"),
+}
+
+
+def _recipe_defaults() -> dict[str, object]:
+    """The dataclass defaults behind ``RECIPE_ARGS``, by argument name."""
+    from dataclasses import MISSING, fields
+
+    from models.model import ModelConfig
+    from models.train import TrainConfig
+
+    found: dict[str, dict[str, object]] = {}
+    for name, cls in (("train", TrainConfig), ("model", ModelConfig)):
+        found[name] = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    return {arg: found[kind][field] for arg, (kind, field) in RECIPE_ARGS.items()}
+
+
+class _RecipeFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                       argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; each option's default shown unless its help names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _recipe_help(p: argparse.ArgumentParser) -> None:
+    """Show the recipe's values as defaults in ``p``'s help without importing torch before."""
+    plain = p.format_help
+
+    def format_help() -> str:
+        p.set_defaults(**_recipe_defaults())
+        return plain()
+
+    p.format_help = format_help  # type: ignore[method-assign]
+
+
+def _given(args: argparse.Namespace, kind: str) -> dict[str, object]:
+    """The recipe arguments of ``kind`` ("train" or "model") given on the command line, by
+    dataclass field."""
+    return {field: getattr(args, arg) for arg, (k, field) in RECIPE_ARGS.items()
+            if k == kind and getattr(args, arg) is not None}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate``, ``compare``, ``tune-blend`` and ``export`` to ``marquee``."""
     p = sub.add_parser(
@@ -41,45 +111,55 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n  marquee train --format synthetic --users 500 --out var/model\n"
                "  marquee train --data var/tokens --format tokens --out var/model\n"
                "  marquee train --data ../shared/data/amazon_video_games.txt --format sasrec "
-               "--max-len 50 --out var/amazon --with-ablation",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "--out var/amazon --with-ablation",
+        formatter_class=_RecipeFormatter)
     _data_args(p, required=True)
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--batching", choices=("length", "random"), default="length",
-                   help="length: users of similar history length together (fast, the default); "
-                        "random: uniform batches, every position weighs the same (the "
-                        "reference recipe for SASRec-style data)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=5, help="evaluations without improvement")
-    p.add_argument("--lr-decays", type=int, default=2, metavar="N",
+    p.add_argument("--epochs", type=int, default=None, help="most epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per step")
+    p.add_argument("--batching", choices=("length", "random"), default=None,
+                   help="random: uniform batches, every position weighs the same (the default, "
+                        "the better model on real data); length: users of similar history "
+                        "length together (faster on short histories)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate")
+    p.add_argument("--patience", type=int, default=None,
+                   help="evaluations without improvement")
+    p.add_argument("--lr-decays", type=int, default=None, metavar="N",
                    help="on a plateau (--patience), return to the best weights and go on at "
-                        "lr x --lr-decay, N times, before stopping (default 2; 0: stop at the "
-                        "first plateau)")
-    p.add_argument("--lr-decay", type=float, default=0.1, help="factor of each --lr-decays step")
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget per model")
-    p.add_argument("--valid-users", type=int, default=None, help="cap on validation users")
-    p.add_argument("--seed", type=int, default=42)
+                        "lr x --lr-decay, N times, before stopping (0: "
+                        "stop at the first plateau)")
+    p.add_argument("--lr-decay", type=float, default=None,
+                   help="factor of each --lr-decays step")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-clock budget per model (default: none)")
+    p.add_argument("--valid-users", type=int, default=None,
+                   help="validation users sampled for the per-epoch evaluation (0: all; "
+                        "the blend is always chosen on all of them)")
+    p.add_argument("--seed", type=int, default=None, help="seed of weights, batches and the validation sample")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--max-len", type=int, default=200)
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--mtp-k", type=int, default=3, help="items of the next k interactions")
-    p.add_argument("--negatives", type=int, default=0,
-                   help="sampled softmax with N uniform negatives (default 0: full softmax)")
-    p.add_argument("--mtp-negatives", type=int, default=-1,
+    p.add_argument("--max-len", type=int, default=None,
+                   help="newest tokens a window holds")
+    p.add_argument("--d-model", type=int, default=None, help="width")
+    p.add_argument("--layers", type=int, default=None, help="transformer layers")
+    p.add_argument("--heads", type=int, default=None, help="attention heads")
+    p.add_argument("--dropout", type=float, default=None, help="dropout")
+    p.add_argument("--mtp-k", type=int, default=None,
+                   help="items of the next k interactions")
+    p.add_argument("--negatives", type=int, default=None,
+                   help="sampled softmax with N uniform negatives (0: full softmax)")
+    p.add_argument("--mtp-negatives", type=int, default=None,
                    help="multi-token heads: sampled softmax with N negatives (0 full softmax, "
-                        "default -1: as --negatives)")
-    p.add_argument("--w-mtp", type=float, default=0.3, help="loss weight per multi-token head")
-    p.add_argument("--mtp-detach", action="store_true",
+                        "-1: as --negatives)")
+    p.add_argument("--w-mtp", type=float, default=None,
+                   help="loss weight per multi-token head")
+    p.add_argument("--mtp-detach", action=argparse.BooleanOptionalAction,
+                   default=None,
                    help="multi-token heads learn from the state without steering it (the trunk "
                         "trains as for next-item only; the heads still join the ranking query)")
     p.add_argument("--mtp-shared", action="store_true",
                    help="multi-token targets on the next-item query itself, no projection: "
-                        "the state learns to score each of the next k items (a set target)")
+                        "the state learns to score each of the next k items (a set target; "
+                        "needs --no-mtp-detach)")
     p.add_argument("--blend-grid", type=float, nargs="*", default=None, metavar="W",
                    help="weights of the multi-token heads in the ranking query tried on "
                         "all validation users after training; the best is kept (default 0 0.1 "
@@ -87,12 +167,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "give none to keep next-item only)")
     p.add_argument("--id-dropout", type=float, default=None, metavar="P",
                    help="share of items seen through the metadata tower alone in each training "
-                        "step, so titles never trained on still rank (default 0.3; models "
-                        "with a tower only)")
+                        "step, so titles never trained on still rank ("
+                        "models with a tower only)")
     p.add_argument("--item-only", action="store_true", help="train the item-only ablation")
     p.add_argument("--with-ablation", action="store_true",
                    help="also train the item-only ablation with the same budget into DIR/ablation")
     p.add_argument("--no-progress", action="store_true")
+    _recipe_help(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
@@ -204,22 +285,12 @@ def _train(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     corpus, spec = _corpus(args)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      batching=args.batching,
-                      patience=args.patience, lr_decays=args.lr_decays,
-                      lr_decay=args.lr_decay, max_minutes=args.max_minutes,
-                      valid_users=args.valid_users, seed=args.seed,
-                      progress=not args.no_progress,
+    cfg = TrainConfig(**_given(args, "train"), progress=not args.no_progress,
                       **({"device": args.device} if args.device else {}),
                       **({"blend_grid": tuple(args.blend_grid)}
                          if args.blend_grid is not None else {}))
-    model_cfg = {"max_len": args.max_len, "d_model": args.d_model, "n_layers": args.layers,
-                 "n_heads": args.heads, "dropout": args.dropout, "mtp_k": args.mtp_k,
-                 "n_negatives": args.negatives, "mtp_negatives": args.mtp_negatives,
-                 "w_mtp": args.w_mtp, "mtp_detach": args.mtp_detach,
-                 "mtp_shared": args.mtp_shared,
-                 "item_only": args.item_only,
-                 **({"id_dropout": args.id_dropout} if args.id_dropout is not None else {})}
+    model_cfg = {**_given(args, "model"), "mtp_shared": args.mtp_shared,
+                 "item_only": args.item_only}
     summary = {}
     runs = [(args.out, model_cfg, "item-only" if args.item_only else "fm")]
     if args.with_ablation:

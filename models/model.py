@@ -49,7 +49,7 @@ class ModelConfig:
     n_surfaces: int = 32
     n_genres: int = 2  # incl. 0 = unknown; tower tables
     n_kinds: int = 2
-    max_len: int = 200
+    max_len: int = 50
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 2
@@ -58,7 +58,7 @@ class ModelConfig:
     use_tower: bool = True  # item tower from metadata (ignored when item_only)
     mtp_k: int = 3  # items of the next k interactions (1 = next item only)
     n_negatives: int = 0  # 0 = full softmax; else sampled softmax with this many negatives
-    mtp_negatives: int = -1  # multi-token heads: -1 = as n_negatives, 0 = full, N = sampled
+    mtp_negatives: int = 2048  # multi-token heads: -1 = as n_negatives, 0 = full, N = sampled
     w_item: float = 1.0
     w_action: float = 0.2
     w_duration: float = 0.2
@@ -68,7 +68,8 @@ class ModelConfig:
     mtp_blend: float = 0.0
     # Multi-token heads read the state and item vectors without steering them (gradients stop
     # there): the trunk learns exactly as for next-item, the heads add a look-ahead to the query.
-    mtp_detach: bool = False
+    # Heads that steer the trunk trained worse on real data (docs/design.md).
+    mtp_detach: bool = True
     # Multi-token targets on the next-item query itself (no projection): the state is asked to
     # score each of the next k items high, a set target. Where the order of nearby events is
     # partly arbitrary (reviews written the same day), this adds training pairs rather than a
@@ -76,8 +77,7 @@ class ModelConfig:
     mtp_shared: bool = False
     # Id dropout: in training, this share of items is seen by its metadata tower alone in each
     # step, so the tower learns to place titles without ids (cold start). Tower models only.
-    # 0.3 chosen on synthetic validation (cold recall@50 0.18 / 0.23 / 0.22 at 0.15 / 0.3 /
-    # 0.5, NDCG@10 0.354 / 0.354 / 0.345).
+    # The default is chosen on synthetic validation (docs/design.md).
     id_dropout: float = 0.3
     # Context facets the training data never varies (SASRec files: every token a ``watch``,
     # no time or device). They get no embedding (a constant vector as large as the item
@@ -93,7 +93,8 @@ class ModelConfig:
             raise ValueError(f"n_items={self.n_items}: the item table needs at least one item")
         if self.mtp_shared and self.mtp_detach:
             raise ValueError("mtp_shared with mtp_detach trains nothing: the shared multi-token "
-                             "targets act through the state; drop one of them")
+                             "targets act through the state; set mtp_detach=False "
+                             "(--no-mtp-detach)")
         if not 0.0 <= self.id_dropout < 1.0:
             raise ValueError(f"id_dropout={self.id_dropout}: a share in [0, 1)")
         self.constant_facets = tuple(self.constant_facets)
