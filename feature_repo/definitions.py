@@ -14,7 +14,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.types import Array, Float64, Int64, String
 from feast.value_type import ValueType
 
-from streams.tokens import FACETS, MAX_SEQ
+from streams.contract.tokens import FACETS, MAX_SEQ
 
 # A viewer; join key is the ``user_id`` of the events (string).
 user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING,
@@ -33,7 +33,7 @@ user_tokens_push = PushSource(name="user_tokens_push", batch_source=user_tokens_
                               description="streaming writes of user token sequences")
 
 # The user's most recent event tokens, oldest -> newest, at most MAX_SEQ of them: one int
-# array per facet of streams.tokens.FACETS, exactly what the model's inputs are made of.
+# array per facet of streams.contract.tokens.FACETS, exactly what the model's inputs are made of.
 user_tokens = FeatureView(
     name="user_tokens",
     entities=[user],
@@ -81,5 +81,9 @@ item_stats = FeatureView(
 # Everything model version 1 reads at serving time.
 marquee_v1 = FeatureService(name="marquee_v1", features=[user_tokens, item_stats],
                             description="features of the v1 foundation model and its ranker")
+
+# Column names of the views, read by the writers and the service (one home for each name).
+USER_FEATURES: tuple[str, ...] = tuple(f.name for f in user_tokens.schema)
+ITEM_FEATURES: tuple[str, ...] = tuple(f.name for f in item_stats.schema)
 
 OBJECTS = [user, item, user_tokens_push, item_stats_push, user_tokens, item_stats, marquee_v1]

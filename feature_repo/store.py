@@ -22,14 +22,13 @@ import yaml
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.tokens import FACETS, Token
+from feature_repo.definitions import ITEM_FEATURES, OBJECTS, USER_FEATURES
+from streams.contract.layout import DataLayout
+from streams.contract.tokens import FACETS, Token
 
 log = logging.getLogger(__name__)
 
 REPO_DIR = Path(__file__).parent
-USER_FEATURES = [f"{facet}_seq" for facet in FACETS] + ["last_ts", "n_tokens"]
-ITEM_FEATURES = ["plays_1h", "plays_24h", "impressions_24h", "ctr_24h", "release_ms", "genre",
-                 "kind", "duration_s"]
 
 
 class FeatureSettings(BaseSettings):
@@ -87,11 +86,9 @@ def open_store(repo_path: Path | None = None, online: str | None = None,
     """
     from feast import FeatureStore
 
-    from feature_repo.definitions import OBJECTS
-
     settings = FeatureSettings()
     online = online or settings.online_store
-    feast_dir = (data_dir or settings.data_dir) / "feast"
+    feast_dir = DataLayout(data_dir or settings.data_dir).feast
     feast_dir.mkdir(parents=True, exist_ok=True)
     config = effective_config(feast_dir, online, redis_url or settings.redis_url,
                               repo_path or REPO_DIR)

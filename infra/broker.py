@@ -21,16 +21,10 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from streams.config import KafkaSettings
+from streams.launch import free_port
 from streams.topics import create_topics, marquee_topics
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:

@@ -31,7 +31,8 @@ from infra.pipeline import (
     train_and_export,
     wait_ready,
 )
-from streams.synthetic import DAY_MS, SyntheticWorld, WorldConfig
+from infra.synthetic import SyntheticWorld, WorldConfig
+from streams.contract.tokens import DAY_MS
 
 
 @dataclass(frozen=True)

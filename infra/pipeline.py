@@ -16,32 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.synthetic import SyntheticWorld, WorldConfig
 from streams import launch
 from streams.config import KafkaSettings
+from streams.contract.layout import DataLayout
 from streams.produce import ProduceReport, produce_events
-from streams.synthetic import SyntheticWorld, WorldConfig
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where one pipeline's files live, all under ``root``."""
-
-    root: Path
-
-    @property
-    def catalogue(self) -> Path:
-        """Catalogue of titles (JSON lines), read by the flow, the model and the service."""
-        return self.root / "catalogue.jsonl"
-
-    @property
-    def tokens(self) -> Path:
-        """The flow's token log (parquet dir): the offline store training reads."""
-        return self.root / "tokens"
-
-    @property
-    def vocab(self) -> Path:
-        """The flow's vocabulary."""
-        return self.root / "vocab.json"
+class Layout(DataLayout):
+    """One pipeline's data folder (``DataLayout``) plus where its model goes."""
 
     @property
     def model_dir(self) -> Path:
@@ -51,7 +35,7 @@ class Layout:
     @property
     def onnx(self) -> Path:
         """The exported ranking model."""
-        return self.root / "model" / "model.onnx"
+        return self.model_dir / "model.onnx"
 
 
 def seed_events(kafka: KafkaSettings, layout: Layout, world: WorldConfig,
@@ -85,7 +69,7 @@ def flow_env(kafka: KafkaSettings, layout: Layout, tail: bool,
 def reset_features(layout: Layout) -> None:
     """Forget what a previous run's flow wrote (token log, vocabulary, Feast files)."""
     shutil.rmtree(layout.tokens, ignore_errors=True)
-    shutil.rmtree(layout.root / "feast", ignore_errors=True)
+    shutil.rmtree(layout.feast, ignore_errors=True)
     layout.vocab.unlink(missing_ok=True)
 
 

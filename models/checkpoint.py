@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from models.model import FoundationModel, ModelConfig
-from streams.tokens import Vocab
+from streams.contract.tokens import Vocab
 
 CHECKPOINT = "model.pt"
 

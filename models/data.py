@@ -3,9 +3,10 @@
 Three sources give the same ``Corpus`` (one int array [T, 8] of facet ids per user):
 - ``load_sasrec``: ``user item`` files. No context exists, so every token is a ``watch`` and the
   time/context facets are padding (0): the model must not learn from invented timestamps.
-- ``load_token_log``: the flow's offline token log (parquet dir, CONTRACTS.md), with
+- ``load_token_log``: the flow's offline token log (parquet dir, docs/contracts.md), with
   ``vocab.json`` and optionally ``catalogue.jsonl`` beside it.
-- ``load_synthetic``: the synthetic world tokenized in memory (no Kafka).
+- ``corpus_from_events``: contract events tokenized in memory by the flow's own tokenizer
+  (the synthetic world uses it, without Kafka).
 
 Interactions are tokens whose action is in ``POSITIVE_ACTIONS``: those are what the model
 predicts and what the protocol evaluates. Leave-one-out: the last interaction is the test
@@ -16,20 +17,22 @@ never the impressions and click that led to the target itself.
 
 from __future__ import annotations
 
-import json
-import random
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from streams.tokens import FACETS, Token, Vocab, duration_bucket
+from streams.contract.catalogue import Title, read_catalogue
+from streams.contract.events import InteractionEvent
+from streams.contract.layout import DataLayout
+from streams.contract.tokenizer import tokenize_events
+from streams.contract.tokens import DAY_MS, FACETS, Token, Vocab, duration_bucket
 
 POSITIVE_ACTIONS = ("watch", "complete", "abandon")
 FOLLOW_UPS = ("rate", "add_to_list")  # tokens about the interaction just before them
 I_ITEM, I_ACTION, I_DURATION = FACETS.index("item"), FACETS.index("action"), \
     FACETS.index("duration")
-DAY_MS = 86_400_000
 
 
 @dataclass
@@ -69,7 +72,7 @@ def constant_facets(corpus: Corpus) -> tuple[str, ...]:
 # ---- loading ---------------------------------------------------------------------------------
 def load_sasrec(path: Path) -> Corpus:
     """A SASRec-format file: each line one ``watch`` of an item, context facets 0."""
-    from streams.sources import read_sasrec_sequences
+    from streams.contract.files import read_sasrec_sequences
 
     vocab = Vocab()
     watch = vocab.lookup("action", "watch")
@@ -95,7 +98,9 @@ def corpus_from_tokens(tokens: list[Token], vocab: Vocab) -> Corpus:
 
 def load_token_log(path: Path, vocab_path: Path | None = None,
                    catalogue_path: Path | None = None) -> Corpus:
-    """The flow's parquet token log; ``vocab.json``/``catalogue.jsonl`` default to its parent."""
+    """The flow's parquet token log; ``vocab.json``/``catalogue.jsonl`` default to those of
+    the data folder it sits in.
+    """
     import pandas as pd
 
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
@@ -104,9 +109,10 @@ def load_token_log(path: Path, vocab_path: Path | None = None,
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     missing = [c for c in ("user_id", "ts", "token_id", *FACETS) if c not in frame.columns]
     if missing:
-        raise ValueError(f"token log {path} lacks columns {missing} (see CONTRACTS.md)")
+        raise ValueError(f"token log {path} lacks columns {missing} (see docs/contracts.md)")
     frame = frame.drop_duplicates("token_id").sort_values(["user_id", "ts", "token_id"])
-    vocab_path = vocab_path or path.parent / "vocab.json"
+    folder = DataLayout(path.parent)
+    vocab_path = vocab_path or folder.vocab
     if not vocab_path.exists():
         raise FileNotFoundError(f"no vocabulary at {vocab_path}; pass --vocab")
     vocab = Vocab.load(vocab_path)
@@ -118,49 +124,23 @@ def load_token_log(path: Path, vocab_path: Path | None = None,
     starts, ends = np.r_[0, bounds], np.r_[bounds, len(users)]
     corpus = Corpus({users[a]: facets[a:b] for a, b in zip(starts, ends, strict=True)},
                     {users[a]: weight[a:b] for a, b in zip(starts, ends, strict=True)}, vocab)
-    catalogue_path = catalogue_path or path.parent / "catalogue.jsonl"
+    catalogue_path = catalogue_path or folder.catalogue
     if catalogue_path.exists():
         attach_catalogue(corpus, read_catalogue(catalogue_path), int(frame["ts"].max()))
     return corpus
 
 
-def load_synthetic(n_users: int = 2000, seed: int = 7, days: int = 30,
-                   cold_share: float = 0.5) -> Corpus:
-    """The synthetic world tokenized in memory, with catalogue metadata; ``cold_share`` of the
-    titles released mid-stream are held out of training targets to measure cold start.
+def corpus_from_events(events: Iterable[dict], titles: Mapping[str, Title]) -> Corpus:
+    """Contract events (in time order) tokenized by the flow's own rules, with the catalogue's
+    metadata attached.
     """
-    from streams.synthetic import SyntheticWorld, WorldConfig
-
-    world = SyntheticWorld(WorldConfig(seed=seed, n_users=n_users, days=days))
     vocab = Vocab()
-    durations = {t.item_id: t.duration_s for t in world.catalogue}
-    tokens = _tokenize(world.events(), vocab, durations)
+    durations = {t.item_id: t.duration_s for t in titles.values()}
+    tokens = tokenize_events((InteractionEvent(**e) for e in events), vocab,
+                             durations=durations)
     corpus = corpus_from_tokens(tokens, vocab)
-    titles = {t.item_id: t.__dict__ for t in world.catalogue}
     attach_catalogue(corpus, titles, max(t.ts for t in tokens))
-    new = sorted(t.item_id for t in world.catalogue if t.release_ms > world.config.start_ms)
-    rng = random.Random(seed)
-    held = rng.sample(new, int(len(new) * cold_share))
-    corpus.cold_items = {vocab.lookup("item", i) for i in held} - {1}
     return corpus
-
-
-def _tokenize(events: object, vocab: Vocab, durations: dict[str, int]) -> list[Token]:
-    try:
-        from streams.tokenizer import tokenize_events  # the flow's own rules, once landed
-    except ImportError:
-        from models.synthetic_tokens import tokenize_events as stand_in
-        return stand_in(events, vocab, durations=durations)  # type: ignore[arg-type]
-    from streams.events import InteractionEvent
-    return tokenize_events((InteractionEvent(**e) for e in events),  # type: ignore[attr-defined]
-                           vocab, durations=durations)
-
-
-def read_catalogue(path: Path) -> dict[str, dict]:
-    """``catalogue.jsonl`` -> {item_id: title fields}."""
-    with path.open() as lines:
-        titles = [json.loads(line) for line in lines if line.strip()]
-    return {t["item_id"]: t for t in titles}
 
 
 def age_bucket(age_ms: int) -> int:
@@ -173,10 +153,10 @@ def age_bucket(age_ms: int) -> int:
     return 2 if days < 1 else min(3 + int(np.log2(days)), 15)
 
 
-def attach_catalogue(corpus: Corpus, titles: dict[str, dict], ref_ms: int) -> None:
+def attach_catalogue(corpus: Corpus, titles: Mapping[str, Title], ref_ms: int) -> None:
     """Fill the item-tower metadata ids of every item in the vocabulary (0 where unknown)."""
-    corpus.genres = sorted({t["genre"] for t in titles.values()})
-    corpus.kinds = sorted({t["kind"] for t in titles.values()})
+    corpus.genres = sorted({t.genre for t in titles.values()})
+    corpus.kinds = sorted({t.kind for t in titles.values()})
     genre_id = {g: i + 1 for i, g in enumerate(corpus.genres)}
     kind_id = {k: i + 1 for i, k in enumerate(corpus.kinds)}
     meta = np.zeros((corpus.n_items, 4), dtype=np.int64)
@@ -184,9 +164,8 @@ def attach_catalogue(corpus: Corpus, titles: dict[str, dict], ref_ms: int) -> No
         t = titles.get(item)
         if idx < 2 or t is None:
             continue
-        meta[idx] = (genre_id[t["genre"]], kind_id[t["kind"]],
-                     age_bucket(ref_ms - int(t["release_ms"])),
-                     duration_bucket(float(t["duration_s"])))
+        meta[idx] = (genre_id[t.genre], kind_id[t.kind], age_bucket(ref_ms - t.release_ms),
+                     duration_bucket(float(t.duration_s)))
     corpus.item_meta, corpus.ref_ms = meta, ref_ms
 
 
@@ -346,8 +325,8 @@ def eval_set(corpus: Corpus, cuts: dict[str, tuple[int, int]], max_len: int) -> 
 
 
 def load_corpus(fmt: str, path: Path | None = None, **options: object) -> Corpus:
-    """Dispatch on ``--format``: ``sasrec`` and ``tokens`` read ``path``; ``synthetic`` builds
-    the world from ``options`` (n_users, seed, days, cold_share).
+    """Dispatch on ``--format``: ``sasrec`` reads a file, ``tokens`` a token log folder
+    (``options``: vocab_path, catalogue_path).
     """
     if fmt == "sasrec":
         if path is None:
@@ -357,6 +336,4 @@ def load_corpus(fmt: str, path: Path | None = None, **options: object) -> Corpus
         if path is None:
             raise ValueError("--format tokens needs --data DIR (the token log)")
         return load_token_log(path, **options)  # type: ignore[arg-type]
-    if fmt == "synthetic":
-        return load_synthetic(**options)  # type: ignore[arg-type]
-    raise ValueError(f"unknown format {fmt!r}; use tokens, sasrec or synthetic")
+    raise ValueError(f"unknown format {fmt!r}; use tokens or sasrec")

@@ -19,7 +19,7 @@ import torch
 
 from models.data import Corpus, EvalSet, Split, known_items
 from models.model import FoundationModel
-from streams.tokens import FACETS
+from streams.contract.tokens import FACETS
 
 KS = (10, 50)
 # A scorer maps (tokens [b, L, F], seen mask [b, n_items], targets [b]) to target ranks [b].

@@ -1,4 +1,4 @@
-"""ONNX export of a checkpoint: the ranking graph the service runs (see CONTRACTS.md).
+"""ONNX export of a checkpoint: the ranking graph the service runs (docs/contracts.md).
 
 Inputs ``item .. duration`` int64 [B, L] (left-padded, newest last) and ``seen_mask`` float32
 [B, n_items]; outputs ``user_embedding`` [B, D], ``top_ids`` int64 [B, K], ``top_scores``
@@ -20,8 +20,8 @@ import onnx
 import torch
 
 from models.checkpoint import Checkpoint, load_checkpoint, vocab_hash
-from models.model import Ranker
-from streams.tokens import FACETS
+from models.model import RankingGraph
+from streams.contract.tokens import FACETS
 
 INPUTS = (*FACETS, "seen_mask")
 OUTPUTS = ("user_embedding", "top_ids", "top_scores")
@@ -36,7 +36,7 @@ def sidecar(onnx_path: Path, suffix: str) -> Path:
 def export_checkpoint(ckpt: Checkpoint, out: Path, k: int = 200, int8: bool = False) -> Path:
     """Write the ONNX ranking graph of ``ckpt`` and its sidecar files; returns ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    ranker = Ranker(ckpt.model.cpu().eval(), k)
+    ranker = RankingGraph(ckpt.model.cpu().eval(), k)
     cfg = ckpt.config
     b, n = 2, min(8, cfg.max_len)
     example = tuple(torch.ones(b, n, dtype=torch.long) for _ in FACETS) + (

@@ -1,6 +1,6 @@
 """The foundation model: a decoder-only causal transformer over event tokens.
 
-One input token is one event token (``streams.tokens.Token``). Its embedding is the sum of
+One input token is one event token (``streams.contract.tokens.Token``). Its embedding is the sum of
 one embedding per facet (item, action, time gap, hour, weekday, device, surface, watch
 duration) plus a recency position. The item embedding itself is an id embedding plus an
 *item tower* over catalogue metadata (genre, kind, release age, length), so a title that was
@@ -32,7 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from streams.tokens import FACETS, N_DOWS, N_DURATION_BUCKETS, N_GAP_BUCKETS, N_HOURS, TOKEN_ACTIONS
+from streams.contract.tokens import (
+    FACETS,
+    N_DOWS,
+    N_DURATION_BUCKETS,
+    N_GAP_BUCKETS,
+    N_HOURS,
+    TOKEN_ACTIONS,
+)
 
 N_ACTIONS = len(TOKEN_ACTIONS) + 2  # ids 2.. (0 pad, 1 unknown)
 N_AGE_BUCKETS = 16  # release age: 1 = after the reference time, then log2 days
@@ -400,7 +407,7 @@ def _masked_ce(h: Tensor, head: Callable[[Tensor], Tensor], target: Tensor,
     return (ce * w).sum() / w.sum().clamp(min=1e-6)
 
 
-class Ranker(nn.Module):
+class RankingGraph(nn.Module):
     """The exported graph: facet tensors + seen mask -> user embedding, top-k ids and scores.
 
     Item vectors are computed once here and frozen into the graph as a constant.

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models.export import INPUTS, OUTPUTS, sidecar
-from streams.tokens import FACETS, Vocab
+from streams.contract.tokens import FACETS, Vocab
 
 
 class OnnxRanker:

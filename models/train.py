@@ -33,7 +33,7 @@ from models.data import (
 )
 from models.evaluate import evaluate_ranks, torch_ranker
 from models.model import FoundationModel, ModelConfig
-from streams.tokens import FACETS
+from streams.contract.tokens import FACETS
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ class TrainConfig:
     lr_decay: float = 0.1
     eval_every: int = 1  # epochs
     max_minutes: float | None = None  # wall-clock budget (checked after each epoch)
-    valid_users: int | None = 10_000  # validation users per epoch (sampled once, seeded; 0/None: all)
+    # validation users per epoch (sampled once, seeded; 0 or None: all)
+    valid_users: int | None = 10_000
     seed: int = 42
     # mtp_blend values tried on all validation users after training (models with multi-token
     # heads; see models.blend)

@@ -12,7 +12,6 @@ store leaves the in-session events only (``degraded``); no model gives popular t
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -27,16 +26,19 @@ from serve import metrics
 from serve.config import ServeSettings
 from serve.rerank import Candidate, GoalReranker, RerankResult
 from serve.schemas import ConstraintOut, RankedItemOut, RankRequest, RankResponse
-from streams.tokens import FACETS, Vocab
+from streams.contract.catalogue import read_catalogue
+from streams.contract.layout import DataLayout
+from streams.contract.tokens import DAY_MS, FACETS, Vocab
 
 log = logging.getLogger(__name__)
-DAY_MS = 86_400_000
 SEEN_ACTIONS = ("watch", "complete", "abandon")
 
 
 @dataclass
 class ItemInfo:
-    """What ranking needs to know about a title (catalogue + ``item_stats``)."""
+    """What ranking needs to know about a title: its catalogue fields, refreshed by the
+    ``item_stats`` columns of the same names.
+    """
 
     genre: str = ""
     kind: str = ""
@@ -45,6 +47,17 @@ class ItemInfo:
     release_ms: int = 0
     plays_24h: int = 0
     impressions_24h: int = 0
+
+    def update(self, row: dict[str, Any]) -> None:
+        """Take the ``item_stats`` values this record holds: counters always (a missing one is
+        0), catalogue fields only when the store knows them (an empty one keeps the catalogue's).
+        """
+        for name in ("plays_24h", "impressions_24h"):
+            setattr(self, name, int(row.get(name) or 0))
+        for name in ("genre", "kind", "duration_s", "release_ms"):
+            value = row.get(name)
+            if value:
+                setattr(self, name, type(getattr(self, name))(value))
 
 
 @dataclass
@@ -72,12 +85,9 @@ class ItemCatalogue:
         self.items: dict[str, ItemInfo] = {}
         self._read_at = -math.inf
         self._lock = threading.Lock()
-        path = settings.data_dir / "catalogue.jsonl"
-        if path.exists():
-            for line in path.read_text().splitlines():
-                t = json.loads(line)
-                self.items[t["item_id"]] = ItemInfo(t["genre"], t["kind"], t.get("series_id", ""),
-                                                    int(t["duration_s"]), int(t["release_ms"]))
+        for t in read_catalogue(DataLayout(settings.data_dir).catalogue).values():
+            self.items[t.item_id] = ItemInfo(t.genre, t.kind, t.series_id, t.duration_s,
+                                             t.release_ms)
         for item_id in item_ids:
             self.items.setdefault(item_id, ItemInfo())
         self.mean_impressions = 0.0
@@ -99,13 +109,7 @@ class ItemCatalogue:
                 self._read_at = time.monotonic()  # do not hammer a dead store
                 return False
             for item_id, row in rows.items():
-                info = self.items[item_id]
-                info.plays_24h = int(row.get("plays_24h") or 0)
-                info.impressions_24h = int(row.get("impressions_24h") or 0)
-                info.genre = row.get("genre") or info.genre
-                info.kind = row.get("kind") or info.kind
-                info.duration_s = int(row.get("duration_s") or info.duration_s)
-                info.release_ms = int(row.get("release_ms") or info.release_ms)
+                self.items[item_id].update(row)
             impressions = np.array([i.impressions_24h for i in self.items.values()], float)
             self.mean_impressions = float(impressions.mean()) if len(impressions) else 0.0
             positive = impressions[impressions > 0]
@@ -123,7 +127,7 @@ class Ranker:
         self.settings = settings
         self.store = store
         self.model = model
-        vocab_path = settings.data_dir / "vocab.json"
+        vocab_path = DataLayout(settings.data_dir).vocab
         self.vocab = (Vocab.load(vocab_path) if vocab_path.exists()
                       else model.vocab if model is not None else Vocab())
         ids = list(self.vocab.tables["item"]) or (list(model.vocab.tables["item"]) if model
@@ -167,7 +171,7 @@ class Ranker:
     # ---- stage 1: features ---------------------------------------------------------------
     def prepare(self, req: RankRequest) -> Prepared:
         """The user's stored tokens plus their in-session events, as facet id sequences."""
-        from streams.tokenizer import tokenize_session
+        from streams.contract.tokenizer import tokenize_session
 
         t0 = time.perf_counter()
         k = req.k or self.settings.k_default

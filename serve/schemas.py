@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.constraints import Constraints
-from streams.events import InteractionEvent
+from streams.contract.events import InteractionEvent
 
 
 class RankRequest(BaseModel):

@@ -1,1 +1,3 @@
-"""Events in: the event contract, producers, the synthetic world, and the streaming tokenizer."""
+"""Events in: the Kafka/Bytewax runtime that turns the events topic into tokens, features and
+dead letters, over the shared event vocabulary in ``streams.contract``.
+"""

@@ -2,7 +2,8 @@
 
 Reads top to bottom (STYLE.md §5). Items are batches (``streams.records``): Bytewax's cost is
 per item and per step, so one poll of a Kafka partition is one item, and the per-event work
-runs in plain loops from ``streams.fast_events``, ``streams.shards``, ``streams.tokenizer``:
+runs in plain loops from ``streams.contract.fast_events``, ``streams.shards`` and
+``streams.contract.tokenizer``:
 
     polls (Kafka) -> decode + route: valid events grouped by user shard, bad ones dead-lettered
                   -> tokenize, per user shard (dedupe, reorder, merge) -> [late/dup: dead letter]
@@ -19,7 +20,6 @@ a stable ``token_id``, so a replay after a crash changes nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -38,13 +38,14 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams import metrics
-from streams.fast_events import decode_event, fast_event
+from streams.contract.catalogue import Title, read_catalogue
+from streams.contract.fast_events import decode_event, fast_event
+from streams.contract.layout import DataLayout
+from streams.contract.tokenizer import TokenizerConfig
+from streams.contract.tokens import KNOWN_VALUES, Vocab
 from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows
 from streams.shards import PACER, ItemShard, ShardMap, UserShard
 from streams.shared_vocab import SharedVocab
-from streams.synthetic import SURFACES
-from streams.tokenizer import TokenizerConfig
-from streams.tokens import Vocab
 
 log = logging.getLogger(__name__)
 DEAD = "!dead"  # the key of dead-letter batches out of the decode step (never a shard name)
@@ -85,7 +86,7 @@ class Shared:
 
     vocab: Vocab
     durations: Mapping[str, int]
-    catalogue: Mapping[str, Mapping[str, Any]]
+    catalogue: Mapping[str, Title]
     settings: FlowSettings
 
     def __post_init__(self) -> None:
@@ -326,34 +327,21 @@ def build_flow(source: Source, sink: Sink, dead_letters: Sink, shared: Shared,
 
 
 # ---- wiring for production ------------------------------------------------------------------
-KNOWN_VALUES: dict[str, tuple[str, ...]] = {
-    "device": ("tv", "phone", "tablet", "web"),
-    "surface": SURFACES + ("search",),
-}
-
-
 def load_shared(settings: FlowSettings) -> Shared:
     """Vocabulary (persisted ids first, then catalogue titles in id order) and catalogue.
 
-    Seeding the vocabulary from the catalogue in sorted order (and the usual devices and
+    Seeding the vocabulary from the catalogue in sorted order (and the known devices and
     surfaces) makes ids the same in every run, whatever the order events arrive in. Values
     seen for the first time are numbered through the shared, locked ``vocab.json``
     (``SharedVocab``), so every worker process on the machine gives them the same id.
     """
-    data = settings.data_dir
-    vocab = SharedVocab(data / "vocab.json")
-    catalogue: dict[str, dict[str, Any]] = {}
-    cat_path = data / "catalogue.jsonl"
-    if cat_path.exists():
-        for line in cat_path.read_text().splitlines():
-            if line.strip():
-                title = json.loads(line)
-                catalogue[title["item_id"]] = title
+    layout = DataLayout(settings.data_dir)
+    vocab = SharedVocab(layout.vocab)
+    catalogue = read_catalogue(layout.catalogue)
     vocab.ensure("item", sorted(catalogue))
     for facet, values in KNOWN_VALUES.items():
         vocab.ensure(facet, values)
-    durations = {k: int(v.get("duration_s", 0)) for k, v in catalogue.items()
-                 if v.get("duration_s")}
+    durations = {k: t.duration_s for k, t in catalogue.items() if t.duration_s}
     return Shared(vocab, durations, catalogue, settings)
 
 
@@ -372,13 +360,14 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
                               batch_size=settings.batch_size, add_config=consumer_config())
     data_dir = settings.data_dir
     sink = OutputSink(lambda: FeatureWriter(open_store(online=online, data_dir=data_dir)),
-                      data_dir / "tokens", key=str(data_dir.resolve()))
+                      DataLayout(data_dir).tokens, key=str(data_dir.resolve()))
     dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
         metrics.watch_lag(kafka.client_config(), kafka.events_topic)
     log.info("flow %s: %s -> feast (%s) + %s; dead letters -> %s; %s", name,
-             kafka.events_topic, online or "env", data_dir / "tokens", kafka.dead_letter_topic,
+             kafka.events_topic, online or "env", DataLayout(data_dir).tokens,
+             kafka.dead_letter_topic,
              settings.model_dump_json())
     return build_flow(source, sink, dead, shared, name)
 

@@ -7,11 +7,11 @@ item has seen, and a bucket is only evicted once it is outside every future wind
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.events import Action, InteractionEvent
+from streams.contract.catalogue import Title
+from streams.contract.events import Action, InteractionEvent
 
 BUCKET_MS = 60_000
 HOUR, DAY = 60, 24 * 60  # in buckets
@@ -47,8 +47,11 @@ class ItemCounter:
         counts[column] += 1
         return True
 
-    def row(self, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The ``item_stats`` row (``event_timestamp`` = end of the window, ms)."""
+    def row(self, title: Title | None = None) -> dict[str, Any]:
+        """The ``item_stats`` row (``event_timestamp`` = end of the window, ms): the counters
+        and the title's catalogue fields (the Feast view ``item_stats`` names the columns; a
+        test holds this row to it).
+        """
         plays_1h = plays = impressions = clicks = 0
         for bucket, (p, i, c) in self.buckets.items():
             if bucket > self.newest - DAY:
@@ -57,9 +60,9 @@ class ItemCounter:
                 clicks += c
                 if bucket > self.newest - HOUR:
                     plays_1h += p
-        meta = meta or {}
         return {"item_id": self.item_id, "event_timestamp": (self.newest + 1) * BUCKET_MS,
                 "plays_1h": plays_1h, "plays_24h": plays, "impressions_24h": impressions,
                 "ctr_24h": clicks / impressions if impressions else 0.0,
-                "release_ms": int(meta.get("release_ms", 0)), "genre": meta.get("genre", ""),
-                "kind": meta.get("kind", ""), "duration_s": int(meta.get("duration_s", 0))}
+                "release_ms": title.release_ms if title else 0,
+                "genre": title.genre if title else "", "kind": title.kind if title else "",
+                "duration_s": title.duration_s if title else 0}

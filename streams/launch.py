@@ -7,6 +7,7 @@ Recovery needs one partition per worker, created before the first start.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -64,10 +65,15 @@ class Launch:
         return out
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def start(launch: Launch, env: Mapping[str, str], **popen: Any) -> list[subprocess.Popen]:
     """Start every process of the flow (recovery initialised first)."""
-    from infra.broker import free_port
-
     launch.ensure_recovery()
     addresses = (";".join(f"127.0.0.1:{free_port()}" for _ in range(launch.processes))
                  if launch.processes > 1 else None)

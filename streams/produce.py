@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, Producer
 from tqdm import tqdm
 
 from streams.config import KafkaSettings
-from streams.sources import key_of
+from streams.contract.files import key_of
 
 DEFAULT_DELIVERY_TIMEOUT = 60.0
 

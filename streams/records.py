@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.fast_events import Event
-from streams.tokens import Token
+from streams.contract.fast_events import Event
+from streams.contract.tokens import Token
 
 
 @dataclass(frozen=True)

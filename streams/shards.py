@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams import metrics
+from streams.contract.catalogue import Title
+from streams.contract.tokenizer import TokenizerConfig, UserTokenizer
+from streams.contract.tokens import FACETS, Token, Vocab
 from streams.item_stats import COLUMNS, ItemCounter
 from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows
-from streams.tokenizer import TokenizerConfig, UserTokenizer
-from streams.tokens import FACETS, Token, Vocab
 
 SEQ_NAMES = [f"{facet}_seq" for facet in FACETS]
 _COLUMN_OF = {action.value: column for action, column in COLUMNS.items()}
@@ -205,7 +206,7 @@ class UserShard:
 class ItemShard:
     """The windowed counters of one shard's items; rows of changed items are owed."""
 
-    def __init__(self, catalogue: Mapping[str, Mapping[str, Any]],
+    def __init__(self, catalogue: Mapping[str, Title],
                  state: dict[str, Any] | None = None) -> None:
         self.catalogue = catalogue
         state = state or {}

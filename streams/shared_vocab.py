@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from streams.tokens import Vocab
+from streams.contract.tokens import Vocab
 
 
 class SharedVocab(Vocab):

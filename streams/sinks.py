@@ -19,9 +19,9 @@ from bytewax.outputs import DynamicSink
 from bytewax.outputs import StatelessSinkPartition as _Stateless
 
 from streams import metrics
+from streams.contract.tokens import Token
 from streams.records import DeadLetter, ItemRows, TokenBatch, UserRows
 from streams.shards import PACER
-from streams.tokens import Token
 
 _STORES: dict[str, Any] = {}
 _STORES_LOCK = threading.Lock()

@@ -1,4 +1,4 @@
-"""The token log: final tokens as parquet files under ``<data_dir>/tokens/`` (CONTRACTS.md).
+"""The token log: final tokens as parquet files under ``<data_dir>/tokens/`` (docs/contracts.md).
 
 Writers only ever add files; a replay after a crash may write a token again, with the same
 ``token_id``, so readers sort and drop duplicates. That keeps appends cheap and the log
@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streams.tokens import FACETS, Token
+from streams.contract.tokens import FACETS, Token
 
 SCHEMA = pa.schema(
     [("user_id", pa.string()), ("ts", pa.int64()), ("item_id", pa.string())]

@@ -64,7 +64,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (make system-deps installs it)")
-    from infra.broker import free_port
+    from streams.launch import free_port
 
     port = free_port()
     folder = tmp_path_factory.mktemp("redis")

@@ -15,7 +15,6 @@ import httpx
 import pytest
 import yaml
 
-from infra.broker import free_port
 from infra.dashboards import dashboard_exprs
 from infra.pipeline import (
     Layout,
@@ -28,8 +27,10 @@ from infra.pipeline import (
     wait_ready,
 )
 from infra.prometheus import RULES, render_config, start_prometheus
+from infra.synthetic import SyntheticWorld, WorldConfig
+from streams.contract.tokens import DAY_MS
+from streams.launch import free_port
 from streams.produce import produce_events
-from streams.synthetic import DAY_MS, SyntheticWorld, WorldConfig
 
 pytestmark = pytest.mark.integration
 

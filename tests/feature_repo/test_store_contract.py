@@ -1,4 +1,4 @@
-"""The feature store contract (CONTRACTS.md), run against SQLite and Redis."""
+"""The feature store contract (docs/contracts.md), run against SQLite and Redis."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from feature_repo.store import (
     write_items,
     write_users,
 )
-from streams.tokens import FACETS, MAX_SEQ, Token
+from streams.contract.tokens import FACETS, MAX_SEQ, Token
 
 pytestmark = pytest.mark.integration
 T0 = 1_767_225_600_000

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from infra.broker import SCHEMA_DIR, EmbeddedBroker, free_port
+from infra.broker import SCHEMA_DIR, EmbeddedBroker
 from infra.cli import main
+from infra.synthetic import SyntheticWorld, WorldConfig
 from streams.config import KafkaSettings
 from streams.consume import read_all
+from streams.contract.files import read_sasrec
+from streams.launch import free_port
 from streams.produce import produce_events
-from streams.sources import read_sasrec
-from streams.synthetic import SyntheticWorld, WorldConfig
 from streams.topics import create_topics
 
 pytestmark = pytest.mark.integration

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from models.data import (
     I_ACTION,
     I_ITEM,
-    Corpus,
     constant_facets,
+    corpus_from_events,
     corpus_from_tokens,
     eval_set,
     known_items,
@@ -21,8 +20,8 @@ from models.data import (
     load_token_log,
     training_windows,
 )
-from models.synthetic_tokens import tokenize_events
-from streams.tokens import FACETS, Token, Vocab
+from streams.contract.catalogue import Title
+from streams.contract.tokens import FACETS, Token, Vocab
 
 
 def _sasrec(tmp_path: Path) -> Path:
@@ -141,19 +140,21 @@ def test_token_log_reader_sorts_and_drops_duplicates(tmp_path: Path) -> None:
         load_token_log(tmp_path / "missing")
 
 
-def test_stand_in_tokenizer_merges_a_play() -> None:
-    vocab = Vocab()
+def test_corpus_from_events_merges_a_play_and_attaches_the_catalogue() -> None:
     base = {"user_id": "u", "item_id": "m1", "device": "tv", "surface": "home/top_picks"}
-    events = [{**base, "action": "impression", "ts": 1_000, "watch_seconds": 0.0},
-              {**base, "action": "play", "ts": 2_000, "watch_seconds": 0.0},
-              {**base, "action": "pause", "ts": 62_000, "watch_seconds": 60.0},
-              {**base, "action": "resume", "ts": 70_000, "watch_seconds": 0.0},
-              {**base, "action": "complete", "ts": 200_000, "watch_seconds": 130.0}]
-    tokens = tokenize_events(events, vocab, durations={"m1": 200})
-    assert [t.action for t in tokens] == [vocab.lookup("action", a)
-                                          for a in ("impression", "complete")]
-    assert tokens[1].watch_seconds == 190.0 and tokens[1].n_events == 4
-    assert isinstance(Corpus, type) and np.isclose(tokens[1].completion, 0.95)
+    t0 = 1_767_225_600_000
+    steps = [("impression", 1_000, 0.0), ("play", 2_000, 0.0), ("pause", 62_000, 60.0),
+             ("resume", 70_000, 0.0), ("complete", 200_000, 130.0)]
+    events = [{**base, "event_id": f"e{i}", "action": a, "ts": t0 + ts, "watch_seconds": w}
+              for i, (a, ts, w) in enumerate(steps)]
+    titles = {"m1": Title("m1", "drama", "movie", release_ms=0, duration_s=200)}
+    corpus = corpus_from_events(events, titles)
+    seq = corpus.sequences["u"]
+    actions = [corpus.vocab.lookup("action", a) for a in ("impression", "complete")]
+    assert seq[:, FACETS.index("action")].tolist() == actions
+    item = corpus.vocab.lookup("item", "m1")
+    assert corpus.genres == ["drama"] and corpus.kinds == ["movie"]
+    assert corpus.item_meta[item, 0] == 1 and corpus.item_meta[item, 1] == 1
 
 
 def test_windows_cover_each_training_position_once(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from models.checkpoint import Checkpoint, vocab_hash
 from models.export import export_checkpoint, sidecar
-from models.model import FoundationModel, ModelConfig, Ranker
+from models.model import FoundationModel, ModelConfig, RankingGraph
 from models.onnx_runtime import OnnxRanker
-from streams.tokens import FACETS, Vocab
+from streams.contract.tokens import FACETS, Vocab
 
 N_ITEMS, MAX_LEN, K = 60, 24, 15
 
@@ -65,7 +65,7 @@ def _batch(seed: int, b: int, n: int, pad: list[int]) -> tuple[dict[str, np.ndar
 
 
 def _eager(ckpt: Checkpoint, batch: dict[str, np.ndarray], seen: np.ndarray):
-    ranker = Ranker(ckpt.model, K)
+    ranker = RankingGraph(ckpt.model, K)
     with torch.no_grad():
         return [t.numpy() for t in ranker(*(torch.from_numpy(batch[f]) for f in FACETS),
                                           torch.from_numpy(seen))]

@@ -63,14 +63,15 @@ def test_detached_multi_token_heads_do_not_steer_the_trunk() -> None:
         if not name.startswith("mtp_proj"):
             assert p.grad is None or not p.grad.any(), name
     model.zero_grad()
-    model.cfg.mtp_detach = False  # the default: the look-ahead also trains the trunk
+    model.cfg.mtp_detach = False  # heads that steer: the look-ahead also trains the trunk
     model.losses(tokens, targets)["loss"].backward()
     assert model.item_emb.weight.grad.abs().sum() > 0
 
 
 def test_shared_multi_token_targets_score_the_next_item_query() -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(n_items=30, max_len=6, d_model=8, mtp_k=3, mtp_shared=True, w_item=0.0,
+    cfg = ModelConfig(n_items=30, max_len=6, d_model=8, mtp_k=3, mtp_shared=True,
+                      mtp_detach=False, w_item=0.0,
                       w_action=0.0, w_duration=0.0, w_mtp=1.0, mtp_negatives=0)
     model = FoundationModel(cfg).eval()
     assert not any(p.numel() for p in model.mtp_proj.parameters())  # no projection

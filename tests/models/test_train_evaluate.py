@@ -8,19 +8,20 @@ from pathlib import Path
 import pytest
 
 from infra.cli import main
+from infra.synthetic import synthetic_corpus
 from models.blend import retune_blend
 from models.checkpoint import load_checkpoint
-from models.data import leave_one_out, load_synthetic
+from models.data import leave_one_out
 from models.evaluate import compare_trainings, evaluate_dir, over_trainings
 from models.train import TrainConfig, train, write_outputs
-from streams.tokens import FACETS
+from streams.contract.tokens import FACETS
 
 TINY = {"max_len": 64, "d_model": 32, "n_heads": 2, "n_layers": 1}
 
 
 @pytest.fixture(scope="module")
 def world():
-    return load_synthetic(n_users=150, days=10)
+    return synthetic_corpus(n_users=150, days=10)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from infra.bench.sample_world import SampleWorld
 from serve.config import ServeSettings
-from serve.sample_world import SampleWorld
 
 
 @pytest.fixture(scope="session")

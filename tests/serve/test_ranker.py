@@ -7,7 +7,7 @@ import pytest
 from serve.constraints import Constraints, Goal
 from serve.ranker import Ranker
 from serve.schemas import RankRequest
-from streams.events import InteractionEvent
+from streams.contract.events import InteractionEvent
 
 
 def _rank(ranker: Ranker, req: RankRequest):

@@ -7,13 +7,14 @@ import json
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from streams.events import InteractionEvent
+from feature_repo.definitions import ITEM_FEATURES
+from infra.synthetic import SyntheticWorld, WorldConfig
+from streams.contract.events import InteractionEvent
+from streams.contract.tokenizer import tokenize_events
+from streams.contract.tokens import FACETS, Vocab
 from streams.flow import FlowSettings, Shared, build_flow
 from streams.records import DeadLetter, ItemRows, TokenBatch, UserRows
-from streams.synthetic import SyntheticWorld, WorldConfig
-from streams.tokenizer import tokenize_events
-from streams.tokens import FACETS, Vocab
-from tests.streams.tokenizer_reference import token_tuple
+from tests.streams.contract.tokenizer_reference import token_tuple
 
 
 def world_events(n_users: int = 12, days: int = 2) -> tuple[list[dict], SyntheticWorld]:
@@ -23,8 +24,7 @@ def world_events(n_users: int = 12, days: int = 2) -> tuple[list[dict], Syntheti
 
 def shared_for(world: SyntheticWorld, **settings) -> Shared:
     durations = {t.item_id: t.duration_s for t in world.catalogue}
-    catalogue = {t.item_id: {"genre": t.genre, "kind": t.kind, "release_ms": t.release_ms,
-                             "duration_s": t.duration_s} for t in world.catalogue}
+    catalogue = {t.item_id: t for t in world.catalogue}
     return Shared(Vocab(), durations, catalogue,
                   FlowSettings(finish_at_eof=True, flush_s=0.01, log_flush_s=0.001, **settings))
 
@@ -90,6 +90,7 @@ def test_flow_tokens_equal_the_batch_tokenizer_and_bad_events_are_dead_lettered(
     assert played <= set(items)
     some = items[sorted(played)[0]]
     assert some["plays_24h"] >= 1 and some["genre"] and some["duration_s"] > 0
+    assert set(some) == {"item_id", "event_timestamp", *ITEM_FEATURES}  # the Feast view's names
     for item_id, row in items.items():  # windows end at the item's newest event (minutes)
         mine = [e for e in events if e["item_id"] == item_id
                 and e["action"] in ("play", "impression", "click")]

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from feature_repo.store import open_store, read_items, read_users
+from infra.synthetic import SyntheticWorld, WorldConfig
 from streams import launch
 from streams.config import KafkaSettings
 from streams.consume import read_all
 from streams.launch import Launch
 from streams.produce import produce_events
-from streams.synthetic import SyntheticWorld, WorldConfig
 from streams.token_log import read_tokens
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.charts import histogram
+from infra.bench.charts import histogram
+from infra.synthetic import GENRES, SyntheticWorld, WorldConfig
 from serve.constraints import Constraints, Diversity, Goal, GroupCount, Pin
 from serve.rerank import Candidate, GoalReranker, RerankConfig, position_weights
-from streams.synthetic import GENRES, SyntheticWorld, WorldConfig
 
 FAMILIES = ("policy", "diversity", "goal")
 

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from streams.events import Action, InteractionEvent, Problem, validate_event
+from streams.contract.events import Action, InteractionEvent, Problem, validate_event
 
 
 def _text(low: int, high: int) -> object:

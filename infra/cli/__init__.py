@@ -1,20 +1,20 @@
 """``marquee``: one command, with a subcommand per job. Each is a thin shell over a library call.
 
-Packages add their own subcommands through a ``register(subparsers)`` function in their
-``cli`` module, and benchmarks through ``register_bench(subparsers)``; heavy imports (torch,
-ray, feast) happen inside the handlers so ``marquee --help`` stays fast.
+One parser module per command group (``infra.cli.streams``, ``.models``, ``.serve``, ``.ops``)
+adds its subcommands through ``register(subparsers)`` and its benchmarks through
+``register_bench(subparsers)``; heavy imports (torch, ray, feast) happen inside the handlers so
+``marquee --help`` stays fast. Nothing imports this package but the console script.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from infra import commands
+from infra.cli import models, ops, serve, streams
 
-COMMAND_MODULES = ("streams.cli", "models.cli", "serve.cli", "infra.commands")
+GROUPS = (streams, models, serve, ops)
 
 DESCRIPTION = """\
 Marquee: streaming personalization.
@@ -36,12 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Benchmarks print figures and ratios against a baseline "
                                        "measured in the same run, and write JSON beside them.")
     bench_sub = bench.add_subparsers(dest="bench", metavar="TARGET", required=True)
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
-        module.register(sub)
-        if hasattr(module, "register_bench"):
-            module.register_bench(bench_sub)
-    commands.register_bench_all(bench_sub)
+    for group in GROUPS:
+        group.register(sub)
+        if hasattr(group, "register_bench"):
+            group.register_bench(bench_sub)
+    ops.register_bench_all(bench_sub)
     return parser
 
 

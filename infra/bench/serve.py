@@ -25,7 +25,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import numpy as np
 
-from infra.charts import histogram
+from infra.bench.charts import histogram
 
 
 def _pct(xs: list[float]) -> dict[str, float]:

@@ -29,6 +29,15 @@ N_GAP_BUCKETS = 16   # ids 1..15
 N_DURATION_BUCKETS = 12  # ids 1..11
 N_HOURS, N_DOWS = 25, 8  # ids 1..24, 1..7
 MAX_SEQ = 200  # most recent tokens kept per user in the online store ("<facet>_seq" arrays)
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000
+
+# Values every vocabulary knows from the start, so their ids are the same in every run whatever
+# order events arrive in (values first seen at run time get the next free id).
+KNOWN_VALUES: dict[str, tuple[str, ...]] = {
+    "device": ("tv", "phone", "tablet", "web"),
+    "surface": ("home/continue_watching", "home/top_picks", "home/new_releases", "home/trending",
+                "home/because_you_watched", "search/results", "player/autoplay", "search"),
+}
 
 
 def gap_bucket(gap_ms: int | None) -> int:
@@ -55,12 +64,12 @@ def duration_bucket(watch_seconds: float) -> int:
 
 def hour_id(ts_ms: int) -> int:
     """Hour of day (UTC) as 1..24."""
-    return (ts_ms // 3_600_000) % 24 + 1
+    return (ts_ms // HOUR_MS) % 24 + 1
 
 
 def dow_id(ts_ms: int) -> int:
     """Day of week (UTC, Monday = 1) as 1..7."""
-    return (ts_ms // 86_400_000 + 3) % 7 + 1  # 1970-01-01 was a Thursday
+    return (ts_ms // DAY_MS + 3) % 7 + 1  # 1970-01-01 was a Thursday
 
 
 @dataclass(frozen=True)

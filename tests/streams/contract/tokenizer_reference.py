@@ -1,4 +1,4 @@
-"""A slow, obvious tokenizer to check ``streams.tokenizer`` against.
+"""A slow, obvious tokenizer to check ``streams.contract.tokenizer`` against.
 
 It sees a user's whole history at once and decides every rule by looking forward in the
 list (O(n^2)), where the real tokenizer decides incrementally with deadlines and queues.
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from streams.events import InteractionEvent
-from streams.tokenizer import TokenizerConfig
-from streams.tokens import Token, Vocab, duration_bucket, gap_bucket
+from streams.contract.events import InteractionEvent
+from streams.contract.tokenizer import TokenizerConfig
+from streams.contract.tokens import Token, Vocab, duration_bucket, gap_bucket
 
 WATCH = {"play", "pause", "resume", "stop", "complete"}
 

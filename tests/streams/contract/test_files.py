@@ -1,5 +1,5 @@
-from streams.events import validate_event
-from streams.sources import key_of, read_jsonl, read_sasrec, read_sasrec_sequences
+from streams.contract.events import validate_event
+from streams.contract.files import key_of, read_jsonl, read_sasrec, read_sasrec_sequences
 
 
 def test_sasrec_lines_become_ordered_play_events(tmp_path):

@@ -24,24 +24,24 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import math
 import random
 from collections.abc import Generator, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from streams.contract.catalogue import Title, write_catalogue
+from streams.contract.tokens import DAY_MS, HOUR_MS, KNOWN_VALUES
+
+if TYPE_CHECKING:
+    from models.data import Corpus
 
 GENRES = (
     "drama", "comedy", "thriller", "documentary", "animation", "scifi",
     "romance", "horror", "crime", "family", "action", "reality",
 )
-SURFACES = (
-    "home/continue_watching", "home/top_picks", "home/new_releases", "home/trending",
-    "home/because_you_watched", "search/results", "player/autoplay",
-)
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
+SURFACES = tuple(s for s in KNOWN_VALUES["surface"] if s != "search")  # rows a title shows in
 
 
 @dataclass(frozen=True)
@@ -58,19 +58,6 @@ class WorldConfig:
     new_title_share: float = 0.1
     sessions_per_day: float = 0.8
     row_size: int = 5
-
-
-@dataclass(frozen=True)
-class Title:
-    """One catalogue entry: what the item tower and the item features know about a title."""
-
-    item_id: str
-    genre: str
-    kind: str  # movie | series | episode
-    release_ms: int
-    duration_s: int
-    series_id: str = ""
-    episode: int = 0
 
 
 @dataclass
@@ -129,12 +116,8 @@ class SyntheticWorld:
         return titles
 
     def write_catalogue(self, path: Path) -> Path:
-        """Write the catalogue as JSON lines (one title a line) for the model and features."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as out:
-            for title in self.catalogue:
-                out.write(json.dumps(asdict(title)) + "\n")
-        return path
+        """Write the catalogue as JSON lines for the flow, training and the service."""
+        return write_catalogue(path, self.catalogue)
 
     # ---- users ---------------------------------------------------------------------------
     def _make_user(self, index: int) -> _User:
@@ -328,3 +311,18 @@ def _poisson(rng: random.Random, lam: float) -> int:
         if p <= limit:
             return k
         k += 1
+
+
+def synthetic_corpus(n_users: int = 2000, seed: int = 7, days: int = 30,
+                     cold_share: float = 0.5) -> Corpus:
+    """The world tokenized in memory (no Kafka) as a training corpus; ``cold_share`` of the
+    titles released mid-stream are held out of training targets to measure cold start.
+    """
+    from models.data import corpus_from_events
+
+    world = SyntheticWorld(WorldConfig(seed=seed, n_users=n_users, days=days))
+    corpus = corpus_from_events(world.events(), {t.item_id: t for t in world.catalogue})
+    new = sorted(t.item_id for t in world.catalogue if t.release_ms > world.config.start_ms)
+    held = random.Random(seed).sample(new, int(len(new) * cold_share))
+    corpus.cold_items = {corpus.vocab.lookup("item", i) for i in held} - {1}
+    return corpus

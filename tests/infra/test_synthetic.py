@@ -2,8 +2,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from streams.events import validate_event
-from streams.synthetic import DAY_MS, SyntheticWorld, WorldConfig
+from infra.synthetic import SyntheticWorld, WorldConfig
+from streams.contract.events import validate_event
+from streams.contract.tokens import DAY_MS
 
 CONFIG = WorldConfig(seed=3, n_users=150, days=20)
 

@@ -7,9 +7,9 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.events import validate_event
-from streams.fast_events import Event, decode_event, fast_event
-from streams.synthetic import SyntheticWorld, WorldConfig
+from infra.synthetic import SyntheticWorld, WorldConfig
+from streams.contract.events import validate_event
+from streams.contract.fast_events import Event, decode_event, fast_event
 
 BASE = {"event_id": "e1", "user_id": "u1", "item_id": "m1", "action": "play",
         "ts": 1_767_225_600_000, "device": "tv", "surface": "home/top", "position": 3,

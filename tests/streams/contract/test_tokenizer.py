@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.events import InteractionEvent
-from streams.synthetic import SyntheticWorld, WorldConfig
-from streams.tokenizer import (
+from infra.synthetic import SyntheticWorld, WorldConfig
+from streams.contract.events import InteractionEvent
+from streams.contract.tokenizer import (
     DuplicateEvent,
     LateEvent,
     TokenizerConfig,
@@ -20,8 +20,8 @@ from streams.tokenizer import (
     tokenize_events,
     tokenize_session,
 )
-from streams.tokens import Vocab
-from tests.streams.tokenizer_reference import reference_tokens, token_tuple
+from streams.contract.tokens import Vocab
+from tests.streams.contract.tokenizer_reference import reference_tokens, token_tuple
 
 T0 = 1_767_225_600_000
 S = 1000
@@ -246,8 +246,8 @@ def test_synthetic_world_streaming_equals_batch():
 def test_fast_token_construction_is_a_token():
     from dataclasses import fields
 
-    from streams.tokenizer import _new_token
-    from streams.tokens import Token
+    from streams.contract.tokenizer import _new_token
+    from streams.contract.tokens import Token
 
     values = {f.name: i for i, f in enumerate(fields(Token))}
     fast, slow = _new_token(values), Token(**values)

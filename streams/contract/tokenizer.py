@@ -41,8 +41,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 
-from streams.events import Action, InteractionEvent
-from streams.tokens import (
+from streams.contract.events import Action, InteractionEvent
+from streams.contract.tokens import (
     FACETS,
     MAX_SEQ,
     UNKNOWN,

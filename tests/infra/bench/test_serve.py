@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from serve.bench_serve import closed_loop, open_loop
+from infra.bench.serve import closed_loop, open_loop
 
 
 class _Handler(BaseHTTPRequestHandler):

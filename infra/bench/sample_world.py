@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 from collections import Counter
 from pathlib import Path
 
+from infra.synthetic import SyntheticWorld, WorldConfig
 from serve.config import ServeSettings
-from streams.events import InteractionEvent
-from streams.synthetic import SyntheticWorld, WorldConfig
-from streams.tokens import Vocab
-
-
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from streams.contract.events import InteractionEvent
+from streams.contract.tokens import Vocab
+from streams.launch import free_port
 
 
 class SampleWorld:
@@ -29,7 +22,7 @@ class SampleWorld:
         from feature_repo.store import FeatureWriter, open_store, user_row
         from models.checkpoint import init_checkpoint
         from models.export import export_checkpoint
-        from streams.tokenizer import tokenize_events
+        from streams.contract.tokenizer import tokenize_events
 
         self.data_dir = data_dir
         world = SyntheticWorld(WorldConfig(seed=seed, n_users=n_users, days=days))

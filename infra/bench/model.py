@@ -20,8 +20,8 @@ import torch
 
 from models.checkpoint import Checkpoint, init_checkpoint, load_checkpoint
 from models.export import export_checkpoint
-from models.model import Ranker
-from streams.tokens import FACETS, N_DURATION_BUCKETS, N_GAP_BUCKETS, Vocab
+from models.model import RankingGraph
+from streams.contract.tokens import FACETS, N_DURATION_BUCKETS, N_GAP_BUCKETS, Vocab
 
 
 def sasrec_sized(n_items: int = 3700, max_len: int = 200, d_model: int = 64,
@@ -67,7 +67,7 @@ def bench_ranking(ckpt: Checkpoint, batches: tuple[int, ...], threads: int,
 
     torch.set_num_threads(threads)
     cfg = ckpt.config
-    ranker = Ranker(ckpt.model.cpu(), 200)
+    ranker = RankingGraph(ckpt.model.cpu(), 200)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ort_ranker = OnnxRanker(export_checkpoint(ckpt, Path(tmp) / "b.onnx"), threads=threads)
@@ -124,7 +124,7 @@ def bench_gpu(ckpt: Checkpoint, batch: int, min_s: float) -> dict[str, Any]:
     """Users ranked per second on CUDA: PyTorch fp32, PyTorch bf16 autocast, ORT CUDA."""
     from models.onnx_runtime import OnnxRanker
 
-    ranker = Ranker(ckpt.model, 200).cuda()
+    ranker = RankingGraph(ckpt.model, 200).cuda()
     tokens, seen = random_batch(batch, ckpt.config.max_len, ckpt.config.n_items)
     tt = [torch.from_numpy(tokens[f]).cuda() for f in FACETS]
     st = torch.from_numpy(seen).cuda()

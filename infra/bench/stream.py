@@ -32,12 +32,12 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
+from infra.synthetic import SyntheticWorld, WorldConfig
 from streams import metrics
 from streams.config import KafkaSettings
 from streams.flow import consumer_config
 from streams.kafka_batches import KafkaBatchSource
 from streams.produce import produce_events
-from streams.synthetic import SyntheticWorld, WorldConfig
 from streams.topics import create_topics, delete_topics
 
 END = b"__marquee_bench_end__"

@@ -4,7 +4,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from streams.events import (
+from streams.contract.events import (
     Action,
     InteractionEvent,
     json_schema,
@@ -15,7 +15,7 @@ from streams.events import (
 GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "m1", "action": "play",
         "ts": 1767225600000, "device": "TV", "surface": "home/top_picks", "position": 3,
         "watch_seconds": 0}
-SCHEMAS = Path(__file__).parents[2] / "infra" / "schemas"
+SCHEMAS = Path(__file__).parents[3] / "infra" / "schemas"
 
 
 def test_valid_event_round_trips_through_json():

@@ -10,12 +10,12 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 
+from infra.bench.charts import bar_chart
 from infra.broker import broker_for
-from infra.charts import bar_chart
+from infra.synthetic import SyntheticWorld, WorldConfig
 from streams.config import KafkaSettings
 from streams.consume import read_all
 from streams.produce import PRODUCER_CONFIG, produce_events
-from streams.synthetic import SyntheticWorld, WorldConfig
 from streams.topics import create_topics, delete_topics
 
 

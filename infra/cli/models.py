@@ -2,7 +2,7 @@
 the model benchmark.
 
 Handlers only parse and print; the work is in ``models.train``, ``models.evaluate``,
-``models.blend``, ``models.export`` and ``models.bench`` (imported inside the handlers: torch
+``models.blend``, ``models.export`` and ``infra.bench.model`` (imported inside the handlers: torch
 is slow to load).
 """
 
@@ -94,7 +94,8 @@ def _recipe_help(p: argparse.ArgumentParser) -> None:
 
 def _given(args: argparse.Namespace, kind: str) -> dict[str, object]:
     """The recipe arguments of ``kind`` ("train" or "model") given on the command line, by
-    dataclass field."""
+    dataclass field.
+    """
     return {field: getattr(args, arg) for arg, (k, field) in RECIPE_ARGS.items()
             if k == kind and getattr(args, arg) is not None}
 
@@ -135,7 +136,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--valid-users", type=int, default=None,
                    help="validation users sampled for the per-epoch evaluation (0: all; "
                         "the blend is always chosen on all of them)")
-    p.add_argument("--seed", type=int, default=None, help="seed of weights, batches and the validation sample")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of weights, batches and the validation sample")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--max-len", type=int, default=None,
                    help="newest tokens a window holds")
@@ -265,8 +267,13 @@ def _corpus(args: argparse.Namespace, spec: dict | None = None):
     else:
         opts = {}
     saved = {k: v for k, v in opts.items() if not isinstance(v, Path)}
-    return load_corpus(fmt, path, **opts), {"format": fmt, "path": str(path) if path else None,
-                                            "options": saved}
+    if fmt == "synthetic":
+        from infra.synthetic import synthetic_corpus
+
+        corpus = synthetic_corpus(**opts)
+    else:
+        corpus = load_corpus(fmt, path, **opts)
+    return corpus, {"format": fmt, "path": str(path) if path else None, "options": saved}
 
 
 def _model_corpus(args: argparse.Namespace, model_dir: Path):
@@ -355,7 +362,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from models.bench import run_bench
+    from infra.bench.model import run_bench
 
     result = run_bench(args.model, args.out, threads=args.threads, min_s=args.seconds)
     for row in result["ranking_cpu"]:

@@ -128,7 +128,7 @@ def _register_bench_stream(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def _bench_stream(args: argparse.Namespace) -> int:
-    from streams.bench import run_bench
+    from infra.bench.stream import run_bench
 
     r = run_bench(args.events, args.online, args.batch_size, args.flush_s, args.fresh_rate,
                   out=args.out)
@@ -167,7 +167,7 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
 
 
 def _bench_produce(args: argparse.Namespace) -> int:
-    from streams.bench_produce import run_bench
+    from infra.bench.produce import run_bench
 
     figures = run_bench(getattr(args, "events", 200_000))
     return 0 if figures["read_back"] == figures["events"] else 1
@@ -175,12 +175,12 @@ def _bench_produce(args: argparse.Namespace) -> int:
 
 def _produce(args: argparse.Namespace) -> int:
     from streams.config import KafkaSettings
+    from streams.contract.files import read_jsonl, read_sasrec
     from streams.produce import produce_events
-    from streams.sources import read_jsonl, read_sasrec
 
     settings = KafkaSettings()
     if args.synthetic:
-        from streams.synthetic import SyntheticWorld, WorldConfig
+        from infra.synthetic import SyntheticWorld, WorldConfig
 
         world = SyntheticWorld(WorldConfig(seed=args.seed, n_users=args.users))
         if args.catalogue_out:
@@ -201,8 +201,8 @@ def _produce(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from streams.events import validate_event
-    from streams.sources import read_jsonl
+    from streams.contract.events import validate_event
+    from streams.contract.files import read_jsonl
 
     bad = total = 0
     for lineno, line in enumerate(read_jsonl(args.file), start=1):
@@ -217,7 +217,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from streams.events import json_schema, write_schema_files
+    from streams.contract.events import json_schema, write_schema_files
 
     if args.write:
         for path in write_schema_files(args.write):

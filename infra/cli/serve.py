@@ -44,7 +44,7 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
 
 
 def _bench_rerank(args: argparse.Namespace) -> int:
-    from serve.bench_rerank import print_report, run_bench
+    from infra.bench.rerank import print_report, run_bench
 
     report = run_bench(n=args.n, k=args.k, requests=args.requests,
                        exact_sample=args.exact_sample, out=args.out)
@@ -93,9 +93,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
+    from infra.bench.sample_world import SampleWorld
+    from infra.bench.serve import print_report, run_bench
     from serve import app
-    from serve.bench_serve import print_report, run_bench
-    from serve.sample_world import SampleWorld, free_port
+    from streams.launch import free_port
 
     data_dir = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
