@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_repo.definitions import ITEM_FEATURES, OBJECTS, USER_FEATURES
 from streams.contract.layout import DataLayout
+from streams.contract.settings import ENV_FILE
 from streams.contract.tokens import FACETS, Token
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,15 @@ REPO_DIR = Path(__file__).parent
 class FeatureSettings(BaseSettings):
     """Where the online store is; every field is overridable as ``MARQUEE_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="MARQUEE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MARQUEE_", env_file=ENV_FILE, extra="ignore")
 
-    online_store: Literal["sqlite", "redis"] = "sqlite"
+    online_store: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="online store: sqlite (a file under the data folder) or "
+        "redis (at MARQUEE_REDIS_URL)")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0",
                            description="redis://host:port[/db] or host:port")
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(default=Path("var"), description="data folder: vocab.json, "
+                           "catalogue.jsonl, feast/")
 
 
 def feast_redis_connection(url: str) -> str:

@@ -1,7 +1,7 @@
 """The ranking service: one Ray Serve deployment with a FastAPI ingress over ``Ranker``.
 
 The deployment parses, times, counts and calls; the logic lives in ``serve.ranker``. ONNX
-inference goes through ``@serve.batch`` so concurrent requests share one model call. The model
+inference goes through ``@ray_serve.batch`` so concurrent requests share one model call. The model
 path is ``user_config``: changing it (``rollover``) calls ``reconfigure`` on the running
 replicas, which load the new file beside the old one and swap, so no request is dropped.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
-from ray import serve
+from ray import serve as ray_serve  # `serve` is this package
 
 from serve.config import ServeSettings
 from serve.schemas import Health, RankRequest, RankResponse, SimilarItem, SimilarResponse
@@ -47,8 +47,8 @@ async def _count(request: Request, call_next: Any) -> Response:
     return response
 
 
-@serve.deployment(name="RankingService", max_ongoing_requests=64)
-@serve.ingress(api)
+@ray_serve.deployment(name="RankingService", max_ongoing_requests=64)
+@ray_serve.ingress(api)
 class RankingService:
     """HTTP ingress + ranking in one replica (features, batched inference, re-rank)."""
 
@@ -80,7 +80,7 @@ class RankingService:
             self.model_path = path
             api.state.model_version = version
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def infer(self, prepared: list[Any]) -> list[Any]:
         """One ONNX call for every request that arrived within the batch window."""
         return self.ranker.infer(prepared)
@@ -143,8 +143,8 @@ class RankingService:
 noop_api = FastAPI(title="no-op")
 
 
-@serve.deployment(name="NoOp", max_ongoing_requests=64)
-@serve.ingress(noop_api)
+@ray_serve.deployment(name="NoOp", max_ongoing_requests=64)
+@ray_serve.ingress(noop_api)
 class NoOp:
     """The framework's floor for ``marquee bench serve``: parses the same body, does nothing."""
 
@@ -195,25 +195,25 @@ def start(settings: ServeSettings, noop: bool = False) -> str:
     mp = _multiproc_dir(settings)
     shutil.rmtree(mp, ignore_errors=True)
     mp.mkdir(parents=True, exist_ok=True)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+    ray_serve.start(http_options={"host": settings.host, "port": settings.port})
+    ray_serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     if noop:
-        serve.run(NoOp.options(ray_actor_options={"num_cpus": 0}).bind(), name=NOOP_APP_NAME,
+        ray_serve.run(NoOp.options(ray_actor_options={"num_cpus": 0}).bind(), name=NOOP_APP_NAME,
                   route_prefix="/noop")
     return f"http://{settings.host}:{settings.port}"
 
 
 def rollover(settings: ServeSettings, model_path: Path) -> None:
     """Serve ``model_path`` from now on: an in-place ``user_config`` update (``reconfigure``)."""
-    serve.run(build_app(settings.model_copy(update={"model_path": model_path})), name=APP_NAME,
+    ray_serve.run(build_app(settings.model_copy(update={"model_path": model_path})), name=APP_NAME,
               route_prefix="/")
 
 
 def handle() -> Any:
     """A handle on the running ranking deployment (for in-process callers and tests)."""
-    return serve.get_app_handle(APP_NAME)
+    return ray_serve.get_app_handle(APP_NAME)
 
 
 def stop() -> None:
     """Tear the apps and Ray Serve down."""
-    serve.shutdown()
+    ray_serve.shutdown()

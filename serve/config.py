@@ -11,34 +11,40 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve.constraints import Constraints
 from serve.rerank import RerankConfig
+from streams.contract.settings import ENV_FILE
 
 
 class ServeSettings(BaseSettings):
     """What the service loads and how it ranks. ``MARQUEE_MODEL_PATH=var/models/x.onnx`` etc."""
 
-    model_config = SettingsConfigDict(env_prefix="MARQUEE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="MARQUEE_", env_file=ENV_FILE, extra="ignore",
+                                      frozen=True)
 
     data_dir: Path = Field(Path("var"), description="vocab.json, catalogue.jsonl, feast/")
     model_path: Path | None = Field(None, description="ONNX model; None = not ready")
     online_store: str | None = Field(None, description="sqlite | redis (default: feature_repo)")
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    replicas: int = Field(1, ge=1, le=64)
+    host: str = Field("127.0.0.1", description="address the HTTP proxy listens on")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port of /v1/rank")
+    replicas: int = Field(1, ge=1, le=64, description="ranking replicas (Ray Serve)")
     onnx_threads: int = Field(1, ge=1, le=64, description="intra-op threads per replica")
-    batch_max_size: int = Field(16, ge=1, le=512)
+    batch_max_size: int = Field(16, ge=1, le=512,
+                                description="most requests in one ONNX call")
     batch_wait_s: float = Field(
         0.0, ge=0, le=1, description="how long a batch waits for more requests; 0 = take what "
         "queued while the last batch ran (batches form under load, no wait at low load)")
-    k_default: int = Field(20, ge=1, le=200)
-    k_max: int = Field(100, ge=1, le=1000)
+    k_default: int = Field(20, ge=1, le=200, description="items returned when a request has "
+                           "no k")
+    k_max: int = Field(100, ge=1, le=1000, description="largest k a request may ask for")
     exposure_strength: float = Field(
         0.3, ge=0, le=10, description="score penalty per unit of log exposure ratio; 0 = off")
     new_title_days: float = Field(14, gt=0, description="released within this many days = new")
     overexposed_quantile: float = Field(
         0.9, gt=0, lt=1, description="impressions_24h above this catalogue quantile = over-exposed")
     item_stats_ttl_s: float = Field(10, gt=0, description="how often item stats are re-read")
-    session_events_max: int = Field(500, ge=1, le=10_000)
-    rerank: RerankConfig = RerankConfig()
+    session_events_max: int = Field(500, ge=1, le=10_000,
+                                    description="most in-session events in one request")
+    rerank: RerankConfig = Field(default_factory=RerankConfig, description="re-ranker "
+                                 "settings, e.g. {\"mode\": \"exact\"} (serve.rerank.RerankConfig)")
     constraints: Constraints = Field(
         default_factory=Constraints,
         description="business constraints applied to every list (a request adds to them)")

@@ -41,6 +41,7 @@ from streams import metrics
 from streams.contract.catalogue import Title, read_catalogue
 from streams.contract.fast_events import decode_event, fast_event
 from streams.contract.layout import DataLayout
+from streams.contract.settings import ENV_FILE
 from streams.contract.tokenizer import TokenizerConfig
 from streams.contract.tokens import KNOWN_VALUES, Vocab
 from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows
@@ -54,7 +55,7 @@ DEAD = "!dead"  # the key of dead-letter batches out of the decode step (never a
 class FlowSettings(BaseSettings):
     """The flow's knobs; each is overridable as ``MARQUEE_FLOW_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="MARQUEE_FLOW_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MARQUEE_FLOW_", env_file=ENV_FILE, extra="ignore")
 
     data_dir: Path = Field(default=Path("var"), description="vocab, catalogue, token log, feast")
     flush_s: float = Field(default=0.1, gt=0, description="changed users' and items' online "
@@ -68,9 +69,13 @@ class FlowSettings(BaseSettings):
                                 "input ends (replays); a tailing flow never ends")
     tail: bool = Field(default=True, description="keep waiting for new events")
     metrics_port: int = Field(default=0, ge=0, description="serve /metrics here (0 = off)")
-    max_lateness_ms: int = Field(default=10_000, ge=0)
-    session_gap_ms: int = Field(default=30 * 60_000, ge=0)
-    accidental_weight: float = Field(default=0.0, ge=0, le=1)
+    max_lateness_ms: int = Field(default=10_000, ge=0, description="events are reordered "
+                                 "within this window; older ones are dead-lettered as late")
+    session_gap_ms: int = Field(default=30 * 60_000, ge=0, description="inactivity that ends "
+                                "a session (and every open merge group)")
+    accidental_weight: float = Field(default=0.0, ge=0, le=1, description="weight of "
+                                     "accidental clicks and scrolled-past impressions (0 drops "
+                                     "them)")
 
     def tokenizer(self) -> TokenizerConfig:
         """The tokenizer's config from these settings."""

@@ -1,4 +1,4 @@
-"""Infra subcommands: the embedded broker and the demo."""
+"""Operations subcommands: the embedded broker, the demo, ``up`` and the settings table."""
 
 from __future__ import annotations
 
@@ -42,6 +42,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                             ("9092)" if keep else "a free one)"))
         p.add_argument("--prometheus-port", type=int, default=9090)
         p.set_defaults(func=_demo, keep_running=keep)
+    register_settings(sub)
+
+
+def register_settings(sub: argparse._SubParsersAction) -> None:
+    """Add ``settings``."""
+    p = sub.add_parser(
+        "settings", help="every environment variable Marquee reads, with defaults",
+        description="Print the table of settings (generated from the settings classes of the "
+                    "flow, the feature store, the service and the Kafka clients). With "
+                    "--write-readme, refresh the table between the settings markers of a file.")
+    p.add_argument("--write-readme", type=Path, default=None, metavar="FILE",
+                   help="refresh the table inside FILE (e.g. README.md) instead of printing")
+    p.set_defaults(func=_settings)
+
+
+def _settings(args: argparse.Namespace) -> int:
+    from infra.settings_table import markdown, write_readme
+
+    if args.write_readme is None:
+        print(markdown())
+    else:
+        changed = write_readme(args.write_readme)
+        print(f"{args.write_readme}: {'updated' if changed else 'already current'}")
+    return 0
 
 
 def register_bench_all(bench_sub: argparse._SubParsersAction) -> None:
