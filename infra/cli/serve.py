@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from infra.cli.args import command, out_path
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``serve`` to ``marquee``."""
@@ -13,34 +15,35 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def register_bench(bench_sub: argparse._SubParsersAction) -> None:
     """Add ``bench rerank``."""
-    p = bench_sub.add_parser(
-        "rerank", help="goal re-ranker solve time vs a plain sort (N=200, k=20)",
-        description="Solve time of the goal re-ranker on three constraint families (policy "
-                    "counts and shares; diversity windows; user goal with pins and blocks), "
-                    "beside a plain sort in the same run, and the fast two-stage solve's gap "
-                    "to the joint optimum on a sample.")
+    p = command(
+        bench_sub, "rerank", _bench_rerank, "goal re-ranker solve time vs a plain sort",
+        "Solve time of the goal re-ranker on three constraint families (policy counts and "
+        "shares; diversity windows; user goal with pins and blocks), beside a plain sort in the "
+        "same run, and the fast two-stage solve's gap to the joint optimum on a sample.")
     p.add_argument("--n", type=int, default=200, help="candidates per request")
     p.add_argument("--k", type=int, default=20, help="list length")
     p.add_argument("--requests", type=int, default=300, help="requests per family")
     p.add_argument("--exact-sample", type=int, default=20,
                    help="requests per family also solved jointly (slow reference)")
-    p.add_argument("--out", type=Path, default=Path("var/bench/rerank.json"))
-    p.set_defaults(func=_bench_rerank)
+    out_path(p, Path("var/bench/rerank.json"), "JSON report")
 
-    p = bench_sub.add_parser(
-        "serve", help="load on the running app (closed and open loop) vs a no-op deployment",
-        description="Builds a small sample world (synthetic events -> Feast SQLite, an "
-                    "untrained ONNX model unless --model), starts Ray Serve with the app and a "
-                    "no-op deployment, and measures both under the same load.")
-    p.add_argument("--data-dir", type=Path, default=Path("var/bench/serve-world"))
+    p = command(
+        bench_sub, "serve", _bench_serve,
+        "load on the running app (closed and open loop) vs a no-op deployment",
+        "Builds a small sample world (synthetic events -> Feast SQLite, an untrained ONNX "
+        "model unless --model), starts Ray Serve with the app and a no-op deployment, and "
+        "measures both under the same load.")
+    p.add_argument("--data-dir", type=Path, default=Path("var/bench/serve-world"),
+                   help="where the sample world is written")
     p.add_argument("--model", type=Path, default=None, help="a trained ONNX model to serve")
-    p.add_argument("--users", type=int, default=60)
-    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--users", type=int, default=60, help="sample-world users")
+    p.add_argument("--replicas", type=int, default=1, help="ranking replicas")
     p.add_argument("--seconds", type=float, default=8.0, help="per load level")
-    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--rates", type=float, nargs="+", default=[100, 300, 500])
-    p.add_argument("--out", type=Path, default=Path("var/bench/serve.json"))
-    p.set_defaults(func=_bench_serve)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32],
+                   help="closed-loop client counts")
+    p.add_argument("--rates", type=float, nargs="+", default=[100, 300, 500],
+                   help="open-loop request rates (requests/s)")
+    out_path(p, Path("var/bench/serve.json"), "JSON report")
 
 
 def _bench_rerank(args: argparse.Namespace) -> int:
@@ -55,17 +58,17 @@ def _bench_rerank(args: argparse.Namespace) -> int:
 
 def register_serve(sub: argparse._SubParsersAction) -> None:
     """``marquee serve``: run the ranking service until Ctrl-C."""
-    p = sub.add_parser(
-        "serve", help="run the ranking service (Ray Serve + FastAPI) until Ctrl-C",
-        description="Serve POST /v1/rank, GET /v1/similar/{item}, /healthz, /readyz and "
-                    "/metrics. Settings come from MARQUEE_* variables (serve/config.py); the "
-                    "flags override them.")
+    p = command(
+        sub, "serve", _serve, "run the ranking service (Ray Serve + FastAPI) until Ctrl-C",
+        "Serve POST /v1/rank, GET /v1/similar/{item}, /healthz, /readyz and /metrics. Settings "
+        "come from MARQUEE_* variables and marquee.env (marquee settings lists them); the flags "
+        "override them.")
     p.add_argument("--model", type=Path, default=None, help="ONNX model (MARQUEE_MODEL_PATH)")
-    p.add_argument("--data-dir", type=Path, default=None, help="vocab, catalogue, feast/")
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--replicas", type=int, default=None)
-    p.set_defaults(func=_serve)
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="vocab, catalogue, feast/ (MARQUEE_DATA_DIR)")
+    p.add_argument("--host", default=None, help="listen address (MARQUEE_HOST)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port (MARQUEE_PORT)")
+    p.add_argument("--replicas", type=int, default=None, help="replicas (MARQUEE_REPLICAS)")
 
 
 def _settings(args: argparse.Namespace):  # noqa: ANN202 - lazy import of the settings type

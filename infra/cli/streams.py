@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
+
+from infra.cli.args import command, out_path, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``produce``, ``validate`` and ``schema`` to ``marquee``."""
-    p = sub.add_parser(
-        "produce", help="send events to the events topic (file or synthetic)",
-        description="Send interaction events with an idempotent producer (acks=all, keyed by "
-                    "user_id). Exits 1 if any event was not acknowledged by the broker.",
-        epilog="examples:\n  marquee produce --synthetic --limit 100000\n"
-               "  marquee produce --file events.jsonl --format jsonl\n"
-               "  marquee produce --file data.txt --format sasrec --rate 5000",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(
+        sub, "produce", _produce, "send events to the events topic (file or synthetic)",
+        "Send interaction events with an idempotent producer (acks=all, keyed by user_id). "
+        "Exits 1 if any event was not acknowledged by the broker.",
+        examples=("marquee produce --synthetic --limit 100000",
+                  "marquee produce --file events.jsonl --format jsonl",
+                  "marquee produce --file data.txt --format sasrec --rate 5000"))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", type=Path, help="events file to send")
     src.add_argument("--synthetic", action="store_true",
@@ -34,20 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--catalogue-out", type=Path, default=None,
                    help="also write the synthetic catalogue (JSON lines) here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_produce)
 
-    p = sub.add_parser("validate", help="check a JSON-lines events file against the contract",
-                       description="Print every problem of every bad line (field, what is wrong, "
-                                   "the fix). Exits 1 if any line is invalid.")
-    p.add_argument("file", type=Path)
-    p.set_defaults(func=_validate)
+    p = command(sub, "validate", _validate, "check a JSON-lines events file against the contract",
+                "Print every problem of every bad line (field, what is wrong, the fix). Exits 1 "
+                "if any line is invalid.")
+    p.add_argument("file", type=Path, help="events file, one JSON object a line")
 
-    p = sub.add_parser("schema", help="print the event contract as JSON Schema",
-                       description="Print the contract, or with --write regenerate the files in "
-                                   "infra/schemas/ (the contract and Tansu's per-topic schema).")
+    p = command(sub, "schema", _schema, "print the event contract as JSON Schema",
+                "Print the contract, or with --write regenerate the files in infra/schemas/ (the "
+                "contract and Tansu's per-topic schema).")
     p.add_argument("--write", type=Path, default=None, metavar="DIR",
                    help="write the schema files into DIR instead of printing")
-    p.set_defaults(func=_schema)
     _register_flow(sub)
 
 
@@ -69,12 +66,11 @@ marquee_consumer_lag_messages.
 
 
 def _register_flow(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "flow", help="run the streaming tokenizer (Kafka -> tokens -> Feast + token log)",
-        description=FLOW_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  marquee flow --metrics-port 9108\n"
-               "  marquee flow --no-tail --finish-at-eof          # replay the topic, then stop\n"
-               "  marquee flow --processes 2 --recovery-dir var/recovery")
+    p = command(
+        sub, "flow", _flow, "run the streaming tokenizer (Kafka -> tokens -> Feast + token log)",
+        FLOW_HELP, examples=("marquee flow --metrics-port 9108",
+                             "marquee flow --no-tail --finish-at-eof  # replay, then stop",
+                             "marquee flow --processes 2 --recovery-dir var/recovery"))
     p.add_argument("--data-dir", type=Path, default=None,
                    help="default var (MARQUEE_FLOW_DATA_DIR)")
     p.add_argument("--online", choices=("sqlite", "redis"), default=None,
@@ -88,7 +84,6 @@ def _register_flow(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finish-at-eof", action="store_true",
                    help="at the end of input close every open token (replays)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
-    p.set_defaults(func=_flow)
 
 
 def _flow(args: argparse.Namespace) -> int:
@@ -112,19 +107,20 @@ def _flow(args: argparse.Namespace) -> int:
 
 def _register_bench_stream(bench_sub: argparse._SubParsersAction) -> None:
     """Add ``marquee bench stream``."""
-    p = bench_sub.add_parser(
-        "stream", help="flow throughput into Feast and freshness vs a do-nothing Bytewax flow",
-        description="Replay synthetic events through the flow (one worker) and through a "
-                    "Bytewax flow that reads the same topic and does nothing (the floor), in "
-                    "the same run; then measure freshness with events produced at a fixed rate.")
-    p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--online", choices=("sqlite", "redis"), default="sqlite")
-    p.add_argument("--batch-size", type=int, default=5000)
-    p.add_argument("--flush-s", type=float, default=0.1)
+    p = command(
+        bench_sub, "stream", _bench_stream,
+        "flow throughput into Feast and freshness vs a do-nothing Bytewax flow",
+        "Replay synthetic events through the flow (one worker) and through a Bytewax flow that "
+        "reads the same topic and does nothing (the floor), in the same run; then measure "
+        "freshness with events produced at a fixed rate.")
+    p.add_argument("--events", type=int, default=200_000, help="synthetic events to replay")
+    p.add_argument("--online", choices=("sqlite", "redis"), default="sqlite",
+                   help="online store")
+    p.add_argument("--batch-size", type=int, default=5000, help="Kafka messages per poll")
+    p.add_argument("--flush-s", type=float, default=0.1, help="online write grid, seconds")
     p.add_argument("--fresh-rate", type=float, default=5000.0,
                    help="events/s produced during the freshness phase")
-    p.add_argument("--out", type=Path, default=Path("var/bench/stream.json"))
-    p.set_defaults(func=_bench_stream)
+    out_path(p, Path("var/bench/stream.json"), "JSON report")
 
 
 def _bench_stream(args: argparse.Namespace) -> int:
@@ -156,13 +152,11 @@ def _bench_stream(args: argparse.Namespace) -> int:
 
 def register_bench(bench: argparse._SubParsersAction) -> None:
     """Add ``marquee bench produce``."""
-    p = bench.add_parser("produce", help="producer events/s vs the raw librdkafka floor",
-                         description="Produce N synthetic events three ways (raw librdkafka "
-                                     "loop, produce_events on pre-serialized events, the "
-                                     "end-to-end synthetic producer) to the embedded broker "
-                                     "(or KAFKA_BOOTSTRAP_SERVERS) and print events/s and ratios.")
-    p.add_argument("--events", type=int, default=200_000)
-    p.set_defaults(func=_bench_produce)
+    p = command(bench, "produce", _bench_produce, "producer events/s vs the raw librdkafka floor",
+                "Produce N synthetic events three ways (raw librdkafka loop, produce_events on "
+                "pre-serialized events, the end-to-end synthetic producer) to the embedded broker "
+                "(or KAFKA_BOOTSTRAP_SERVERS) and print events/s and ratios.")
+    p.add_argument("--events", type=int, default=200_000, help="synthetic events to send")
     _register_bench_stream(bench)
 
 
@@ -223,5 +217,5 @@ def _schema(args: argparse.Namespace) -> int:
         for path in write_schema_files(args.write):
             print(f"wrote {path}")
     else:
-        print(json.dumps(json_schema(), indent=2))
+        return print_json(json_schema())
     return 0
