@@ -2,8 +2,7 @@
 
 Chosen on validation (never test), on every validation user: the choice compares values on the
 same trunk, so only the users' luck separates them, and a sample of users (``--valid-users``,
-which keeps the per-epoch evaluation cheap) made that luck decide. On Amazon, seed 42, 10k
-users preferred 0 to 0.25 by 0.0004 NDCG@10.
+which keeps the per-epoch evaluation cheap) lets that luck decide (docs/design.md).
 """
 
 from __future__ import annotations

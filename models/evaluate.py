@@ -64,7 +64,7 @@ def paired_difference(ranks: np.ndarray, baseline: np.ndarray, resamples: int = 
     """Mean per-user difference (model minus baseline) of each metric on the same users, with
     a 95% bootstrap interval over users: whether a lead is larger than the luck of which users
     the test split holds. It says nothing of training noise: two trainings of one recipe with
-    different seeds can differ by more than this interval (Amazon, README), so a lead between
+    different seeds can differ by more than this interval (docs/results.md), so a lead between
     separately trained models needs several seeds.
     """
     from scipy.stats import bootstrap

@@ -38,8 +38,7 @@ from streams.contract.tokens import FACETS
 log = logging.getLogger(__name__)
 
 # Changes when training changes what a model learns: the demo retrains models of an older recipe.
-RECIPE = "2026-12-01a"  # the recipe is the defaults: uniform batches, detached heads
-# the blend chosen on every validation user
+RECIPE = "r8"
 
 
 @dataclass
