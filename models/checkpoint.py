@@ -23,7 +23,9 @@ CHECKPOINT = "model.pt"
 
 
 def vocab_hash(vocab: Vocab) -> str:
-    """Short stable hash of a vocabulary: the service checks it against the flow's."""
+    """Short stable hash of a vocabulary, stored in the ONNX metadata so a graph names the ids
+    it was trained on (docs/contracts.md).
+    """
     text = json.dumps(vocab.tables, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
