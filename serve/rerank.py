@@ -45,7 +45,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.constraints import Constraints
-from serve.rerank_model import (
+from serve.rerank_order import bound_pruning, greedy_order, order_pruning
+from serve.rerank_problem import (
     Candidate,
     Model,
     Pool,
@@ -59,7 +60,6 @@ from serve.rerank_model import (
     top_k_holds,
     violation,
 )
-from serve.rerank_order import bound_pruning, greedy_order, order_pruning
 
 __all__ = ["Candidate", "ConstraintReport", "GoalReranker", "RankedItem", "RerankConfig",
            "RerankResult", "position_weights"]

@@ -1,5 +1,5 @@
 """The ordering stage's exact reductions: which (item, slot) pairs an optimal order can use,
-and a feasible order to bound it with. Kept apart from ``rerank_model`` (the MILP builder)
+and a feasible order to bound it with. Kept apart from ``rerank_problem`` (the MILP builder)
 because they reason about orders, not about the model.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serve.rerank_model import Pool, Rule, evaluate, violation, window_cap
+from serve.rerank_problem import Pool, Rule, evaluate, violation, window_cap
 
 
 def order_pruning(items: np.ndarray, k: int, rules: list[Rule], pool: Pool,

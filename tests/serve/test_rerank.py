@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from serve.constraints import Constraints, Diversity, Goal, GroupCount, Pin
 from serve.rerank import Candidate, GoalReranker, RerankConfig, RerankResult, position_weights
-from serve.rerank_model import Pool, build_rules, evaluate
+from serve.rerank_problem import Pool, build_rules, evaluate
 from tests.serve.rerank_reference import Problem, most_in_windows, passes_goal
 
 GENRES = ("drama", "comedy", "scifi")
@@ -356,7 +356,7 @@ def test_time_limit_without_a_solution_degrades_instead_of_failing(
     """A MILP that finds nothing before the time limit still yields a full list, flagged as
     not exact (fault injected at the solver wrapper: HiGHS cannot be made to time out on cue).
     """
-    import serve.rerank_model as rm
+    import serve.rerank_problem as rm
     from serve.highs import Solution
 
     monkeypatch.setattr(rm, "solve_milp",
@@ -377,8 +377,8 @@ def test_ordering_from_the_staircase_basis_finds_the_same_optimum(seed: int,
                                                                   window: int) -> None:
     """The warm start only changes where simplex begins (k=12: too big for brute force, so the
     cold model is the reference)."""
-    from serve.rerank_model import Model
     from serve.rerank_order import order_pruning
+    from serve.rerank_problem import Model
 
     pool = Pool.build(_catalogue(40, seed), set())
     k = 12
