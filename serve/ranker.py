@@ -26,7 +26,7 @@ import numpy as np
 from serve import metrics
 from serve.config import ServeSettings
 from serve.rerank import Candidate, GoalReranker, RerankResult
-from serve.schemas import ConstraintOut, RankedItemOut, RankRequest, RankResponse
+from serve.schemas import RankedItemOut, RankRequest, RankResponse
 from streams.tokens import FACETS, Vocab
 
 log = logging.getLogger(__name__)
@@ -300,13 +300,11 @@ class Ranker:
 
     def _response(self, p: Prepared, result: RerankResult | None) -> RankResponse:
         items = result.items if result else []
-        reports = [ConstraintOut(**vars(c)) for c in (result.constraints if result else [])]
+        reports = result.constraints if result else []
         out_items = []
         for it in items:
             info = self.catalogue.items.get(it.item_id, ItemInfo())
-            out_items.append(RankedItemOut(item_id=it.item_id, score=it.score,
-                                           position=it.position, genre=info.genre,
-                                           kind=info.kind))
+            out_items.append(RankedItemOut.of(it, info.genre, info.kind))
         self._record(p, result, out_items)
         explain = p.request.explain
         return RankResponse(

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,9 +72,10 @@ __all__ = ["Candidate", "ConstraintReport", "GoalReranker", "RankedItem", "Reran
 class RankedItem:
     """An item in the final list (position is 1-based)."""
 
-    item_id: str
-    score: float
-    position: int
+    # Also the API's schema (serve/schemas.py): pydantic publishes these descriptions.
+    item_id: Annotated[str, Field(description="the title")]
+    score: Annotated[float, Field(description="the relevance score the list was ranked by")]
+    position: Annotated[int, Field(description="slot in the list, from 1")]
 
 
 @dataclass

@@ -8,6 +8,9 @@ Reports read the rules' values on the final list and on the plain score order, s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 from serve.constraints import Constraints
 from serve.rerank_problem import Pool, Rule, violation
@@ -19,14 +22,24 @@ class ConstraintReport:
     ``changed_ranking`` = the plain score order breaks it, so it shaped the list.
     """
 
-    name: str
-    family: str
-    bound: str
-    value: float
-    binding: bool
-    relaxed: bool
-    changed_ranking: bool
-    message: str = ""
+    # Also the API's schema (serve/schemas.py): pydantic publishes these descriptions in the
+    # OpenAPI document, so each field is declared here only.
+    name: Annotated[str, Field(description="the constraint, e.g. `genre=drama <= 1`")]
+    family: Annotated[str, Field(
+        description="pin | goal | group_count | new_share | overexposed_share | diversity")]
+    bound: Annotated[str, Field(
+        description="what `value` must be, e.g. `>= 2` or `>= 1 and <= 3` (empty: no bound)")]
+    value: Annotated[float, Field(
+        description="its value on the list: a count of items, the most items of one group in "
+                    "any window (diversity), or 1 / 0 (pin kept or not)")]
+    binding: Annotated[bool, Field(
+        description="holds with equality (a pin: holds, and the score order would break it)")]
+    relaxed: Annotated[bool, Field(
+        description="could not hold together with higher-priority constraints; broken as "
+                    "little as possible (see `message`)")]
+    changed_ranking: Annotated[bool, Field(
+        description="the plain score order breaks it, so it shaped the list")]
+    message: Annotated[str, Field(description="how far it was relaxed and why; empty if not")] = ""
 
 
 def constraint_reports(rules: list[Rule], values: list[float], base: list[float],
