@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from serve.constraints import Constraints, Diversity, Goal, Pin
 from serve.rerank import Candidate, GoalReranker, RerankConfig, RerankResult
-from tests.serve.rerank_cases import candidate_sets, catalogue, goals, problems
+from tests.serve.rerank_cases import candidate_sets, catalogue, goals, problems, windows
 from tests.serve.rerank_reference import Problem, most_in_windows, passes_goal
 
 
@@ -29,31 +29,19 @@ def _check_list(got: RerankResult, prob: Problem) -> list[str]:
     return ids
 
 
-@pytest.mark.parametrize("route", ["core", "core-mip", "milp"])
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_exact_mode_matches_brute_force(route: str, data: st.DataObject) -> None:
-    """Every route: the core one with the LP relaxation first (the default), the core one
-    straight to branch and bound, and scipy.optimize.milp."""
-    cands, k, cons, prob = problems(data)
-    config = RerankConfig(mode="exact", solver=route.removesuffix("-mip"),
-                          lp_first=route == "core")
-    got = GoalReranker(config).rerank(cands, k, cons)
+def _assert_joint_optimum(got: RerankResult, prob: Problem) -> None:
+    """The least violation (none whenever some list keeps every rule), then the best value."""
     ids = _check_list(got, prob)
     viol, value = prob.optimum()
-    assert prob.violations(ids) == viol  # every rule holds whenever some list keeps them all
+    assert prob.violations(ids) == viol
     assert prob.value(ids) == pytest.approx(value, abs=1e-9)
-    assert got.exact
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_fast_mode_is_optimal_stage_by_stage(data: st.DataObject) -> None:
-    """Fast mode = best set under the count rules, then the best order of that set; the
-    joint optimum when no order of that set keeps the windows. It relaxes a rule only when no
-    list keeps them all."""
-    cands, k, cons, prob = problems(data)
-    got = GoalReranker().rerank(cands, k, cons)
+def _assert_best_set_best_order(got: RerankResult, prob: Problem) -> None:
+    """Fast mode = best set under the count rules, then the best order of that set; the joint
+    optimum when no order of that set keeps the windows. It relaxes a rule only when no list
+    keeps them all.
+    """
     ids = _check_list(got, prob)
     viol, value = prob.optimum()
     if viol == (0, 0, 0):
@@ -65,11 +53,48 @@ def test_fast_mode_is_optimal_stage_by_stage(data: st.DataObject) -> None:
         return
     total = max(sum(prob.cands[i].score for i in s) for s in sets)
     best = prob.best_order(tuple(ids))
-    if sum(prob.cands[i].score for i in ids) == pytest.approx(total, abs=1e-9) and best:
+    if sum(prob.cands[i].score for i in ids) == pytest.approx(total, abs=1e-9) \
+            and best is not None:
         assert prob.value(ids) == pytest.approx(best, abs=1e-9)  # a best set, best ordered
     else:  # no order of the best set keeps the windows: the joint optimum decides
         assert prob.violations(ids) == viol
         assert prob.value(ids) == pytest.approx(value, abs=1e-9)
+
+
+@pytest.mark.parametrize("route", ["core", "core-mip", "milp"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_exact_mode_matches_brute_force(route: str, data: st.DataObject) -> None:
+    """Every route: the core one with the LP relaxation first (the default), the core one
+    straight to branch and bound, and scipy.optimize.milp."""
+    cands, k, cons, prob = problems(data)
+    config = RerankConfig(mode="exact", solver=route.removesuffix("-mip"),
+                          lp_first=route == "core")
+    got = GoalReranker(config).rerank(cands, k, cons)
+    _assert_joint_optimum(got, prob)
+    assert got.exact
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fast_mode_is_optimal_stage_by_stage(data: st.DataObject) -> None:
+    cands, k, cons, prob = problems(data)
+    _assert_best_set_best_order(GoalReranker().rerank(cands, k, cons), prob)
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_windows_alone_match_brute_force(mode: str, data: st.DataObject) -> None:
+    """Only diversity windows, on lists of 3 to 5: where a window's max_items decides the list
+    far more often than among every other rule."""
+    cands = data.draw(candidate_sets())
+    k = data.draw(st.integers(3, min(5, len(cands))))
+    cons = Constraints(diversity=data.draw(st.lists(windows(), min_size=1, max_size=2)))
+    prob = Problem.of(cands, k, cons)
+    got = GoalReranker(RerankConfig(mode=mode)).rerank(cands, k, cons)
+    check = _assert_joint_optimum if mode == "exact" else _assert_best_set_best_order
+    check(got, prob)
 
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])
