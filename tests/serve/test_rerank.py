@@ -154,9 +154,9 @@ def test_plain_sort_when_nothing_binds() -> None:
 
 @pytest.mark.parametrize("mode", ["fast", "exact"])
 def test_a_window_that_only_a_lower_scored_item_can_fill_is_kept(mode: str) -> None:
-    """Found by hypothesis: the best set {i3, i2, i0} has no order keeping "1 genre per 2
-    slots" with i0 pinned second, but {i3, i0, i4} does (comedy, drama, comedy). Fast mode
-    used to relax the window, and exact mode pruned i4 as dominated by the better dramas."""
+    """The best set {i3, i2, i0} has no order keeping "1 genre per 2 slots" with i0 pinned
+    second, but {i3, i0, i4} does (comedy, drama, comedy): fast mode must not relax the window,
+    and exact mode must not prune i4 as dominated by the better dramas."""
     def cand(i: int, score: float, genre: str) -> Candidate:
         return Candidate(f"i{i}", score, genre=genre, kind="movie", duration_s=1200)
 
