@@ -25,7 +25,7 @@ import numpy as np
 from serve import metrics
 from serve.config import ServeSettings
 from serve.rerank import Candidate, GoalReranker, RerankResult
-from serve.schemas import ConstraintOut, RankedItemOut, RankRequest, RankResponse
+from serve.schemas import RankedItemOut, RankRequest, RankResponse
 from streams.contract.catalogue import read_catalogue
 from streams.contract.layout import DataLayout
 from streams.contract.tokens import DAY_MS, FACETS, Vocab
@@ -304,13 +304,11 @@ class Ranker:
 
     def _response(self, p: Prepared, result: RerankResult | None) -> RankResponse:
         items = result.items if result else []
-        reports = [ConstraintOut(**vars(c)) for c in (result.constraints if result else [])]
+        reports = result.constraints if result else []
         out_items = []
         for it in items:
             info = self.catalogue.items.get(it.item_id, ItemInfo())
-            out_items.append(RankedItemOut(item_id=it.item_id, score=it.score,
-                                           position=it.position, genre=info.genre,
-                                           kind=info.kind))
+            out_items.append(RankedItemOut.of(it, info.genre, info.kind))
         self._record(p, result, out_items)
         explain = p.request.explain
         return RankResponse(

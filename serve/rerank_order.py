@@ -1,13 +1,63 @@
-"""The ordering stage's exact reductions: which (item, slot) pairs an optimal order can use,
-and a feasible order to bound it with. Kept apart from ``rerank_model`` (the MILP builder)
-because they reason about orders, not about the model.
+"""Ordering: the best position-weighted order of the chosen k items under pins and diversity
+windows (fast mode's second stage), and the exact reductions that keep its assignment MILP
+small: which (item, slot) pairs an optimal order can use, and a feasible order to bound it with.
+
+When the score order already keeps the windows it is optimal (rearrangement inequality) and no
+solver runs. Otherwise the assignment MILP is pruned by an exchange argument (items that no
+window can tell apart keep their score order) and by where the windows let a group's r-th item
+sit; its LP starts from the score order's staircase basis, or, with positional pins, is pruned
+further by the value of a feasible order found by search.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from serve.rerank_model import Pool, Rule, evaluate, violation, window_cap
+from serve.rerank_milp import Solver
+from serve.rerank_problem import Pool, Rule, evaluate, violation, window_cap
+
+
+def arrange(solver: Solver, pool: Pool, rules: list[Rule], chosen: list[int], k: int,
+            w: np.ndarray, strict: bool) -> list[int] | None:
+    """The best order of ``chosen`` (ascending pool indices) under its windows and pins; None
+    when ``strict`` and no order of it keeps them (another set's may: the caller decides).
+    """
+    items = np.array(chosen, dtype=np.int64)
+    in_set = set(chosen)
+    order_rules = [r for r in rules if r.family == "diversity"
+                   or (r.family == "pin" and r.pin_pos is not None and r.pin_item in in_set)]
+    fixed = {r.pin_pos: r.pin_item for r in order_rules if r.family == "pin"}
+    rest = iter(i for i in chosen if i not in set(fixed.values()))
+    by_score = [fixed[p] if p in fixed else next(rest) for p in range(k)]
+    if all(violation(r, v) == 0
+           for r, v in zip(order_rules, evaluate(by_score, order_rules, pool), strict=True)):
+        return by_score  # score order around the pins: optimal
+    allowed = order_pruning(items, k, order_rules, pool, windows_hold=True)
+    # Without positional pins the LP starts from the score order's staircase basis and
+    # needs a few iterations whatever its size; with them it starts cold, so it is pruned
+    # further by the value of a feasible order (the search costs more than it saves
+    # otherwise). The search's order is also the fallback if the time limit passes.
+    feasible = greedy_order(items, k, order_rules, pool) if fixed else None
+    if feasible is not None:  # exact pruning by the value of a known feasible order
+        lower = float(w @ pool.scores[feasible])
+        allowed &= bound_pruning(pool.scores[items], w, lower)
+    model = solver.model(pool, items, k, k, w, order_rules, [], allowed=allowed,
+                         place_all=True, staircase=not fixed)
+    order = None
+    if allowed.any(axis=1).all() and allowed.any(axis=0).all():  # else: no order fits
+        order = solver.solve(model, strict=True)
+    if order is None and not model.gave_up and strict:
+        return None
+    if order is None and not model.gave_up:  # the windows cannot all hold: relax them
+        relax = solver.model(pool, items, k, k, w, order_rules, [],  # as little as possible
+                             allowed=order_pruning(items, k, order_rules, pool),
+                             place_all=True)
+        order = solver.solve(relax, strict=False)
+    if order is None:  # time limit, nothing found: the best order known, not proven best
+        if feasible is None:
+            feasible = greedy_order(items, k, order_rules, pool)
+        order = feasible if feasible is not None else by_score
+    return order
 
 
 def order_pruning(items: np.ndarray, k: int, rules: list[Rule], pool: Pool,

@@ -1,10 +1,18 @@
-"""The HTTP API's request and response bodies (published in the OpenAPI document)."""
+"""The HTTP API's request and response bodies (published in the OpenAPI document).
+
+The re-ranker's own result types are the response's items and constraint reports, so each of
+their fields (and its description) is declared once, where the re-ranker fills it.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.constraints import Constraints
+from serve.rerank import ConstraintReport, RankedItem
 from streams.contract.events import InteractionEvent
 
 
@@ -32,27 +40,17 @@ class RankRequest(BaseModel):
     explain: bool = Field(default=False, description="add per-stage latency and all constraints")
 
 
-class RankedItemOut(BaseModel):
-    """One item of the list."""
+@dataclass(frozen=True)
+class RankedItemOut(RankedItem):
+    """One item of the list: the re-ranker's, with the catalogue's genre and kind."""
 
-    item_id: str
-    score: float
-    position: int
-    genre: str = ""
-    kind: str = ""
+    genre: Annotated[str, Field(description="the title's genre")] = ""
+    kind: Annotated[str, Field(description="movie | series | episode")] = ""
 
-
-class ConstraintOut(BaseModel):
-    """How a constraint fared (see ``serve.rerank.ConstraintReport``)."""
-
-    name: str
-    family: str
-    bound: str
-    value: float
-    binding: bool
-    relaxed: bool
-    changed_ranking: bool
-    message: str = ""
+    @classmethod
+    def of(cls, item: RankedItem, genre: str, kind: str) -> RankedItemOut:
+        """The re-ranker's item with its catalogue attributes."""
+        return cls(**vars(item), genre=genre, kind=kind)
 
 
 class RankResponse(BaseModel):
@@ -61,14 +59,14 @@ class RankResponse(BaseModel):
     user_id: str
     model_version: str
     items: list[RankedItemOut]
-    binding: list[ConstraintOut]
-    relaxed: list[ConstraintOut]
+    binding: list[ConstraintReport]
+    relaxed: list[ConstraintReport]
     explanation: str
     degraded: bool = Field(description="made without some inputs (see fallback)")
     fallback: str | None = Field(
         default=None, description="why: no_model | unknown_user | feature_store_unavailable")
     latency_ms: dict[str, float] | None = None
-    constraints: list[ConstraintOut] | None = None
+    constraints: list[ConstraintReport] | None = None
 
 
 class SimilarItem(BaseModel):

@@ -48,15 +48,25 @@ def test_session_events_change_the_ranking(world, ranker) -> None:
     assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
 
 
-def test_goal_rerank_and_relaxation_are_reported(world, ranker) -> None:
+def test_goal_holds_when_enough_candidates_pass_it(world, ranker) -> None:
+    short = [i for i, t in world.catalogue.items() if t.kind == "episode" and t.duration_s <= 1800]
+    other = [i for i, t in world.catalogue.items() if t.kind == "movie"]
     goal = Constraints(goal=Goal(preset="short_episodes"))
-    res = _rank(ranker, RankRequest(user_id=world.users[2], k=10, goal=goal))
-    kinds = {world.catalogue[i.item_id].kind for i in res.items}
-    durations = [world.catalogue[i.item_id].duration_s for i in res.items]
-    if not res.relaxed:
-        assert kinds == {"episode"} and max(durations) <= 1800
-    else:
-        assert "goal" in res.explanation
+    res = _rank(ranker, RankRequest(user_id=world.users[2], k=10, goal=goal,
+                                    candidates=short[:14] + other[:20]))
+    assert not res.relaxed and len(res.items) == 10
+    assert {i.item_id for i in res.items} <= set(short[:14])
+
+
+def test_goal_is_relaxed_only_when_too_few_candidates_pass_it(world, ranker) -> None:
+    short = [i for i, t in world.catalogue.items() if t.kind == "episode" and t.duration_s <= 1800]
+    other = [i for i, t in world.catalogue.items() if t.kind == "movie"]
+    goal = Constraints(goal=Goal(preset="short_episodes"))
+    res = _rank(ranker, RankRequest(user_id=world.users[2], k=10, goal=goal,
+                                    candidates=short[:3] + other[:20]))
+    assert [c.family for c in res.relaxed] == ["goal"] and len(res.items) == 10
+    assert set(short[:3]) <= {i.item_id for i in res.items}  # every one that passes is in
+    assert "only 3 of 10 candidates match" in res.explanation
 
 
 def test_unknown_user_gets_popular_titles(ranker) -> None:
