@@ -41,8 +41,8 @@ from streams import metrics
 from streams.contract.catalogue import Title, read_catalogue
 from streams.contract.fast_events import decode_event, fast_event
 from streams.contract.layout import DataLayout
+from streams.contract.merge import TokenizerConfig
 from streams.contract.settings import ENV_FILE
-from streams.contract.tokenizer import TokenizerConfig
 from streams.contract.tokens import KNOWN_VALUES, Vocab
 from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows
 from streams.shards import PACER, ItemShard, ShardMap, UserShard

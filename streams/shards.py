@@ -22,7 +22,8 @@ from typing import Any
 
 from streams import metrics
 from streams.contract.catalogue import Title
-from streams.contract.tokenizer import TokenizerConfig, UserTokenizer
+from streams.contract.merge import TokenizerConfig
+from streams.contract.tokenizer import UserTokenizer
 from streams.contract.tokens import FACETS, Token, Vocab
 from streams.item_stats import COLUMNS, ItemCounter
 from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from infra.synthetic import SyntheticWorld, WorldConfig
 from streams.contract.events import InteractionEvent
+from streams.contract.merge import TokenizerConfig
 from streams.contract.tokenizer import (
     DuplicateEvent,
     LateEvent,
-    TokenizerConfig,
     UserTokenizer,
     tokenize_events,
     tokenize_session,
@@ -246,7 +246,7 @@ def test_synthetic_world_streaming_equals_batch():
 def test_fast_token_construction_is_a_token():
     from dataclasses import fields
 
-    from streams.contract.tokenizer import _new_token
+    from streams.contract.merge import _new_token
     from streams.contract.tokens import Token
 
     values = {f.name: i for i, f in enumerate(fields(Token))}

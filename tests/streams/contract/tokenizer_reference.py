@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from streams.contract.events import InteractionEvent
-from streams.contract.tokenizer import TokenizerConfig
+from streams.contract.merge import TokenizerConfig
 from streams.contract.tokens import Token, Vocab, duration_bucket, gap_bucket
 
 WATCH = {"play", "pause", "resume", "stop", "complete"}
