@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -51,6 +51,7 @@ pytestmark = pytest.mark.integration
 
 DAYS = 8
 COMPARISON = re.compile(r"\s*(>|<|>=|<=|==|!=)\s*[0-9.e+-]+\s*$")
+T = TypeVar("T")
 SIMILAR = "/v1/similar/{item_id}"  # the route label of /v1/similar/<item>
 INFEASIBLE = {"goal": {"kinds": ["movie"], "max_duration_minutes": 1}}  # no 1-minute movies
 
@@ -109,11 +110,15 @@ class Traffic:
 def _flow_counters(kafka: KafkaSettings, held: int, letters_before: int
                    ) -> dict[str, dict[str, int]]:
     """The live flow's counters as they must read once it has read the ``held`` messages of
-    the events topic: one dead letter per refusal, on the dead-letter topic after offset
-    ``letters_before`` (what the first flow wrote)."""
+    the events topic and written what it accepted: one dead letter per refusal, on the
+    dead-letter topic after offset ``letters_before`` (what the first flow wrote); every other
+    message accepted, and online (its freshness observed) once written."""
     letters = [json.loads(r.value) for r in read_all(kafka, kafka.dead_letter_topic)
                if r.offset >= letters_before]
+    accepted = held - len(letters)
     return {"sum(marquee_events_consumed_total)": {"": held},
+            "sum(marquee_events_valid_total)": {"": accepted},
+            "sum(marquee_event_freshness_seconds_count)": {"": accepted},
             "sum(marquee_events_dead_lettered_total)": {"": len(letters)},
             "sum by (reason) (marquee_events_invalid_total)":
                 dict(Counter(d["reason"] for d in letters))}
@@ -125,6 +130,17 @@ def _read_counters(prom: Prometheus, exprs: list[str]) -> dict[str, dict[str, in
         out[expr] = {"".join(r["metric"].values()): round(float(r["value"][1]))
                      for r in prom.query(expr)}
     return out
+
+
+def _settled(read: Callable[[], T], done: Callable[[T], bool], timeout: float) -> T:
+    """``read()`` each second until ``done`` accepts it or ``timeout`` seconds passed (scrapes
+    are 1 s apart); the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = read()
+        if done(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(1)
 
 
 @contextmanager
@@ -350,19 +366,21 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
         assert traffic.degraded and traffic.infeasible and traffic.fallbacks["unknown_user"]
         assert not any(code.startswith("5") for _, code in traffic.codes)
 
-        # The counters behind the panels equal what the test counted.
+        # The counters behind the panels equal what the test counted (once scraped, and once
+        # the flow's paced online writes caught up).
         held = len(read_all(kafka, kafka.events_topic))
-        deadline = time.monotonic() + 60
-        while True:
+
+        def counters() -> tuple[dict, dict]:
             want = {**traffic.counters(), **_flow_counters(kafka, held, letters_before)}
-            got = _read_counters(prom, list(want))
-            if got == want or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+            return _read_counters(prom, list(want)), want
+
+        got, want = _settled(counters, lambda gw: gw[0] == gw[1], 90)
         assert got == want
 
         # Every panel returns data, and the values this traffic implies.
-        wrong = _wrong_panels(_panel_series(prom), _expected_panels(first["model_version"]))
+        expected = _expected_panels(first["model_version"])
+        wrong = _settled(lambda: _wrong_panels(_panel_series(prom), expected), lambda w: not w,
+                         20)
         for name, expr in _alert_exprs():
             prom.query(expr)  # parses
             if not prom.query(COMPARISON.sub("", expr)):
