@@ -1,8 +1,13 @@
 """Grafana dashboards as data: one list of panels per dashboard, rendered to JSON.
 
-The JSON under ``infra/grafana/dashboards/`` is generated from these specs (``marquee
-dashboards --write``) so that the test that runs every panel's PromQL against a real
-Prometheus reads exactly what Grafana shows.
+The JSON under ``infra/grafana/dashboards/`` is generated from these specs (``python -m
+infra.dashboards``) so that the test that runs every panel's PromQL against a real Prometheus
+reads exactly what Grafana shows.
+
+A query is never padded to a value with ``or vector(0)``: a counter that has not moved yet (a
+labelled one has no series before its first increment) shows as 0 through the panel's
+``noValue``, so a query over a metric nobody exports returns no data, and the end-to-end test
+sees it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Panel:
     exprs: tuple[tuple[str, str], ...]  # (expr, legend)
     unit: str = "short"
     description: str = ""
+    no_value: str | None = None  # what Grafana shows when the query returns no series
 
 
 def _p99(metric: str, by: str = "") -> str:
@@ -41,11 +47,11 @@ PIPELINE = [
         ("sum(rate(marquee_events_consumed_total[1m]))", "consumed"),
         ("sum(rate(marquee_events_valid_total[1m]))", "valid")), "ops"),
     Panel("Invalid events by reason / s", (
-        ("sum by (reason) (rate(marquee_events_invalid_total[5m])) or vector(0)", "{{reason}}"),),
-        "ops", "Events that broke the contract; each goes to the dead-letter topic."),
+        ("sum by (reason) (rate(marquee_events_invalid_total[5m]))", "{{reason}}"),),
+        "ops", "Events that broke the contract; each goes to the dead-letter topic.", "0"),
     Panel("Dead-lettered / s", (
-        ("sum(rate(marquee_events_dead_lettered_total[5m])) or vector(0)", "dead-lettered"),),
-        "ops"),
+        ("sum(rate(marquee_events_dead_lettered_total[5m]))", "dead-lettered"),), "ops",
+        no_value="0"),
     Panel("Tokens emitted / s", (("sum(rate(marquee_tokens_emitted_total[1m]))", "tokens"),),
           "ops"),
     Panel("Merge ratio (events per token)", (
@@ -65,6 +71,7 @@ SERVING = [
         ("sum by (route, code) (rate(marquee_requests_total[1m]))", "{{route}} {{code}}"),),
         "reqps"),
     Panel("Error rate (5xx share)", (
+        # No 5xx series is a share of 0 while there is traffic; without traffic, no data.
         ('(sum(rate(marquee_requests_total{code=~"5.."}[5m])) or vector(0)) / '
          "sum(rate(marquee_requests_total[5m]))", "5xx share"),), "percentunit"),
     Panel("Latency p99 by stage", ((_p99("marquee_request_seconds", "stage"), "{{stage}}"),),
@@ -85,8 +92,8 @@ SERVING = [
     Panel("Model version serving", (("max by (model_version) (marquee_model_info)",
                                      "{{model_version}}"),), "short"),
     Panel("Fallbacks and degraded responses / s", (
-        ("sum by (reason) (rate(marquee_fallbacks_total[5m])) or vector(0)", "{{reason}}"),
-        ("sum(rate(marquee_degraded_responses_total[5m])) or vector(0)", "degraded")), "ops"),
+        ("sum by (reason) (rate(marquee_fallbacks_total[5m]))", "{{reason}}"),
+        ("sum(rate(marquee_degraded_responses_total[5m]))", "degraded")), "ops", no_value="0"),
 ]
 
 MODEL_BUSINESS = [
@@ -110,15 +117,16 @@ MODEL_BUSINESS = [
     Panel("Re-ranker solve time", ((_p50("marquee_rerank_solve_seconds"), "p50"),
                                    (_p99("marquee_rerank_solve_seconds"), "p99")), "s"),
     Panel("Infeasible goals and relaxations / s", (
-        ("sum(rate(marquee_rerank_infeasible_total[5m])) or vector(0)", "infeasible"),
-        ("sum(rate(marquee_rerank_relaxations_total[5m])) or vector(0)", "relaxations")), "ops"),
+        ("sum(rate(marquee_rerank_infeasible_total[5m]))", "infeasible"),
+        ("sum(rate(marquee_rerank_relaxations_total[5m]))", "relaxations")), "ops",
+        no_value="0"),
     Panel("Cold-start share of shown items", (
         ('sum(rate(marquee_shown_items_total{segment="cold"}[5m])) / '
          'sum(rate(marquee_shown_items_total{segment="all"}[5m]))', "cold share"),),
         "percentunit", "Titles the model knows by metadata only (no training interactions)."),
     Panel("Fallbacks by reason / s", (
-        ("sum by (reason) (rate(marquee_fallbacks_total[5m])) or vector(0)", "{{reason}}"),),
-        "ops"),
+        ("sum by (reason) (rate(marquee_fallbacks_total[5m]))", "{{reason}}"),), "ops",
+        no_value="0"),
 ]
 
 DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
@@ -136,7 +144,9 @@ def render(uid: str, title: str, panels: list[Panel]) -> dict[str, Any]:
             "id": i + 1, "type": "timeseries", "title": panel.title,
             "description": panel.description, "datasource": DATASOURCE,
             "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
-            "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+            "fieldConfig": {"defaults": {"unit": panel.unit} | (
+                {"noValue": panel.no_value} if panel.no_value is not None else {}),
+                "overrides": []},
             "targets": [{"refId": chr(ord("A") + j), "datasource": DATASOURCE, "expr": expr,
                          "legendFormat": legend} for j, (expr, legend) in enumerate(panel.exprs)],
         })
@@ -164,3 +174,8 @@ def dashboard_exprs(folder: Path = DASHBOARD_DIR) -> list[tuple[str, str, str]]:
             for target in panel["targets"]:
                 found.append((path.name, panel["title"], target["expr"]))
     return found
+
+
+if __name__ == "__main__":
+    for written in write_dashboards():
+        print(written)

@@ -2,20 +2,34 @@
 Tansu broker -> Bytewax flow -> Feast (SQLite) -> brief training -> ONNX export -> Ray Serve,
 then a real Prometheus scraping the flow and the service while traffic runs, and every PromQL
 expression of every dashboard panel and alert rule evaluated against it.
+
+The traffic is counted on the client side (requests by route and code, the fallbacks,
+degraded and relaxed answers the service returned, the dead letters on the topic), and the
+counters behind the panels must equal those counts; then every panel must return data with
+the values that traffic implies (a positive rate for what it drove, a zero 5xx share).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 import shutil
+import sqlite3
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import yaml
 
-from infra.dashboards import dashboard_exprs
+from infra.dashboards import DASHBOARD_DIR
 from infra.pipeline import (
     Layout,
     run_flow_to_end,
@@ -26,8 +40,10 @@ from infra.pipeline import (
     train_and_export,
     wait_ready,
 )
-from infra.prometheus import RULES, render_config, start_prometheus
+from infra.prometheus import RULES, Prometheus, render_config, start_prometheus
 from infra.synthetic import SyntheticWorld, WorldConfig
+from streams.config import KafkaSettings
+from streams.consume import read_all
 from streams.contract.tokens import DAY_MS
 from streams.launch import free_port
 from streams.produce import produce_events
@@ -36,6 +52,9 @@ pytestmark = pytest.mark.integration
 
 DAYS = 8
 COMPARISON = re.compile(r"\s*(>|<|>=|<=|==|!=)\s*[0-9.e+-]+\s*$")
+T = TypeVar("T")
+SIMILAR = "/v1/similar/{item_id}"  # the route label of /v1/similar/<item>
+INFEASIBLE = {"goal": {"kinds": ["movie"], "max_duration_minutes": 1}}  # no 1-minute movies
 
 
 def _alert_exprs() -> list[tuple[str, str]]:
@@ -46,6 +65,179 @@ def _alert_exprs() -> list[tuple[str, str]]:
 def _episode_rank(items: list[dict], item_id: str) -> int:
     ids = [i["item_id"] for i in items]
     return ids.index(item_id) if item_id in ids else len(ids)
+
+
+@dataclass
+class Traffic:
+    """Every request this test sends to the service, tallied from the answers: what the
+    service's counters must show."""
+
+    url: str
+    codes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (route, code)
+    fallbacks: Counter[str] = field(default_factory=Counter)  # by reason
+    relaxations: Counter[str] = field(default_factory=Counter)  # relaxed constraints by family
+    degraded: int = 0
+    infeasible: int = 0  # answers with at least one relaxed constraint
+
+    def rank(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/rank; the answer (empty unless 200)."""
+        reply = httpx.post(f"{self.url}/v1/rank", json=body, timeout=30)
+        self.codes["/v1/rank", str(reply.status_code)] += 1
+        if reply.status_code != 200:
+            return {}
+        got = reply.json()
+        if got.get("fallback"):
+            self.fallbacks[got["fallback"]] += 1
+        self.degraded += got["degraded"]
+        self.infeasible += bool(got["relaxed"])
+        self.relaxations.update(c["family"] for c in got["relaxed"])
+        return got
+
+    def similar(self, item_id: str) -> None:
+        """GET /v1/similar/<item_id>."""
+        reply = httpx.get(f"{self.url}/v1/similar/{item_id}", timeout=30)
+        self.codes[SIMILAR, str(reply.status_code)] += 1
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """The service's counters as they must read: PromQL -> {label value: count}."""
+        requests = "sum(marquee_requests_total{{route=\"{}\", code=\"{}\"}})"
+        return {**{requests.format(*key): {"": n} for key, n in self.codes.items()},
+                "sum by (reason) (marquee_fallbacks_total)": dict(self.fallbacks),
+                "sum(marquee_degraded_responses_total)": {"": self.degraded},
+                "sum(marquee_rerank_infeasible_total)": {"": self.infeasible},
+                "sum by (family) (marquee_rerank_relaxations_total)": dict(self.relaxations)}
+
+
+def _flow_counters(kafka: KafkaSettings, held: int, letters_before: int
+                   ) -> dict[str, dict[str, int]]:
+    """The live flow's counters as they must read once it has read the ``held`` messages of
+    the events topic and written what it accepted: one dead letter per refusal, on the
+    dead-letter topic after offset ``letters_before`` (what the first flow wrote); every other
+    message accepted, and online (its freshness observed) once written."""
+    letters = [json.loads(r.value) for r in read_all(kafka, kafka.dead_letter_topic)
+               if r.offset >= letters_before]
+    accepted = held - len(letters)
+    return {"sum(marquee_events_consumed_total)": {"": held},
+            "sum(marquee_events_valid_total)": {"": accepted},
+            "sum(marquee_event_freshness_seconds_count)": {"": accepted},
+            "sum(marquee_events_dead_lettered_total)": {"": len(letters)},
+            "sum by (reason) (marquee_events_invalid_total)":
+                dict(Counter(d["reason"] for d in letters))}
+
+
+def _read_counters(prom: Prometheus, exprs: list[str]) -> dict[str, dict[str, int]]:
+    out = {}
+    for expr in exprs:
+        out[expr] = {"".join(r["metric"].values()): round(float(r["value"][1]))
+                     for r in prom.query(expr)}
+    return out
+
+
+def _settled(read: Callable[[], T], done: Callable[[T], bool], timeout: float) -> T:
+    """``read()`` each second until ``done`` accepts it or ``timeout`` seconds passed (scrapes
+    are 1 s apart); the last reading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = read()
+        if done(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(1)
+
+
+@contextmanager
+def _users_table_away(db: Path) -> Iterator[None]:
+    """A feature-store outage for user reads: the online ``user_tokens`` table renamed away
+    (every read of a user then fails), and back."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    (table,) = [name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%user_tokens'")]
+    conn.execute(f'ALTER TABLE "{table}" RENAME TO "{table}_away"')
+    try:
+        yield
+    finally:
+        conn.execute(f'ALTER TABLE "{table}_away" RENAME TO "{table}"')
+        conn.close()
+
+
+def _panel_series(prom: Prometheus) -> dict[str, dict[str, float]]:
+    """``{panel title: {legend as Grafana draws it: value}}`` for every committed panel; a
+    series without a label its legend shows (``or vector(0)`` padding) is ``(no <label>)``."""
+    out: dict[str, dict[str, float]] = {}
+    for path in sorted(DASHBOARD_DIR.glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            assert panel["title"] not in out, f"two panels titled {panel['title']!r}"
+            series = out[panel["title"]] = {}
+            for target in panel["targets"]:
+                for r in prom.query(target["expr"]):
+                    labels = r["metric"]
+                    legend = re.sub(r"\{\{(\w+)\}\}",
+                                    lambda m, labels=labels: labels.get(m[1], f"(no {m[1]})"),
+                                    target["legendFormat"])
+                    series[legend] = float(r["value"][1])
+    return out
+
+
+def _positive(v: float) -> bool:
+    return v > 0
+
+
+def _share(v: float) -> bool:
+    return 0 <= v <= 1
+
+
+def _at_least_zero(v: float) -> bool:
+    return v >= 0
+
+
+def _expected_panels(version: str) -> dict[str, dict[str, Callable[[float], bool]]]:
+    """What each panel must show after the traffic of this test: per legend ("*": every
+    series), a test on its value."""
+    latency = {"p50": _positive, "p99": _positive}
+    fallbacks = {"unknown_user": _positive, "feature_store_unavailable": _positive}
+    return {
+        "Events consumed / s": {"consumed": _positive, "valid": _positive},
+        "Invalid events by reason / s": {"invalid_event": _positive},
+        "Dead-lettered / s": {"dead-lettered": _positive},
+        "Tokens emitted / s": {"tokens": _at_least_zero},
+        "Merge ratio (events per token)": {"events/token": lambda v: v >= 1},
+        "Consumer lag by partition": {f"p{i}": _at_least_zero for i in range(4)},
+        "Feast write latency": latency,
+        "Event → online feature freshness": latency,
+        "Requests / s by route and code": {"/v1/rank 200": _positive, "/v1/rank 422": _positive,
+                                           f"{SIMILAR} 200": _positive},
+        "Error rate (5xx share)": {"5xx share": lambda v: v == 0},
+        "Latency p99 by stage": {"*": _positive},
+        "Latency p50 by stage": {"*": _positive},
+        "Mean inference batch size": {"batch": lambda v: v >= 1},
+        "Feature store read latency (features stage)": latency,
+        "Requests by model version / s": {version: _positive},
+        "Model version serving": {version: lambda v: v == 1},
+        "Fallbacks and degraded responses / s": {**fallbacks, "degraded": _positive},
+        "Catalogue coverage of what was shown": {"coverage": lambda v: 0 < v <= 1},
+        "Exposure share of over-exposed titles": {"popular share": _share},
+        "New-title share of rankings": {"new share": _share},
+        "Constraint outcomes": {"satisfied share": _share, "relaxed": _positive},
+        "Re-ranker solve time": latency,
+        "Infeasible goals and relaxations / s": {"infeasible": _positive,
+                                                 "relaxations": _positive},
+        "Cold-start share of shown items": {"cold share": _share},
+        "Fallbacks by reason / s": fallbacks,
+    }
+
+
+def _wrong_panels(shown: dict[str, dict[str, float]],
+                  expected: dict[str, dict[str, Callable[[float], bool]]]) -> list[str]:
+    wrong = [f"{title}: no expectation in this test" for title in shown.keys() - expected.keys()]
+    wrong += [f"{title}: on no dashboard" for title in expected.keys() - shown.keys()]
+    for title, series in shown.items():
+        if not series:
+            wrong.append(f"{title}: no data")
+        wrong += [f"{title} / {legend}: {v}" for legend, v in series.items()
+                  if not math.isfinite(v) or "(no " in legend]
+        for legend, ok in expected.get(title, {}).items():
+            values = series if legend == "*" else {legend: series.get(legend, math.nan)}
+            wrong += [f"{title} / {k}: {v}" for k, v in values.items() if not ok(v)]
+    return wrong
 
 
 @pytest.fixture
@@ -86,8 +278,9 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
     # ONNX + Feast -> Ray Serve
     url = start_service(layout, onnx, port=free_port())
     wait_ready(url)
+    traffic = Traffic(url)
     user = "u000003"
-    first = httpx.post(f"{url}/v1/rank", json={"user_id": user, "k": 20}, timeout=30).json()
+    first = traffic.rank({"user_id": user, "k": 20})
     assert not first["degraded"] and first.get("fallback") is None
     assert len(first["items"]) == 20
     assert json.loads((layout.model_dir / "metrics.json").read_text())  # training wrote metrics
@@ -99,8 +292,7 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
 
     series = pick_series(world, [i["item_id"] for i in first["items"]])
     events = session_events(world, user, series, today + 3_600_000)
-    second = httpx.post(f"{url}/v1/rank", json={"user_id": user, "k": 20, "events": events},
-                        timeout=30).json()
+    second = traffic.rank({"user_id": user, "k": 20, "events": events})
     ep2 = f"{series}e02"
     # Among a fixed candidate set (every series' episode 2 and some movies), episode 2 of the
     # series just watched must move up once the in-session events are known.
@@ -109,16 +301,15 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
                   )[:99]
     pool = sorted(set(pool) | {ep2})
     body = {"user_id": user, "k": len(pool), "candidates": pool}
-    before = httpx.post(f"{url}/v1/rank", json=body, timeout=30).json()
-    after = httpx.post(f"{url}/v1/rank", json={**body, "events": events}, timeout=30).json()
+    before = traffic.rank(body)
+    after = traffic.rank({**body, "events": events})
     assert _episode_rank(after["items"], ep2) < _episode_rank(before["items"], ep2)
     assert events[0]["item_id"] not in {i["item_id"] for i in second["items"]}  # watched
 
     # A goal is honoured or its relaxation explained.
     goal = {"goal": {"preset": "short_episodes"},
             "diversity": [{"attribute": "genre", "max_items": 2, "window": 4}]}
-    third = httpx.post(f"{url}/v1/rank", json={"user_id": user, "k": 10, "events": events,
-                                               "goal": goal}, timeout=30).json()
+    third = traffic.rank({"user_id": user, "k": 10, "events": events, "goal": goal})
     durations = {t.item_id: t.duration_s for t in world.catalogue}
     kinds = {t.item_id: t.kind for t in world.catalogue}
     if not third["relaxed"]:
@@ -132,6 +323,7 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
     live = Layout(tmp_path / "live")
     live.root.mkdir()
     shutil.copy(layout.catalogue, live.catalogue)
+    letters_before = len(read_all(kafka, kafka.dead_letter_topic))
     flow = start_flow(kafka, live, metrics_port=flow_port)
     serve_port = int(url.rsplit(":", 1)[1])
     config = tmp_path / "prometheus.yml"
@@ -140,13 +332,22 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
          "marquee-serve": [f"127.0.0.1:{serve_port}"]}, rules=RULES, scrape_interval="1s")))
     prom = start_prometheus(config, tmp_path / "prom", prom_port)
     try:
+        similar_to, live_ids = events[0]["item_id"], itertools.count()
+
+        def round_of_traffic() -> None:
+            for u in ("u000001", "u000002", "nobody-new", user):
+                traffic.rank({"user_id": u, "k": 10, "goal": goal})
+            traffic.rank({"user_id": "u000001", "k": 10, "goal": INFEASIBLE})
+            traffic.similar(similar_to)
+            traffic.rank({"user_id": ""})  # a 422
+            # the live flow: one valid event and one that is not JSON, each round
+            valid = {**events[0], "event_id": f"live-{next(live_ids)}",
+                     "ts": int(time.time() * 1000)}
+            assert produce_events([valid, b"not json"], kafka, progress=False).delivered == 2
+
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # traffic until both targets are up and scraped
-            for u in ("u000001", "u000002", "nobody-new", user):
-                httpx.post(f"{url}/v1/rank", json={"user_id": u, "k": 10, "goal": goal},
-                           timeout=30)
-            httpx.get(f"{url}/v1/similar/{events[0]['item_id']}", timeout=30)
-            httpx.post(f"{url}/v1/rank", json={"user_id": ""}, timeout=30)  # a 422
+            round_of_traffic()
             ups = prom.targets_up()
             if len(ups) == 2 and all(ups.values()) and prom.query(
                     "sum(marquee_events_consumed_total)") and prom.query(
@@ -154,16 +355,38 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
                     "sum(marquee_event_freshness_seconds_count) > 0"):
                 break
             time.sleep(0.5)
-        time.sleep(3)  # a few more scrapes so every rate() window has two samples
-        empty = []
-        for source, title, expr in dashboard_exprs():
-            if not prom.query(expr):  # raises ValueError if the expression does not parse
-                empty.append(f"{source} / {title}: {expr}")
+        # Traffic over several 1 s scrapes (so every rate() sees it move), 3 s of it while
+        # the feature store cannot read users: those answers are degraded.
+        for store_down, seconds in ((False, 1.5), (True, 3.0), (False, 1.5)):
+            with _users_table_away(layout.root / "feast" / "online_store.db") if store_down \
+                    else nullcontext():
+                until = time.monotonic() + seconds
+                while time.monotonic() < until:
+                    round_of_traffic()
+                    time.sleep(0.2)
+        assert traffic.degraded and traffic.infeasible and traffic.fallbacks["unknown_user"]
+        assert not any(code.startswith("5") for _, code in traffic.codes)
+
+        # The counters behind the panels equal what the test counted (once scraped, and once
+        # the flow's paced online writes caught up).
+        held = len(read_all(kafka, kafka.events_topic))
+
+        def counters() -> tuple[dict, dict]:
+            want = {**traffic.counters(), **_flow_counters(kafka, held, letters_before)}
+            return _read_counters(prom, list(want)), want
+
+        got, want = _settled(counters, lambda gw: gw[0] == gw[1], 90)
+        assert got == want
+
+        # Every panel returns data, and the values this traffic implies.
+        expected = _expected_panels(first["model_version"])
+        wrong = _settled(lambda: _wrong_panels(_panel_series(prom), expected), lambda w: not w,
+                         20)
         for name, expr in _alert_exprs():
             prom.query(expr)  # parses
             if not prom.query(COMPARISON.sub("", expr)):
-                empty.append(f"alert {name}: {expr}")
-        assert not empty, "panels/alerts with no data:\n" + "\n".join(empty)
+                wrong.append(f"alert {name}: {expr}: no data")
+        assert not wrong, "panels/alerts not as this traffic implies:\n" + "\n".join(wrong)
     finally:
         prom.stop()
         flow.terminate()

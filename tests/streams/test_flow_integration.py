@@ -1,8 +1,10 @@
 """The flow as ``marquee flow`` runs it: a real broker, a real Feast store, real processes.
 
-The crash test kills the flow with SIGKILL mid-stream, restarts it on the same recovery
-directory and checks that Feast, the token log and the vocabulary equal those of a run that
-never crashed: every accepted event's token present once, nothing lost, nothing doubled.
+The crash test kills the flow with SIGKILL while it reads, restarts it on the same recovery
+directory and checks that the restart resumed from a snapshot (it reads fewer messages than the
+topic holds, by the flow's own ``marquee_events_consumed_total``) and that Feast, the token log
+and the vocabulary equal those of a run that never crashed: every accepted event's token
+present once, nothing lost, nothing doubled.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,34 +113,76 @@ def clean_run(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory):
     delete_topics(topics, [topics.events_topic, topics.dead_letter_topic])
 
 
+def consumed(folder: Path) -> int:
+    """``marquee_events_consumed_total`` of the flow process that wrote its samples to
+    ``folder`` (``PROMETHEUS_MULTIPROC_DIR``): read from the files, which outlive the process,
+    so even a killed or finished flow tells how many messages it read."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(folder))
+    return int(registry.get_sample_value("marquee_events_consumed_total") or 0)
+
+
+def counted_by(folder: Path) -> dict[str, str]:
+    """The environment that makes a flow process keep its metrics in ``folder``."""
+    folder.mkdir(parents=True)
+    return {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+
+
+def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen,
+               timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert proc.poll() is None, f"the tailing flow died before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, kafka, tmp_path):
     _, events, world, want = clean_run
     assert len(want["tokens"]) > 100
     assert sum(r["n_tokens"] or 0 for r in want["users"].values()) > 100
 
-    # The same stream on its own topic. Only its first half is there while a tailing flow
-    # (it never ends by itself, however fast the machine) runs past its first snapshot and is
-    # killed; the second half arrives while it is down, and a restart reads to the end.
+    # The same stream on its own topic. A tailing flow (it never ends by itself) reads the
+    # first half; the second half is produced while it runs, and the flow is killed when its
+    # consumed counter shows it two thirds through it (about two 1 s snapshots after the first
+    # half). A restart on the same recovery directory reads on to the end.
     topics = fresh_topics(kafka)
     _, _, first, rest = world_and_stream()
+    total = len(first) + len(rest)
     produce(topics, first)
     crashed = tmp_path / "crashed"
     recovery = prepare(crashed, world)
+    killed_metrics = crashed / "metrics-killed"
     (proc,) = launch.start(Launch(recovery_dir=recovery, snapshot_s=1),
                            flow_env(topics, crashed, MARQUEE_FLOW_BATCH_SIZE="20",
-                                    MARQUEE_FLOW_TAIL="true"),
+                                    MARQUEE_FLOW_TAIL="true", **counted_by(killed_metrics)),
                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while not list((crashed / "tokens").glob("*.parquet")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the tailing flow died"
-        time.sleep(0.02)
-    time.sleep(1.2)  # past the first 1 s snapshot: the restart resumes from it
-    assert proc.poll() is None, "the tailing flow died"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    assert len(list((crashed / "tokens").glob("*.parquet"))) >= 1
-    produce(topics, rest)
-    run_flow(topics, crashed, recovery)
+    try:
+        wait_until(lambda: consumed(killed_metrics) >= len(first), "the first half", proc)
+        sent: list = []
+        producer = threading.Thread(target=lambda: sent.append(
+            produce_events(rest, topics, rate=200, progress=False)))
+        producer.start()
+        partway = len(first) + 2 * len(rest) // 3
+        wait_until(lambda: consumed(killed_metrics) >= partway, "partway through", proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    producer.join(60)
+    assert sent and sent[0].delivered == len(rest)
+    at_kill = consumed(killed_metrics)
+    assert len(first) < at_kill < total, "not killed partway through the second half"
+    assert len(read_all(topics, topics.events_topic)) == total
+
+    restart_metrics = crashed / "metrics-restart"
+    run_flow(topics, crashed, recovery, **counted_by(restart_metrics))
+    reread = consumed(restart_metrics)
+    # Resumed from a snapshot, not replayed: the restart reads at least what the killed flow
+    # had not read, and not the first half, which the snapshots taken since cover.
+    assert total - at_kill <= reread <= total - len(first), (reread, total, at_kill)
     got = snapshot_of(crashed, events)
 
     assert got["tokens"] == want["tokens"]  # every token once (duplicates dropped on read)
@@ -147,6 +193,36 @@ def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, k
     # Dead letters carry their reasons (at least once: the restart may repeat some).
     dlq = [json.loads(r.value) for r in read_all(topics, topics.dead_letter_topic)]
     assert {d["reason"] for d in dlq} == {"invalid_event", "invalid_device", "duplicate"}
+
+
+def test_dead_letters_name_their_source_partition_offset_and_problems(clean_run):
+    topics, _, _, _ = clean_run
+    _, _, first, _ = world_and_stream()
+    broken, bad_device, duplicate = first[-3:]
+    where: dict[bytes, list[tuple[int, int]]] = {}
+    for r in read_all(topics, topics.events_topic):
+        where.setdefault(r.value, []).append((r.partition, r.offset))
+    letters = [json.loads(r.value) for r in read_all(topics, topics.dead_letter_topic)]
+    dlq = {(d["partition"], d["offset"]): d for d in letters}
+    assert len(dlq) == len(letters)  # without a crash, one letter per refused message
+
+    def letter(raw: bytes, at: tuple[int, int]) -> dict:
+        assert at in dlq, f"no dead letter for {raw[:40]!r} at partition/offset {at}"
+        assert dlq[at]["raw"].encode() == raw
+        return dlq[at]
+
+    (at,) = where[broken]
+    got = letter(broken, at)
+    assert got["reason"] == "invalid_event"
+    assert len(got["problems"]) == 1 and got["problems"][0].startswith("event: not JSON")
+    (at,) = where[bad_device]
+    got = letter(bad_device, at)
+    assert got["reason"] == "invalid_device"
+    assert len(got["problems"]) == 1 and got["problems"][0].startswith("device: ")
+    # The copy is refused, not the original: same key, same partition, the later offset.
+    original, copy = sorted(where[duplicate])
+    assert original[0] == copy[0]
+    assert letter(duplicate, copy)["reason"] == "duplicate" and original not in dlq
 
 
 def test_two_worker_processes_give_the_same_results_as_one(clean_run, tmp_path):
