@@ -12,8 +12,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-KINDS = ("movie", "series", "episode")
-
 
 @dataclass(frozen=True)
 class Title:
