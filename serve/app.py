@@ -198,15 +198,15 @@ def start(settings: ServeSettings, noop: bool = False) -> str:
     ray_serve.start(http_options={"host": settings.host, "port": settings.port})
     ray_serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     if noop:
-        ray_serve.run(NoOp.options(ray_actor_options={"num_cpus": 0}).bind(), name=NOOP_APP_NAME,
-                  route_prefix="/noop")
+        ray_serve.run(NoOp.options(ray_actor_options={"num_cpus": 0}).bind(),
+                      name=NOOP_APP_NAME, route_prefix="/noop")
     return f"http://{settings.host}:{settings.port}"
 
 
 def rollover(settings: ServeSettings, model_path: Path) -> None:
     """Serve ``model_path`` from now on: an in-place ``user_config`` update (``reconfigure``)."""
-    ray_serve.run(build_app(settings.model_copy(update={"model_path": model_path})), name=APP_NAME,
-              route_prefix="/")
+    ray_serve.run(build_app(settings.model_copy(update={"model_path": model_path})),
+                  name=APP_NAME, route_prefix="/")
 
 
 def handle() -> Any:

@@ -7,6 +7,7 @@ Recovery needs one partition per worker, created before the first start.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
@@ -65,11 +66,23 @@ class Launch:
         return out
 
 
+# Ports handed out for listeners: below Linux's ephemeral range (32768-60999), which the
+# kernel gives to outgoing connections, and above Ray's worker ports (10002-19999). A port from
+# the ephemeral range can be taken by some process's outgoing connection between the moment it
+# is chosen and the moment its server binds it (seen with Ray Serve's proxy).
+LISTEN_PORTS = range(20_000, 32_768)
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on loopback that nothing uses right now, from ``LISTEN_PORTS``."""
+    for port in random.sample(LISTEN_PORTS, 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port among 200 tried in {LISTEN_PORTS}; free some ports")
 
 
 def start(launch: Launch, env: Mapping[str, str], **popen: Any) -> list[subprocess.Popen]:

@@ -23,8 +23,8 @@ def served(world: SampleWorld) -> Iterator[tuple[str, ServeSettings]]:
 
     from serve import app
 
-    settings = world.settings()
     app.init_ray(num_cpus=2)
+    settings = world.settings()  # the port is chosen once Ray's own processes are up
     try:
         url = app.start(settings, noop=False)
         yield url, settings

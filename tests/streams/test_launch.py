@@ -35,3 +35,15 @@ def test_a_cluster_without_addresses_or_workers_is_refused() -> None:
         Launch(processes=2).commands()
     with pytest.raises(ValueError):
         Launch(processes=0)
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_free() -> None:
+    import socket
+
+    from streams.launch import LISTEN_PORTS, free_port
+
+    ports = {free_port() for _ in range(20)}
+    assert all(p in LISTEN_PORTS for p in ports) and len(ports) > 1
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # nothing holds it
