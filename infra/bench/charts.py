@@ -21,10 +21,7 @@ def bar_chart(values: Mapping[str, float], title: str, ylabel: str, out: Path) -
     ax.set_xlabel(ylabel)
     ax.set_title(title)
     ax.invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def histogram(samples: Mapping[str, Sequence[float]], title: str, xlabel: str, out: Path,
@@ -39,6 +36,11 @@ def histogram(samples: Mapping[str, Sequence[float]], title: str, xlabel: str, o
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.legend()
+    return _save(fig, out)
+
+
+def _save(fig: plt.Figure, out: Path) -> Path:
+    """Write a chart as PNG and free its memory."""
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
