@@ -16,6 +16,7 @@ from streams.contract.events import Action, InteractionEvent
 BUCKET_MS = 60_000
 HOUR, DAY = 60, 24 * 60  # in buckets
 COLUMNS: dict[Action, int] = {Action.PLAY: 0, Action.IMPRESSION: 1, Action.CLICK: 2}
+NO_TITLE = Title("", "", "", 0, 0)  # catalogue fields of an item the catalogue lacks
 
 
 @dataclass
@@ -60,9 +61,9 @@ class ItemCounter:
                 clicks += c
                 if bucket > self.newest - HOUR:
                     plays_1h += p
+        meta = title or NO_TITLE
         return {"item_id": self.item_id, "event_timestamp": (self.newest + 1) * BUCKET_MS,
                 "plays_1h": plays_1h, "plays_24h": plays, "impressions_24h": impressions,
                 "ctr_24h": clicks / impressions if impressions else 0.0,
-                "release_ms": title.release_ms if title else 0,
-                "genre": title.genre if title else "", "kind": title.kind if title else "",
-                "duration_s": title.duration_s if title else 0}
+                "release_ms": meta.release_ms, "genre": meta.genre, "kind": meta.kind,
+                "duration_s": meta.duration_s}

@@ -31,14 +31,14 @@ class Title:
 
         Raises ``ValueError`` naming the line's missing fields.
         """
-        known = {f.name for f in fields(cls)}
         missing = [name for name in _REQUIRED if name not in row]
         if missing:
             raise ValueError(f"catalogue title {row.get('item_id', '?')!r} lacks {missing}; "
                              f"each line needs {list(_REQUIRED)} (docs/contracts.md)")
-        return cls(**{k: v for k, v in row.items() if k in known})
+        return cls(**{k: v for k, v in row.items() if k in _FIELDS})
 
 
+_FIELDS = frozenset(f.name for f in fields(Title))
 _REQUIRED = ("item_id", "genre", "kind", "release_ms", "duration_s")
 
 

@@ -48,22 +48,25 @@ def test_session_events_change_the_ranking(world, ranker) -> None:
     assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
 
 
-def test_goal_holds_when_enough_candidates_pass_it(world, ranker) -> None:
+def _short_episodes_among(world, ranker, n_short: int):
+    """Rank 10 for the "short episodes" goal among ``n_short`` passing titles and 20 movies;
+    the response and the passing titles offered."""
     short = [i for i, t in world.catalogue.items() if t.kind == "episode" and t.duration_s <= 1800]
     other = [i for i, t in world.catalogue.items() if t.kind == "movie"]
     goal = Constraints(goal=Goal(preset="short_episodes"))
     res = _rank(ranker, RankRequest(user_id=world.users[2], k=10, goal=goal,
-                                    candidates=short[:14] + other[:20]))
+                                    candidates=short[:n_short] + other[:20]))
+    return res, short
+
+
+def test_goal_holds_when_enough_candidates_pass_it(world, ranker) -> None:
+    res, short = _short_episodes_among(world, ranker, 14)
     assert not res.relaxed and len(res.items) == 10
     assert {i.item_id for i in res.items} <= set(short[:14])
 
 
 def test_goal_is_relaxed_only_when_too_few_candidates_pass_it(world, ranker) -> None:
-    short = [i for i, t in world.catalogue.items() if t.kind == "episode" and t.duration_s <= 1800]
-    other = [i for i, t in world.catalogue.items() if t.kind == "movie"]
-    goal = Constraints(goal=Goal(preset="short_episodes"))
-    res = _rank(ranker, RankRequest(user_id=world.users[2], k=10, goal=goal,
-                                    candidates=short[:3] + other[:20]))
+    res, short = _short_episodes_among(world, ranker, 3)
     assert [c.family for c in res.relaxed] == ["goal"] and len(res.items) == 10
     assert set(short[:3]) <= {i.item_id for i in res.items}  # every one that passes is in
     assert "only 3 of 10 candidates match" in res.explanation
