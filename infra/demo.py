@@ -1,17 +1,15 @@
-"""``marquee demo`` and ``marquee up``: the whole pipeline on embedded defaults.
+"""``marquee demo``: the whole pipeline on embedded defaults, once.
 
 demo: broker -> synthetic producer -> Bytewax flow (to the end of the topic) -> Feast (SQLite)
 -> a model trained for a short budget (reused when the data did not change) -> Ray Serve; then
 one user's ranking, the ranking again after new in-session events, a goal re-rank, and where
-the metrics are. ``up`` does the same and keeps everything running (flow tailing the topic,
-Prometheus scraping) until Ctrl-C, for users' own producers and clients.
+the metrics are. ``marquee up`` (``infra.stack``) runs the same steps once, then keeps the
+stack running, supervised, on durable state.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +23,6 @@ from infra.pipeline import (
     reset_features,
     run_flow_to_end,
     seed_events,
-    start_flow,
     start_service,
     stop_service,
     train_and_export,
@@ -50,7 +47,8 @@ class DemoConfig:
     prometheus_port: int = 9090
 
 
-def _step(n: int, total: int, text: str) -> None:
+def step(n: int, total: int, text: str) -> None:
+    """Print step ``n`` of ``total``."""
     print(f"[{n}/{total}] {text}", flush=True)
 
 
@@ -90,20 +88,23 @@ def rank(url: str, body: dict[str, Any]) -> dict[str, Any]:
     return reply.json()
 
 
-def _show_rankings(url: str, world: SyntheticWorld, user_id: str, end_ms: int, n: int,
-                   total: int) -> None:
+def show_rankings(url: str, world: SyntheticWorld, user_id: str, end_ms: int, n: int,
+                  total: int) -> None:
+    """The user's ranking, again after an in-session episode, then a goal re-rank (steps
+    ``n``..``n + 2``).
+    """
     first = rank(url, {"user_id": user_id, "k": 10, "explain": True})
     print(f"      model {first['model_version']}; degraded={first['degraded']}; latency "
           f"{json.dumps({k: round(v, 2) for k, v in (first.get('latency_ms') or {}).items()})}")
     print(_table(first["items"]))
     series = pick_series(world, [i["item_id"] for i in first["items"]])
     events = session_events(world, user_id, series, end_ms + 3_600_000)
-    _step(n + 1, total, f"{user_id} now watches {events[0]['item_id']} to the end "
+    step(n + 1, total, f"{user_id} now watches {events[0]['item_id']} to the end "
                         f"(4 in-session events sent with the request, not yet in the store)")
     second = rank(url, {"user_id": user_id, "k": 10, "events": events})
     before = {i["item_id"] for i in first["items"]}
     print(_table(second["items"], {i["item_id"] for i in second["items"]} - before))
-    _step(n + 2, total, "goal re-rank: 'short episodes', at most 2 of a genre in any 4 slots, "
+    step(n + 2, total, "goal re-rank: 'short episodes', at most 2 of a genre in any 4 slots, "
                         "at least 20% new titles (solved as a MILP with HiGHS)")
     goal = {"goal": {"preset": "short_episodes"}, "min_new_share": 0.2,
             "diversity": [{"attribute": "genre", "max_items": 2, "window": 4}]}
@@ -116,82 +117,57 @@ def _show_rankings(url: str, world: SyntheticWorld, user_id: str, end_ms: int, n
         print(f"      relaxed: {c['message']}")
 
 
-def run_demo(config: DemoConfig | None = None, keep_running: bool = False) -> int:
-    """Run the pipeline end to end and print what happens; ``keep_running`` is ``marquee up``."""
-    cfg = config or DemoConfig()
-    layout = Layout(cfg.data_dir)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    # The world ends today, so "new releases" and freshness mean what they say at serving time.
+def world_of(cfg: DemoConfig) -> tuple[WorldConfig, SyntheticWorld]:
+    """The demo's synthetic world. It ends today, so "new releases" and freshness mean what
+    they say at serving time.
+    """
     today = int(time.time() * 1000) // DAY_MS * DAY_MS
     world_cfg = WorldConfig(seed=cfg.seed, n_users=cfg.users, days=cfg.days,
                             start_ms=today - cfg.days * DAY_MS)
-    world = SyntheticWorld(world_cfg)
+    return world_cfg, SyntheticWorld(world_cfg)
+
+
+def run_demo(config: DemoConfig | None = None) -> int:
+    """Run the pipeline end to end once and print what happens (``marquee up`` keeps it
+    running: ``infra.stack``).
+    """
+    cfg = config or DemoConfig()
+    layout = Layout(cfg.data_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    world_cfg, world = world_of(cfg)
     total = 8
     started = time.monotonic()
-    _step(1, total, "embedded Kafka-protocol broker (Tansu), or KAFKA_BOOTSTRAP_SERVERS if set")
+    step(1, total, "embedded Kafka-protocol broker (Tansu), or KAFKA_BOOTSTRAP_SERVERS if set")
     with broker_for(port=cfg.broker_port, log_path=layout.root / "broker.log") as kafka:
         print(f"      broker {kafka.bootstrap_servers}; topics {kafka.events_topic}, "
               f"{kafka.dead_letter_topic}", flush=True)
-        _step(2, total, f"synthetic world: {cfg.users} users x {cfg.days} days, "
+        step(2, total, f"synthetic world: {cfg.users} users x {cfg.days} days, "
                         f"{len(world.catalogue)} titles -> {kafka.events_topic}")
         report = seed_events(kafka, layout, world_cfg)
         print(f"      {report.summary()}", flush=True)
-        _step(3, total, "Bytewax flow: events -> tokens -> Feast online store (SQLite) + "
+        step(3, total, "Bytewax flow: events -> tokens -> Feast online store (SQLite) + "
                         f"token log ({layout.tokens})")
         t0 = time.monotonic()
         reset_features(layout)  # a fresh broker: the features start from nothing too
         run_flow_to_end(kafka, layout)
         print(f"      {report.delivered:,} events tokenized in {time.monotonic() - t0:.1f}s",
               flush=True)
-        _step(4, total, f"foundation model: train <= {cfg.train_minutes} min on the token log "
+        step(4, total, f"foundation model: train <= {cfg.train_minutes} min on the token log "
                         "(reused if the data did not change), export ONNX")
         world_key = json.dumps({**asdict(world_cfg), "start_ms": None}, sort_keys=True)
         onnx, reused = train_and_export(layout, minutes=cfg.train_minutes, data_key=world_key)
         print(f"      {'reused' if reused else 'exported'} {onnx}", flush=True)
-        _step(5, total, f"Ray Serve ranking app on port {cfg.serve_port}")
+        step(5, total, f"Ray Serve ranking app on port {cfg.serve_port}")
         url = start_service(layout, onnx, port=cfg.serve_port)
-        flow = prom = None
         try:
             wait_ready(url)
             print(f"      {url}/docs (OpenAPI), {url}/metrics", flush=True)
             user_id = "u000007"
-            _step(6, total, f"ranking for {user_id} (POST {url}/v1/rank)")
-            _show_rankings(url, world, user_id, world_cfg.start_ms + cfg.days * DAY_MS, 6, total)
-            if keep_running:
-                flow, prom = _keep_up(cfg, kafka, layout, url)
-            else:
-                print(f"      Prometheus metrics: {url}/metrics (ranking service); run "
-                      "`marquee up` to keep the stack running with Prometheus.")
-                print(f"done in {time.monotonic() - started:.0f}s", flush=True)
+            step(6, total, f"ranking for {user_id} (POST {url}/v1/rank)")
+            show_rankings(url, world, user_id, world_cfg.start_ms + cfg.days * DAY_MS, 6, total)
+            print(f"      Prometheus metrics: {url}/metrics (ranking service); run "
+                  "`marquee up` to keep the stack running with Prometheus.")
+            print(f"done in {time.monotonic() - started:.0f}s", flush=True)
         finally:
-            for proc in (flow, prom):
-                if proc is not None:
-                    proc.stop() if hasattr(proc, "stop") else proc.terminate()
             stop_service()
     return 0
-
-
-def _keep_up(cfg: DemoConfig, kafka: Any, layout: Layout, url: str) -> tuple[Any, Any]:
-    from infra.prometheus import start_prometheus, write_config
-
-    flow = start_flow(kafka, layout, metrics_port=cfg.flow_metrics_port)
-    config = write_config(layout.root / "prometheus.yml", {
-        "marquee-flow": [f"127.0.0.1:{cfg.flow_metrics_port}"],
-        "marquee-serve": [f"127.0.0.1:{cfg.serve_port}"]})
-    prom = start_prometheus(config, layout.root / "prometheus", cfg.prometheus_port)
-    print("the stack is up; Ctrl-C stops it", flush=True)
-    print(f"      KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} "
-          f"(produce with `marquee produce`)", flush=True)
-    print(f"      ranking: {url}/v1/rank   docs: {url}/docs", flush=True)
-    print(f"      Prometheus: {prom.url} (flow :{cfg.flow_metrics_port}/metrics, "
-          f"service {url}/metrics)", flush=True)
-    print("      Grafana: provision infra/grafana (data source + dashboards)", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.is_set():
-        if flow.poll() is not None:
-            print(f"flow exited with {flow.returncode}; see {layout.root / 'flow.log'}")
-            break
-        stop.wait(1.0)
-    return flow, prom

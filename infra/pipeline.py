@@ -73,11 +73,17 @@ def reset_features(layout: Layout) -> None:
     layout.vocab.unlink(missing_ok=True)
 
 
-def run_flow_to_end(kafka: KafkaSettings, layout: Layout, timeout: float = 600.0) -> None:
-    """Run the flow over everything in the events topic, close open tokens, and return."""
+def run_flow_to_end(kafka: KafkaSettings, layout: Layout, timeout: float = 600.0,
+                    recovery: Path | None = None) -> None:
+    """Run the flow over everything in the events topic, close open tokens, and return.
+
+    With ``recovery``, its snapshots resume where an interrupted run stopped, and a tailing
+    flow started on the same folder afterwards goes on from the end of the topic.
+    """
     layout.root.mkdir(parents=True, exist_ok=True)
     with (layout.root / "flow.log").open("ab") as log:
-        code = launch.run(launch.Launch(), flow_env(kafka, layout, tail=False), timeout=timeout,
+        code = launch.run(launch.Launch(recovery_dir=recovery, snapshot_s=5),
+                          flow_env(kafka, layout, tail=False), timeout=timeout,
                           stdout=log, stderr=subprocess.STDOUT)
     if code != 0:
         raise RuntimeError(f"flow exited with {code}; see {layout.root / 'flow.log'}")

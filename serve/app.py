@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve as ray_serve  # `serve` is this package
 
 from serve.config import ServeSettings
-from serve.schemas import Health, RankRequest, RankResponse, SimilarItem, SimilarResponse
+from serve.schemas import Check, Health, RankRequest, RankResponse, SimilarItem, SimilarResponse
 
 log = logging.getLogger(__name__)
 APP_NAME = "marquee"
@@ -125,11 +125,23 @@ class RankingService:
 
     @api.get("/readyz", response_model=Health, responses={503: {"model": Health}})
     async def readyz(self) -> Any:
-        """Ready when a model is loaded."""
-        if self.ranker.model is None:
-            return JSONResponse(status_code=503, content=Health(
-                status="not ready", detail="no model loaded; set model_path").model_dump())
-        return Health(status="ready", model_version=self.ranker.version)
+        """Ready when every dependency answers: a model is loaded and the feature store
+        answers a read (within ``readyz_timeout_s``). Otherwise 503 with each check, so an
+        operator sees which one; ``/v1/rank`` still answers meanwhile, degraded.
+        """
+        try:
+            checks = await asyncio.wait_for(asyncio.to_thread(self.ranker.checks),
+                                            self.settings.readyz_timeout_s)
+        except TimeoutError:
+            checks = {"feature_store": Check(
+                ok=False, detail=f"no answer within {self.settings.readyz_timeout_s} s")}
+        failed = [name for name, c in checks.items() if not c.ok]
+        health = Health(status="not ready" if failed else "ready",
+                        model_version=self.ranker.version, checks=checks,
+                        detail="; ".join(f"{n}: {checks[n].detail}" for n in failed))
+        if failed:
+            return JSONResponse(status_code=503, content=health.model_dump())
+        return health
 
     @api.get("/metrics", response_class=Response)
     async def metrics(self) -> Response:

@@ -41,6 +41,8 @@ class ServeSettings(BaseSettings):
     overexposed_quantile: float = Field(
         0.9, gt=0, lt=1, description="impressions_24h above this catalogue quantile = over-exposed")
     item_stats_ttl_s: float = Field(10, gt=0, description="how often item stats are re-read")
+    readyz_timeout_s: float = Field(2.0, gt=0, description="/readyz reports a dependency "
+                                    "that does not answer within this as down")
     session_events_max: int = Field(500, ge=1, le=10_000,
                                     description="most in-session events in one request")
     rerank: RerankConfig = Field(default_factory=RerankConfig, description="re-ranker "

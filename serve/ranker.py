@@ -25,7 +25,7 @@ import numpy as np
 from serve import metrics
 from serve.config import ServeSettings
 from serve.rerank import Candidate, GoalReranker, RerankResult
-from serve.schemas import RankedItemOut, RankRequest, RankResponse
+from serve.schemas import Check, RankedItemOut, RankRequest, RankResponse
 from streams.contract.catalogue import read_catalogue
 from streams.contract.layout import DataLayout
 from streams.contract.tokens import DAY_MS, FACETS, Vocab
@@ -167,6 +167,28 @@ class Ranker:
         metrics.MODEL_INFO.labels(model.version).set(1)
         log.info("model %s -> %s (%s)", old, model.version, path)
         return model.version
+
+    def checks(self) -> dict[str, Check]:
+        """Each dependency as it is now: the model loaded, the feature store answering a
+        read (a probe key, so it costs one lookup).
+        """
+        model = (Check(ok=True, detail=f"model {self.version}") if self.model is not None
+                 else Check(ok=False, detail="no model loaded; set model_path (marquee serve "
+                            "--model) or roll one over"))
+        if self.store is None:
+            return {"model": model, "feature_store": Check(
+                ok=False, detail="not opened at start; see the replica log, check "
+                "MARQUEE_ONLINE_STORE / the Redis URL")}
+        from feature_repo.store import read_users
+
+        t0 = time.perf_counter()
+        try:
+            read_users(self.store, ["__readyz__"])
+            store = Check(ok=True, detail="read answered")
+        except Exception as exc:  # noqa: BLE001 - any failure is "not reachable"
+            store = Check(ok=False, detail=f"read failed: {exc}"[:300])
+        store.latency_ms = (time.perf_counter() - t0) * 1e3
+        return {"model": model, "feature_store": store}
 
     # ---- stage 1: features ---------------------------------------------------------------
     def prepare(self, req: RankRequest) -> Prepared:

@@ -84,9 +84,18 @@ class SimilarResponse(BaseModel):
     items: list[SimilarItem]
 
 
+class Check(BaseModel):
+    """One dependency of the service, as ``/readyz`` found it just now."""
+
+    ok: bool
+    detail: str = ""
+    latency_ms: float | None = None
+
+
 class Health(BaseModel):
-    """``/healthz`` and ``/readyz``."""
+    """``/healthz`` and ``/readyz`` (with each dependency's check)."""
 
     status: str
     model_version: str | None = None
     detail: str = ""
+    checks: dict[str, Check] | None = None

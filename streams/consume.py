@@ -19,6 +19,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+    timestamp: int = 0  # ms, as the broker stored it
 
 
 def read_all(settings: KafkaSettings, topic: str, expected: int | None = None,
@@ -47,7 +48,8 @@ def read_all(settings: KafkaSettings, topic: str, expected: int | None = None,
             for msg in consumer.consume(10_000, timeout=0.5):
                 if msg.error():
                     continue
-                records.append(Record(msg.partition(), msg.offset(), msg.key(), msg.value()))
+                records.append(Record(msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                      msg.timestamp()[1]))
                 positions[msg.partition()] = msg.offset() + 1
     finally:
         consumer.close()

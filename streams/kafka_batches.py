@@ -20,6 +20,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
+from streams import metrics
+
 
 class _Partition(StatefulSourcePartition[list[Any], int]):
     def __init__(self, config: dict[str, Any], topic: str, partition: int, offset: int,
@@ -27,6 +29,7 @@ class _Partition(StatefulSourcePartition[list[Any], int]):
         self.consumer = Consumer(config)
         self.consumer.assign([TopicPartition(topic, partition, offset)])
         self.offset = offset
+        metrics.observe_assigned(partition, offset)
         self.batch_size = batch_size
         self.poll_s = poll_s
         self.topic = topic

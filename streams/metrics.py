@@ -5,6 +5,8 @@ Labels are low-cardinality only: the refusal reason, the partition, the feature 
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_CONSUMED = Counter("marquee_events_consumed_total",
@@ -32,8 +34,11 @@ FRESHNESS_SECONDS = Histogram(
     "Kafka record timestamp (producer time) -> the event's effect written online",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0))
 CONSUMER_LAG = Gauge("marquee_consumer_lag_messages",
-                     "high watermark - next offset to read, per events-topic partition",
+                     "high watermark - next offset to read, per events-topic partition this "
+                     "process reads (NaN while the broker does not answer: unknown, not 0)",
                      ["partition"])
+BROKER_UP = Gauge("marquee_broker_up",
+                  "1 when the broker answered the flow's last metadata probe, else 0")
 
 
 # When a list, every freshness observation is also appended here (benchmarks read it).
@@ -80,25 +85,67 @@ def observe_offset(partition: int, offset: int) -> None:
         _positions[partition] = offset + 1
 
 
-def watch_lag(client_config: dict[str, object], topic: str, every_s: float = 5.0) -> None:
-    """Keep ``marquee_consumer_lag_messages`` current from a daemon thread: high watermark
-    minus the next offset this process will read, for the partitions it reads.
+def observe_assigned(partition: int, next_offset: int) -> None:
+    """Note that this process reads ``partition`` from ``next_offset`` (negative: from the
+    start), so its lag is reported before the first message arrives.
     """
-    import threading
+    _positions.setdefault(partition, next_offset)
 
-    from confluent_kafka import Consumer, TopicPartition
+
+def probe_lag(consumer: Any, topic: str, timeout_s: float = 2.0) -> bool:
+    """One probe: ``marquee_broker_up`` and each read partition's lag; False when the broker
+    did not answer (lag then reads NaN: unknown, which alerts can tell from "caught up").
+    """
+    from confluent_kafka import TopicPartition
+
+    try:
+        consumer.list_topics(topic, timeout=timeout_s)
+        for partition, position in list(_positions.items()):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=timeout_s)
+            start = position if position >= 0 else low
+            CONSUMER_LAG.labels(partition=str(partition)).set(max(high - start, 0))
+    except Exception:  # noqa: BLE001 - any failure means the broker is not answering
+        BROKER_UP.set(0)
+        for partition in list(_positions):
+            CONSUMER_LAG.labels(partition=str(partition)).set(float("nan"))
+        return False
+    BROKER_UP.set(1)
+    return True
+
+
+def watch_lag(client_config: dict[str, object], topic: str, every_s: float = 2.0) -> None:
+    """Keep ``marquee_broker_up`` and ``marquee_consumer_lag_messages`` current from a daemon
+    thread, and say in the log (once per state change, then every minute) when the broker
+    stops answering, instead of leaving it to librdkafka's reconnect lines.
+    """
+    import logging
+    import threading
+    import time
+
+    from confluent_kafka import Consumer
+
+    log = logging.getLogger(__name__)
 
     def loop() -> None:
         consumer = Consumer({**client_config, "group.id": "marquee-lag-probe",
                              "enable.auto.commit": False})
+        down_since: float | None = None
+        said_at = 0.0
         while True:
-            for partition, position in list(_positions.items()):
-                try:
-                    high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                          timeout=5)[1]
-                except Exception:  # noqa: BLE001 - a probe failure must not stop the flow
-                    continue
-                CONSUMER_LAG.labels(partition=str(partition)).set(max(high - position, 0))
+            up = probe_lag(consumer, topic)
+            now = time.monotonic()
+            if up and down_since is not None:
+                log.warning("broker %s answers again after %.0f s",
+                            client_config.get("bootstrap.servers"), now - down_since)
+                down_since = None
+            elif not up and (down_since is None or now - said_at > 60):
+                down_since = down_since or now
+                said_at = now
+                log.error("broker %s does not answer (for %.0f s); the flow waits and "
+                          "resumes when it is back. Check the broker (marquee up restarts "
+                          "its embedded one)", client_config.get("bootstrap.servers"),
+                          now - down_since)
             threading.Event().wait(every_s)
 
     threading.Thread(target=loop, name="marquee-lag", daemon=True).start()

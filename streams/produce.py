@@ -36,6 +36,7 @@ class ProduceReport:
     failed: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    acked: list[tuple[int, int, bytes]] | None = None  # (partition, offset, value) if tracked
 
     @property
     def undelivered(self) -> int:
@@ -59,22 +60,26 @@ class ProduceReport:
 def produce_events(events: Iterable[dict[str, Any] | bytes], settings: KafkaSettings,
                    topic: str | None = None, rate: float | None = None,
                    total: int | None = None, progress: bool = True,
-                   delivery_timeout: float | None = None) -> ProduceReport:
+                   delivery_timeout: float | None = None, track: bool = False) -> ProduceReport:
     """Produce dicts (serialized to JSON) or raw bytes, keyed by ``user_id``.
 
     ``rate`` caps events/s. Delivery reports are counted; the report says how many were
     acknowledged, so callers can fail loudly when any were not. An event not acknowledged
     within ``delivery_timeout`` seconds (librdkafka retries until then) counts as failed.
+    ``track`` keeps where each acknowledged event landed (``report.acked``), for checks that
+    every acknowledged event survives a fault.
     """
     topic = topic or settings.events_topic
     delivery_timeout = delivery_timeout or DEFAULT_DELIVERY_TIMEOUT
-    report = ProduceReport()
+    report = ProduceReport(acked=[] if track else None)
     producer = Producer(settings.client_config(
         **PRODUCER_CONFIG, **{"message.timeout.ms": int(delivery_timeout * 1000)}))
 
-    def on_delivery(err: KafkaError | None, _msg: object) -> None:
+    def on_delivery(err: KafkaError | None, msg: Any) -> None:
         if err is None:
             report.delivered += 1
+            if report.acked is not None:
+                report.acked.append((msg.partition(), msg.offset(), msg.value()))
         else:
             report.failed += 1
             if len(report.errors) < 10:

@@ -23,14 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     for name, keep in (("demo", False), ("up", True)):
         p = command(
-            sub, name, _demo, "the main job on embedded defaults (what `make demo` runs)"
-            if not keep else "like demo, then keep the stack running (broker, flow, service, "
-            "Prometheus)",
+            sub, name, _demo if not keep else _up,
+            "the main job on embedded defaults (what `make demo` runs)" if not keep else
+            "run the stack and keep it running, supervised, on durable state",
             "Broker -> synthetic events -> Bytewax flow -> Feast -> model trained for a short "
             "budget (reused when the data is unchanged) -> Ray Serve, then a ranking, a ranking "
             "after new in-session events, and a goal re-rank." + (
                 " Then keeps everything running until Ctrl-C: point your producers at the "
-                "broker and clients at the service." if keep else ""))
+                "broker and clients at the service. The broker, the flow and Prometheus are "
+                "supervised: one that exits is restarted with backoff and resumes from its "
+                "state in --data-dir (broker storage, flow recovery snapshots, features); a "
+                "crash loop stops the stack with exit code 1 and names the component and its "
+                "log. A second `up` resumes where the last one stopped; --fresh starts from "
+                "nothing." if keep else ""))
         p.add_argument("--data-dir", type=Path, default=Path("var/demo"), help="data folder")
         p.add_argument("--users", type=int, default=400, help="synthetic users")
         p.add_argument("--days", type=int, default=14, help="synthetic days")
@@ -40,7 +45,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--broker-port", type=int, default=9092 if keep else None,
                        help="embedded broker port" + ("" if keep else " (default: a free one)"))
         p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port")
-        p.set_defaults(keep_running=keep)
+        if keep:
+            p.add_argument("--flow-metrics-port", type=int, default=9101,
+                           help="the flow's /metrics port")
+            p.add_argument("--fresh", action="store_true",
+                           help="forget the state in --data-dir (events, features, snapshots) "
+                           "and start from nothing")
+            p.add_argument("--only", choices=["all", "stream"], default="all",
+                           help="stream: only the broker, the flow and Prometheus (bring your "
+                           "own producers; no synthetic data, model or service)")
+            p.add_argument("--max-restarts", type=int, default=5,
+                           help="exits of one component within --restart-window-s that stop "
+                           "the stack (a crash loop)")
+            p.add_argument("--restart-window-s", type=float, default=300.0,
+                           help="the crash-loop window in seconds")
+            p.add_argument("--restart-backoff-s", type=float, default=1.0,
+                           help="delay before the first restart; doubles per exit inside "
+                           "the window, up to 30 s")
     register_settings(sub)
 
 
@@ -84,7 +105,21 @@ def _demo(args: argparse.Namespace) -> int:
     config = DemoConfig(data_dir=args.data_dir, users=args.users, days=args.days,
                         train_minutes=args.train_minutes, serve_port=args.port,
                         broker_port=args.broker_port, prometheus_port=args.prometheus_port)
-    return run_demo(config, keep_running=args.keep_running)
+    return run_demo(config)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from infra.demo import DemoConfig
+    from infra.stack import run_up
+    from infra.supervisor import RestartPolicy
+
+    config = DemoConfig(data_dir=args.data_dir, users=args.users, days=args.days,
+                        train_minutes=args.train_minutes, serve_port=args.port,
+                        broker_port=args.broker_port, prometheus_port=args.prometheus_port,
+                        flow_metrics_port=args.flow_metrics_port)
+    policy = RestartPolicy(max_restarts=args.max_restarts, window_s=args.restart_window_s,
+                           backoff_s=args.restart_backoff_s)
+    return run_up(config, fresh=args.fresh, serve=args.only == "all", policy=policy)
 
 
 def _bench_all(args: argparse.Namespace) -> int:

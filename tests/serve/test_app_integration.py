@@ -43,6 +43,8 @@ def test_health_readiness_similar_and_metrics(served, world) -> None:
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
     ready = httpx.get(f"{url}/readyz")
     assert ready.status_code == 200 and ready.json()["model_version"] in ("fm-a", "fm-b")
+    assert {n: c["ok"] for n, c in ready.json()["checks"].items()} == {
+        "model": True, "feature_store": True}
     item = next(iter(world.catalogue))
     sim = httpx.get(f"{url}/v1/similar/{item}", params={"k": 3})
     assert sim.status_code == 200 and len(sim.json()["items"]) == 3

@@ -1,0 +1,216 @@
+"""``marquee up``: the stack kept running, supervised, on durable state.
+
+The broker, the flow and Prometheus are child processes under ``infra.supervisor``: one that
+exits is restarted with backoff, and a crash loop stops the stack with a non-zero exit. Every
+child resumes from durable state in the data folder: the broker from its storage, the flow
+from its recovery snapshots (taken every few seconds), the features and token log from their
+files. So a second ``up`` (or a restart of any one component) continues where the last one
+stopped; ``up --fresh`` starts from nothing.
+
+On the first start ``up`` seeds the synthetic world, runs the flow over it to the end of the
+topic (on the recovery folder the tailing flow then resumes from), trains and serves, like
+``marquee demo``. ``--only stream`` runs the streaming half alone (broker, flow, Prometheus)
+for teams that bring their own producers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from infra.demo import DemoConfig, show_rankings, step, world_of
+from infra.pipeline import (
+    Layout,
+    run_flow_to_end,
+    seed_events,
+    start_service,
+    stop_service,
+    train_and_export,
+    wait_ready,
+)
+from infra.supervisor import CrashLoop, Processes, RestartPolicy, Supervisor
+from streams.config import KafkaSettings
+from streams.contract.tokens import DAY_MS
+from streams.topics import create_topics, marquee_topics
+
+
+def recovery_dir(layout: Layout) -> Path:
+    """The flow's recovery snapshots (one partition per worker)."""
+    return layout.root / "recovery"
+
+
+def wipe(layout: Layout) -> None:
+    """``--fresh``: forget the stack's state in ``layout`` (events, features, token log,
+    vocabulary, snapshots, markers). A trained model stays: it is reused only when its data
+    key and recipe match, and retrained otherwise.
+    """
+    for name in ("broker", "recovery", "tokens", "feast", "prometheus"):
+        shutil.rmtree(layout.root / name, ignore_errors=True)
+    for name in ("vocab.json", "seeded.json", "caught_up.json", "stack.json"):
+        (layout.root / name).unlink(missing_ok=True)
+
+
+class _Broker:
+    """The embedded broker as a supervised child, on the same port and storage each start."""
+
+    def __init__(self, port: int, layout: Layout) -> None:
+        from infra.broker import EmbeddedBroker
+
+        self.broker = EmbeddedBroker(port=port, log_path=layout.root / "broker.log",
+                                     **_durable(layout))
+
+    def start(self) -> None:
+        self.broker.start()
+
+    def alive(self) -> bool:
+        proc = self.broker.process
+        return proc is not None and proc.poll() is None
+
+    def stop(self) -> None:
+        self.broker.stop()
+
+    def pids(self) -> list[int]:
+        proc = self.broker.process
+        return [proc.pid] if proc is not None and proc.poll() is None else []
+
+    def exit_code(self) -> int | None:
+        proc = self.broker.process
+        return None if proc is None else proc.poll()
+
+
+def _durable(layout: Layout) -> dict[str, Any]:
+    return {}
+
+
+def _flow(kafka: KafkaSettings, layout: Layout, metrics_port: int) -> Processes:
+    from infra.pipeline import flow_env
+    from streams import launch
+
+    def start() -> list[subprocess.Popen]:
+        log = (layout.root / "flow.log").open("ab")
+        try:
+            return launch.start(launch.Launch(recovery_dir=recovery_dir(layout), snapshot_s=5),
+                                flow_env(kafka, layout, tail=True, metrics_port=metrics_port),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()  # the children hold their own descriptors
+
+    return Processes(start)
+
+
+def _prometheus(layout: Layout, cfg: DemoConfig, url: str | None) -> Processes:
+    from infra.prometheus import start_prometheus, write_config
+
+    targets = {"marquee-flow": [f"127.0.0.1:{cfg.flow_metrics_port}"]}
+    if url is not None:
+        targets["marquee-serve"] = [f"127.0.0.1:{cfg.serve_port}"]
+    config = write_config(layout.root / "prometheus.yml", targets)
+    return Processes(lambda: [start_prometheus(config, layout.root / "prometheus",
+                                               cfg.prometheus_port).process])
+
+
+def _once(marker: Path, key: str) -> bool:
+    """True when ``marker`` records ``key`` (a step already done for this data)."""
+    return marker.exists() and json.loads(marker.read_text()).get("key") == key
+
+
+def _done(marker: Path, key: str, **facts: Any) -> None:
+    marker.write_text(json.dumps({"key": key, **facts}))
+
+
+def run_up(cfg: DemoConfig, fresh: bool = False, serve: bool = True,
+           policy: RestartPolicy | None = None) -> int:
+    """Start (or resume) the stack and keep it running until SIGINT/SIGTERM (exit 0) or a
+    crash loop (exit 1, with the component and its log named).
+    """
+    layout = Layout(cfg.data_dir)
+    if fresh:
+        wipe(layout)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    sup = Supervisor(policy, state_file=layout.root / "stack.json")
+    url = None
+    try:
+        kafka = _start_broker(sup, cfg, layout)
+        if serve:
+            url = _seed_train_serve(cfg, kafka, layout)
+        sup.add("flow", _flow(kafka, layout, cfg.flow_metrics_port), layout.root / "flow.log")
+        sup.add("prometheus", _prometheus(layout, cfg, url),
+                layout.root / "prometheus" / "prometheus.log")
+        _print_up(kafka, layout, cfg, url)
+        sup.run(stop)
+        return 0
+    except CrashLoop as exc:
+        print(f"marquee up: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        sup.stop_all()
+        if url is not None:
+            stop_service()
+
+
+def _start_broker(sup: Supervisor, cfg: DemoConfig, layout: Layout) -> KafkaSettings:
+    """The user's cluster when ``KAFKA_BOOTSTRAP_SERVERS`` is set, else the embedded broker
+    (durable, supervised); Marquee's topics exist on return.
+    """
+    kafka = KafkaSettings()
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        broker = _Broker(cfg.broker_port or 9092, layout)
+        sup.add("broker", broker, layout.root / "broker.log")
+        kafka = kafka.model_copy(update={"bootstrap_servers": broker.broker.bootstrap})
+    create_topics(kafka, marquee_topics(kafka))
+    return kafka
+
+
+def _seed_train_serve(cfg: DemoConfig, kafka: KafkaSettings, layout: Layout) -> str:
+    """First start: seed, tokenize to the end, train; every start: serve and show a ranking."""
+    world_cfg, world = world_of(cfg)
+    key = json.dumps({**asdict(world_cfg), "start_ms": None}, sort_keys=True)
+    total = 7
+    if not _once(layout.root / "seeded.json", key):
+        step(1, total, f"synthetic world: {cfg.users} users x {cfg.days} days -> "
+                        f"{kafka.events_topic}")
+        report = seed_events(kafka, layout, world_cfg)
+        _done(layout.root / "seeded.json", key, delivered=report.delivered)
+    else:
+        step(1, total, f"synthetic world already in {kafka.events_topic} (up --fresh reseeds)")
+    if not _once(layout.root / "caught_up.json", key):
+        step(2, total, "Bytewax flow over the topic (recovery on: the tailing flow resumes "
+                        "where this one ends)")
+        run_flow_to_end(kafka, layout, recovery=recovery_dir(layout))
+        _done(layout.root / "caught_up.json", key)
+    else:
+        step(2, total, f"flow state resumed from {recovery_dir(layout)}")
+    step(3, total, f"foundation model (train <= {cfg.train_minutes} min unless reused)")
+    onnx, reused = train_and_export(layout, minutes=cfg.train_minutes, data_key=key)
+    print(f"      {'reused' if reused else 'exported'} {onnx}", flush=True)
+    step(4, total, f"Ray Serve ranking app on port {cfg.serve_port}")
+    url = start_service(layout, onnx, port=cfg.serve_port)
+    wait_ready(url)
+    step(5, total, f"a ranking for u000007 (POST {url}/v1/rank)")
+    show_rankings(url, world, "u000007", world_cfg.start_ms + cfg.days * DAY_MS, 5, total)
+    return url
+
+
+def _print_up(kafka: KafkaSettings, layout: Layout, cfg: DemoConfig, url: str | None) -> None:
+    print("the stack is up and supervised; Ctrl-C stops it", flush=True)
+    print(f"      KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} "
+          f"(produce with `marquee produce`)", flush=True)
+    if url is not None:
+        print(f"      ranking: {url}/v1/rank   docs: {url}/docs   readiness: {url}/readyz",
+              flush=True)
+    print(f"      Prometheus: http://127.0.0.1:{cfg.prometheus_port} (flow "
+          f":{cfg.flow_metrics_port}/metrics)", flush=True)
+    print(f"      state: {layout.root} (pids and restarts in {layout.root / 'stack.json'})",
+          flush=True)
+    print("      Grafana: provision infra/grafana (data source + dashboards)", flush=True)
