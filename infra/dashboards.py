@@ -56,6 +56,9 @@ PIPELINE = [
           "ops"),
     Panel("Merge ratio (events per token)", (
         ("max(marquee_token_merge_ratio)", "events/token"),), "short"),
+    Panel("Broker reachable from the flow", (("min(marquee_broker_up)", "up"),), "short",
+          "1 when the broker answered the flow's last probe (every 2 s); 0 when it does "
+          "not, and consumer lag then reads NaN (unknown)."),
     Panel("Consumer lag by partition", (
         ("sum by (partition) (marquee_consumer_lag_messages)", "p{{partition}}"),), "short"),
     Panel("Feast write latency", (

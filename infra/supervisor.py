@@ -152,20 +152,17 @@ class Supervisor:
                         "then start again")
                 delay = min(p.backoff_s * 2 ** (len(w.exits) - 1), p.backoff_max_s)
                 w.restart_at = now + delay
-                log.warning("%s exited with code %s; restarting in %.1f s (log: %s)", w.name,
-                            code, delay, w.log)
-                print(f"supervisor: {w.name} exited with code {code}; restarting in "
-                      f"{delay:.1f} s (log: {w.log})", flush=True)
+                _say(f"{w.name} exited with code {code}; restarting in {delay:.1f} s "
+                     f"(log: {w.log})")
             elif now >= w.restart_at:
                 w.restart_at = None
                 w.restarts += 1
                 try:
                     w.child.start()
                 except Exception as exc:  # noqa: BLE001 - a failed start is one more exit
-                    log.warning("%s failed to start: %s", w.name, exc)
-                    print(f"supervisor: {w.name} failed to start: {exc}", flush=True)
+                    _say(f"{w.name} failed to start: {exc}")
                     continue  # alive() is False: the next check counts it
-                print(f"supervisor: {w.name} restarted (pids {w.child.pids()})", flush=True)
+                _say(f"{w.name} restarted (pids {w.child.pids()})")
                 self._write_state()
 
     def run(self, stop: threading.Event, poll_s: float = 0.2,
@@ -196,6 +193,11 @@ class Supervisor:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
+
+
+def _say(text: str) -> None:
+    """Restarts are news for the operator: on stdout, whatever the logging setup."""
+    print(f"supervisor: {text}", flush=True)
 
 
 def read_state(path: Path) -> dict:

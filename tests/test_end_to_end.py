@@ -200,6 +200,7 @@ def _expected_panels(version: str) -> dict[str, dict[str, Callable[[float], bool
         "Dead-lettered / s": {"dead-lettered": _positive},
         "Tokens emitted / s": {"tokens": _at_least_zero},
         "Merge ratio (events per token)": {"events/token": lambda v: v >= 1},
+        "Broker reachable from the flow": {"up": lambda v: v == 1},
         "Consumer lag by partition": {f"p{i}": _at_least_zero for i in range(4)},
         "Feast write latency": latency,
         "Event → online feature freshness": latency,

@@ -35,7 +35,7 @@ from streams.token_log import read_tokens
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-MARQUEE = [sys.executable, "-c", "import sys; from infra.cli import main; sys.exit(main())"]
+MARQUEE = [sys.executable, "-m", "infra.cli"]
 FAST_FLUSH = {"MARQUEE_FLOW_FLUSH_S": "0.05", "MARQUEE_FLOW_LOG_FLUSH_S": "0.3",
               "MARQUEE_ONLINE_STORE": "sqlite"}
 
