@@ -40,17 +40,20 @@ class SharedVocab(Vocab):
             got = self.tables[facet][value]
         return got
 
-    def ensure(self, facet: str, values: Iterable[str]) -> int:
+    def ensure(self, facet: str, values: Iterable[str], limit: int | None = None) -> int:
         """Give every value of ``values`` an id (in order, skipping known ones) in one locked
-        round; returns how many were new to this process.
+        round, while the facet has fewer than ``limit`` values; returns how many were new to
+        this process.
         """
         table = self.tables[facet]
         missing = [v for v in dict.fromkeys(values) if v not in table]
-        if not missing:
-            return 0
+        if not missing or (limit is not None and len(table) >= limit):
+            return 0  # tables only grow: full here means full on disk
         with self._locked():
             self._reload()
             fresh = [v for v in missing if v not in table]
+            if limit is not None:
+                fresh = fresh[:max(limit - len(table), 0)]
             for value in fresh:
                 table[value] = len(table) + 2
             if fresh:
