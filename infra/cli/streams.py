@@ -158,6 +158,28 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
                 "(or KAFKA_BOOTSTRAP_SERVERS) and print events/s and ratios.")
     p.add_argument("--events", type=int, default=200_000, help="synthetic events to send")
     _register_bench_stream(bench)
+    _register_bench_vocab(bench)
+
+
+def _register_bench_vocab(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench vocab``."""
+    p = command(bench_sub, "vocab", _bench_vocab,
+                "cost of numbering many new item ids through the shared vocabulary",
+                "Number N distinct new item ids in poll-sized rounds through SharedVocab and "
+                "print the time per locked round, memory growth, file sizes and load times.")
+    p.add_argument("--items", type=int, default=1_000_000, help="distinct new item ids")
+    p.add_argument("--batch", type=int, default=5000, help="new ids per round (one poll)")
+    out_path(p, Path("var/bench/vocab.json"), "JSON report")
+
+
+def _bench_vocab(args: argparse.Namespace) -> int:
+    from infra.bench.vocab import run_bench
+
+    r = run_bench(args.items, args.batch, out=args.out)
+    for key, value in r.items():
+        print(f"{key:28s} {value:,.3f}" if isinstance(value, float) else f"{key:28s} {value}")
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _bench_produce(args: argparse.Namespace) -> int:
