@@ -104,3 +104,26 @@ def test_no_message_value_or_key_makes_the_router_raise(values, keys):
     assert sorted(routed_at + [d.offset for d in dead]) == list(range(len(msgs)))  # each once
     assert all(d.reason and d.problems for d in dead)
     assert all(msgs[at].key() == b"u1" for at in routed_at)
+
+
+def test_unique_devices_and_surfaces_cannot_grow_the_vocabulary_files(tmp_path: Path):
+    """The issue's case: 20,000 events, each with a new device and surface."""
+    vocab = SharedVocab(tmp_path / "vocab.json")
+    for facet, values in KNOWN_VALUES.items():
+        vocab.ensure(facet, values)
+    size = sum(p.stat().st_size for p in tmp_path.iterdir())
+    r = router(vocab)
+    cap = r.shared.settings.max_facet_values
+    msgs = [msg({**GOOD, "event_id": f"e{i}", "device": f"d{i}", "surface": f"s{i}"},
+                offset=i) for i in range(20_000)]
+    events, dead = [], []
+    for start in range(0, len(msgs), 5000):
+        got, refused = routed(r, msgs[start:start + 5000])
+        events += got
+        dead += refused
+    assert len(events) == 20_000 and not dead
+    on_disk = Vocab.load(tmp_path / "vocab.json").tables
+    assert len(on_disk["device"]) == len(on_disk["surface"]) == cap + 1  # and `other`
+    assert sum(e.device == OTHER for e in events) == 20_000 - (cap - 4)
+    grown = sum(p.stat().st_size for p in tmp_path.iterdir()) - size
+    assert grown < 100_000, f"vocabulary files grew {grown} bytes"
