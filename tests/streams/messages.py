@@ -12,7 +12,7 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from streams.contract.files import key_of
 
 
-def message(value: bytes, key: bytes | None, partition: int = 0, offset: int = 0,
+def message(value: bytes | None, key: bytes | None, partition: int = 0, offset: int = 0,
             timestamp: int | None = None, topic: str = "events") -> Message:
     """One message; ``timestamp`` (ms, the record's CreateTime) defaults to now."""
     ts = int(time.time() * 1000) if timestamp is None else timestamp

@@ -82,7 +82,7 @@ def test_devices_and_surfaces_past_the_cap_become_other_and_are_counted(tmp_path
 
 
 POISON = st.one_of(
-    st.binary(max_size=300),
+    st.binary(max_size=300), st.none(),  # None: a tombstone (a message without a value)
     st.just(b"[" * 100_000), st.just(b'{"value": ' + b"{" * 50_000),
     st.just(b"\xff" * 50_000), st.just(json.dumps({**GOOD, "item_id": "x" * 100_000}).encode()),
     st.builds(lambda d: json.dumps({**GOOD, **d}).encode(), st.dictionaries(
