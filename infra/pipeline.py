@@ -20,6 +20,7 @@ from infra.synthetic import SyntheticWorld, WorldConfig
 from streams import launch
 from streams.config import KafkaSettings
 from streams.contract.layout import DataLayout
+from streams.contract.vocab_files import journal_path
 from streams.produce import ProduceReport, produce_events
 
 
@@ -71,6 +72,7 @@ def reset_features(layout: Layout) -> None:
     shutil.rmtree(layout.tokens, ignore_errors=True)
     shutil.rmtree(layout.feast, ignore_errors=True)
     layout.vocab.unlink(missing_ok=True)
+    journal_path(layout.vocab).unlink(missing_ok=True)
 
 
 def run_flow_to_end(kafka: KafkaSettings, layout: Layout, timeout: float = 600.0,

@@ -6,6 +6,7 @@ runs in plain loops from ``streams.contract.fast_events``, ``streams.shards`` an
 ``streams.contract.tokenizer``:
 
     polls (Kafka) -> decode + route: valid events grouped by user shard, bad ones dead-lettered
+                     (contract, wrong key, future time)
                   -> tokenize, per user shard (dedupe, reorder, merge) -> [late/dup: dead letter]
                      |-> user rows of changed users, every flush_s -------> Feast user_tokens
                      |-> final tokens, every log_flush_s ------------------> token log (parquet)
@@ -37,7 +38,7 @@ from bytewax.outputs import Sink
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams import metrics
+from streams import dead_letters, metrics, refusals
 from streams.contract.catalogue import Title, read_catalogue
 from streams.contract.fast_events import decode_event, fast_event
 from streams.contract.layout import DataLayout
@@ -50,6 +51,7 @@ from streams.shared_vocab import SharedVocab
 
 log = logging.getLogger(__name__)
 DEAD = "!dead"  # the key of dead-letter batches out of the decode step (never a shard name)
+OTHER = "other"  # the device or surface of an event whose value did not fit the vocabulary
 
 
 class FlowSettings(BaseSettings):
@@ -76,6 +78,16 @@ class FlowSettings(BaseSettings):
     accidental_weight: float = Field(default=0.0, ge=0, le=1, description="weight of "
                                      "accidental clicks and scrolled-past impressions (0 drops "
                                      "them)")
+    max_future_ms: int = Field(default=300_000, ge=0, description="events dated more than "
+                               "this after their Kafka timestamp are dead-lettered as future "
+                               "(they would make the user's later events late)")
+    max_facet_values: int = Field(default=1000, ge=16, description="device and surface values "
+                                  "with their own vocabulary id (each); later new ones become "
+                                  "`other` (marquee_vocab_overflow_total)")
+    dead_letter_max_bytes: int = Field(default=dead_letters.DEFAULT_MAX_BYTES,
+                                       ge=dead_letters.MIN_MAX_BYTES, le=900_000,
+                                       description="largest dead-letter record; a bigger "
+                                       "refused message is cut (size and SHA-256 kept)")
 
     def tokenizer(self) -> TokenizerConfig:
         """The tokenizer's config from these settings."""
@@ -101,40 +113,64 @@ class Shared:
 
 # ---- step logic -----------------------------------------------------------------------------
 class Router:
-    """Decode one poll batch and group its valid events by user shard (one call per poll)."""
+    """Decode one poll batch and group its valid events by user shard (one call per poll).
+
+    No message can make it raise: whatever is wrong with a message (its bytes, its key, its
+    time) makes it a dead letter. Besides the contract, an event is refused when its message
+    key is not its ``user_id`` (``wrong_key``: a user's events must share one partition, or
+    their order, and so lateness and dedupe, would depend on how partitions interleave) and
+    when its time is more than ``max_future_ms`` after its arrival (``future``: it would move
+    the user's watermark and make every later event late). Arrival is the Kafka record's
+    timestamp, not the clock at read time, so a replay decides the same way; a record without
+    one (pre-0.10 message format) falls back to the clock.
+    """
 
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
         self.shared_vocab = shared.vocab if isinstance(shared.vocab, SharedVocab) else None
 
     def __call__(self, poll: list[Any]) -> list[tuple[str, Any]]:
-        """``[(user shard, Slice)...]`` and ``(DEAD, [DeadLetter...])`` if any were bad.
+        """``[(user shard, Slice)...]`` and ``(DEAD, [DeadLetter...])`` if any were refused.
 
-        Messages are ``confluent_kafka.Message`` or, in tests, raw bytes.
+        Messages are ``confluent_kafka.Message`` (tests build them with the same class).
         """
         now = int(time.time() * 1000)
+        max_future = self.shared.settings.max_future_ms
         shard_of = self.shared.user_shard
         known = shard_of.cache  # user -> shard, read inline (a call per event costs more)
         slices: dict[str, Slice] = {}
         dead: list[DeadLetter] = []
         for msg in poll:
-            if type(msg) is bytes or type(msg) is str:
-                raw, key, partition, offset, produced = _bytes(msg), None, -1, -1, now
-            else:
-                raw, key, partition, offset = msg.value() or b"", msg.key(), msg.partition(), \
-                    msg.offset()
-                produced = msg.timestamp()[1]
-                if produced <= 0:
-                    produced = now
-            ev = fast_event(raw)
-            if ev is None:
-                ev, problems = decode_event(raw)
+            raw, key, partition, offset = msg.value() or b"", msg.key(), msg.partition(), \
+                msg.offset()
+            produced = msg.timestamp()[1]
+            if produced <= 0:
+                produced = now
+            try:
+                ev = fast_event(raw)
                 if ev is None:
-                    reason = "invalid_" + problems[0].field.split(".")[0]
-                    dead.append(DeadLetter(reason, tuple(str(p) for p in problems), raw, key,
-                                           partition, offset))
+                    ev, problems = decode_event(raw)
+                    if ev is None:
+                        reason = "invalid_" + problems[0].field.split(".")[0]
+                        dead.append(DeadLetter(reason, tuple(str(p) for p in problems), raw,
+                                               key, partition, offset, produced))
+                        continue
+                user_id = ev.user_id
+                if key is None or key != user_id.encode():
+                    dead.append(DeadLetter(refusals.WRONG_KEY, (refusals.wrong_key(
+                        key, user_id),), raw, key, partition, offset, produced))
                     continue
-            name = known.get(ev.user_id) or shard_of(ev.user_id)
+                if ev.ts > produced + max_future:
+                    dead.append(DeadLetter(refusals.FUTURE, (refusals.future(
+                        ev.ts, produced, max_future),), raw, key, partition, offset, produced))
+                    continue
+                name = known.get(user_id) or shard_of(user_id)
+            except Exception as exc:  # noqa: BLE001 - one message must never stop the flow
+                dead.append(DeadLetter("invalid_event", (
+                    f"event: could not be read ({type(exc).__name__}: {str(exc)[:200]}); "
+                    "send one JSON object per message, UTF-8 encoded",), raw, key, partition,
+                    offset, produced))
+                continue
             sl = slices.get(name)
             if sl is None:
                 sl = slices[name] = Slice()
@@ -142,8 +178,7 @@ class Router:
             sl.produced.append(produced)
             sl.origins.append((raw, key, partition, offset))
         self._count(poll, dead)
-        if self.shared_vocab is not None:
-            self._ensure_ids(slices.values())
+        self._number_new_values(slices.values())
         out: list[tuple[str, Any]] = list(slices.items())
         if dead:
             out.append((DEAD, dead))
@@ -154,15 +189,16 @@ class Router:
         metrics.EVENTS_CONSUMED.inc(len(poll))
         for reason, n in Counter(d.reason for d in dead).items():
             metrics.EVENTS_INVALID.labels(reason=reason).inc(n)
-        if poll and not isinstance(poll[-1], bytes | str):
+        if poll:
             metrics.observe_offset(poll[-1].partition(), poll[-1].offset())
 
-    def _ensure_ids(self, slices: Iterable[Slice]) -> None:
-        """Number new items, devices and surfaces in one locked round per batch (the
-        tokenizer then always finds them in memory).
+    def _number_new_values(self, slices: Iterable[Slice]) -> None:
+        """Number new items, devices and surfaces in one round per batch (one lock with a
+        ``SharedVocab``; the tokenizer then always finds them in memory). Devices and
+        surfaces are free-form strings, so each keeps at most ``max_facet_values`` values:
+        an event with a value past that is given ``OTHER`` and counted as an overflow.
         """
-        vocab = self.shared_vocab
-        assert vocab is not None
+        vocab = self.shared.vocab
         items, devices, surfaces = (vocab.tables[f] for f in ("item", "device", "surface"))
         new: dict[str, list[str]] = {"item": [], "device": [], "surface": []}
         for sl in slices:
@@ -173,13 +209,39 @@ class Router:
                     new["device"].append(ev.device)
                 if ev.surface not in surfaces:
                     new["surface"].append(ev.surface)
+        cap = self.shared.settings.max_facet_values
         for facet, values in new.items():
             if values:
-                vocab.ensure(facet, values)
+                full = self._number(facet, values, None if facet == "item" else cap)
+                if full:
+                    self._overflow(facet, slices)
 
+    def _number(self, facet: str, values: list[str], limit: int | None) -> bool:
+        """Give ``values`` ids while the facet has room; whether some were left out."""
+        vocab, table = self.shared.vocab, self.shared.vocab.tables[facet]
+        if self.shared_vocab is not None:
+            self.shared_vocab.ensure(facet, values, limit=limit)
+        else:
+            for value in dict.fromkeys(values):
+                if limit is None or len(table) < limit:
+                    vocab.id(facet, value)
+        return any(v not in table for v in values)
 
-def _bytes(msg: bytes | str) -> bytes:
-    return msg.encode() if isinstance(msg, str) else msg
+    def _overflow(self, facet: str, slices: Iterable[Slice]) -> None:
+        vocab = self.shared.vocab
+        table = vocab.tables[facet]
+        if OTHER not in table:  # beyond the cap: every overflow shares this one id
+            if self.shared_vocab is not None:
+                self.shared_vocab.ensure(facet, [OTHER])
+            else:
+                vocab.id(facet, OTHER)
+        n = 0
+        for sl in slices:
+            for ev in sl.events:
+                if getattr(ev, facet) not in table:
+                    setattr(ev, facet, OTHER)
+                    n += 1
+        metrics.VOCAB_OVERFLOW.labels(facet=facet).inc(n)
 
 
 def _tick(period_s: float) -> datetime:
@@ -300,14 +362,14 @@ def build_flow(source: Source, sink: Sink, dead_letters: Sink, shared: Shared,
                name: str = "marquee") -> Dataflow:
     """The dataflow, given its source, its output sink and its dead-letter sink.
 
-    ``source`` yields poll batches (lists of Kafka messages or raw bytes); ``sink`` receives
+    ``source`` yields poll batches (lists of ``confluent_kafka.Message``); ``sink`` receives
     ``UserRows``, ``ItemRows`` and ``TokenBatch`` items; ``dead_letters`` receives lists of
     ``DeadLetter``.
     """
     flow = Dataflow(name)
-    # list[confluent_kafka.Message | bytes]: one poll of one partition
+    # list[confluent_kafka.Message]: one poll of one partition
     polls = op.input("events", flow, source)
-    # (user shard, Slice) | (DEAD, [DeadLetter]) for events that break the contract
+    # (user shard, Slice) | (DEAD, [DeadLetter]) for invalid, wrong_key and future events
     routed = op.flat_map("decode_route", polls, Router(shared))
     bad = op.filter_map("invalid", routed, lambda kv: kv[1] if kv[0] == DEAD else None)
     slices = op.filter("valid", routed, lambda kv: kv[0] != DEAD)
@@ -366,7 +428,8 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
     data_dir = settings.data_dir
     sink = OutputSink(lambda: FeatureWriter(open_store(online=online, data_dir=data_dir)),
                       DataLayout(data_dir).tokens, key=str(data_dir.resolve()))
-    dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic)
+    dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic,
+                          settings.dead_letter_max_bytes)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
         metrics.watch_lag(kafka.client_config(), kafka.events_topic)

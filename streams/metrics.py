@@ -33,6 +33,10 @@ FRESHNESS_SECONDS = Histogram(
     "marquee_event_freshness_seconds",
     "Kafka record timestamp (producer time) -> the event's effect written online",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0))
+VOCAB_OVERFLOW = Counter("marquee_vocab_overflow_total",
+                         "events whose device or surface got the shared `other` id because "
+                         "the facet's vocabulary was full (MARQUEE_FLOW_MAX_FACET_VALUES)",
+                         ["facet"])
 CONSUMER_LAG = Gauge("marquee_consumer_lag_messages",
                      "high watermark - next offset to read, per events-topic partition this "
                      "process reads (NaN while the broker does not answer: unknown, not 0)",

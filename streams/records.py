@@ -7,17 +7,17 @@ log write (``TokenBatch``); the per-event work is plain Python inside the steps.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams import dead_letters
 from streams.contract.fast_events import Event
 from streams.contract.tokens import Token
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A refused event with its reason: what goes to the dead-letter topic."""
+    """A refused message with its reason and origin: what goes to the dead-letter topic."""
 
     reason: str
     problems: tuple[str, ...]
@@ -25,12 +25,12 @@ class DeadLetter:
     key: bytes | None
     partition: int
     offset: int
+    timestamp: int = -1  # the Kafka record's timestamp (ms), -1 when unknown
 
-    def to_json(self) -> bytes:
-        """The dead-letter record: reason, problems, the original message and its origin."""
-        return json.dumps({"reason": self.reason, "problems": list(self.problems),
-                           "partition": self.partition, "offset": self.offset,
-                           "raw": self.raw.decode("utf-8", "replace")}).encode()
+    def to_json(self, max_bytes: int = dead_letters.DEFAULT_MAX_BYTES) -> bytes:
+        """The dead-letter record (``streams.dead_letters``), at most ``max_bytes`` long."""
+        return dead_letters.encode(self.reason, self.problems, self.raw, self.key,
+                                   self.partition, self.offset, self.timestamp, max_bytes)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from streams import metrics
+from streams import metrics, refusals
 from streams.contract.catalogue import Title
 from streams.contract.merge import TokenizerConfig
 from streams.contract.tokenizer import UserTokenizer
@@ -141,7 +141,11 @@ class UserShard:
             touched.add(user_id)
             if reason is not None:
                 raw, key, partition, offset = sl.origins[i]
-                refused.append(DeadLetter(reason, (), raw, key, partition, offset))
+                problem = (refusals.duplicate(ev.event_id, tok.seen[ev.event_id])
+                           if reason == refusals.DUPLICATE else refusals.late(
+                               ev.ts, user_id, tok.max_ts or ev.ts, self.config.max_lateness_ms))
+                refused.append(DeadLetter(reason, (problem,), raw, key, partition, offset,
+                                          sl.produced[i]))
                 continue
             dirty[user_id] = None
             produced.append(sl.produced[i])

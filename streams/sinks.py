@@ -18,8 +18,9 @@ from typing import Any
 from bytewax.outputs import DynamicSink
 from bytewax.outputs import StatelessSinkPartition as _Stateless
 
-from streams import metrics
+from streams import dead_letters, metrics
 from streams.contract.tokens import Token
+from streams.dead_letters import kafka_key
 from streams.records import DeadLetter, ItemRows, TokenBatch, UserRows
 from streams.shards import PACER
 
@@ -104,17 +105,30 @@ class OutputSink(DynamicSink[Any]):
 
 
 class _DeadLetterPartition(_Stateless[list[DeadLetter]]):
-    def __init__(self, producer: Any, topic: str) -> None:
+    def __init__(self, producer: Any, topic: str, max_bytes: int) -> None:
         self.producer = producer
         self.topic = topic
+        self.max_bytes = max_bytes
+        self.failed: list[str] = []
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failed.append(str(err))
 
     def write_batch(self, items: list[list[DeadLetter]]) -> None:
         n = 0
         for batch in items:
             for dl in batch:
-                self.producer.produce(self.topic, value=dl.to_json(), key=dl.key)
+                self.producer.produce(self.topic, value=dl.to_json(self.max_bytes),
+                                      key=kafka_key(dl.key), on_delivery=self._delivered)
             n += len(batch)
         self.producer.flush(30)  # delivered before the epoch can be committed
+        if self.failed:
+            errors, self.failed = self.failed, []
+            raise RuntimeError(
+                f"{len(errors)} dead letters were not delivered to topic {self.topic!r} "
+                f"(first: {errors[0]}); if the broker says the message is too large, set "
+                "MARQUEE_FLOW_DEAD_LETTER_MAX_BYTES below the topic's max.message.bytes")
         metrics.EVENTS_DEAD_LETTERED.inc(n)
 
     def close(self) -> None:
@@ -122,15 +136,20 @@ class _DeadLetterPartition(_Stateless[list[DeadLetter]]):
 
 
 class DeadLetterSink(DynamicSink[list[DeadLetter]]):
-    """Batches of ``DeadLetter`` records to the dead-letter topic (JSON with the reason)."""
+    """Batches of ``DeadLetter`` records to the dead-letter topic (JSON with the reason),
+    each at most ``max_bytes`` long (``streams.dead_letters``).
+    """
 
-    def __init__(self, client_config: dict[str, Any], topic: str) -> None:
+    def __init__(self, client_config: dict[str, Any], topic: str,
+                 max_bytes: int = dead_letters.DEFAULT_MAX_BYTES) -> None:
         self.client_config = client_config
         self.topic = topic
+        self.max_bytes = max_bytes
 
     def build(self, step_id: str, worker_index: int,
               worker_count: int) -> _DeadLetterPartition:
         """A producer per worker."""
         from confluent_kafka import Producer
 
-        return _DeadLetterPartition(Producer({**self.client_config, "linger.ms": 5}), self.topic)
+        return _DeadLetterPartition(Producer({**self.client_config, "linger.ms": 5}),
+                                    self.topic, self.max_bytes)

@@ -50,18 +50,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 FLOW_HELP = """\
 Run the streaming tokenizer: a Bytewax dataflow that reads the events topic, checks each event
-against the contract (bad ones go to the dead-letter topic with their reason), drops duplicate
-event ids, places out-of-order events (up to MARQUEE_FLOW_MAX_LATENESS_MS late), merges each
-user's events into tokens, and writes
+against the contract, its message key (= user_id) and its Kafka timestamp (at most
+MARQUEE_FLOW_MAX_FUTURE_MS ahead; bad ones go to the dead-letter topic with their reason), drops
+duplicate event ids, places out-of-order events (up to MARQUEE_FLOW_MAX_LATENESS_MS late),
+merges each user's events into tokens, and writes
   - user_tokens (each user's newest <= 200 tokens) and item_stats to the Feast online store
     (SQLite under DATA_DIR/feast, or Redis with --online redis / MARQUEE_ONLINE_STORE=redis),
   - final tokens to the parquet token log DATA_DIR/tokens/ (what training reads),
-  - the vocabulary to DATA_DIR/vocab.json (seeded from DATA_DIR/catalogue.jsonl if present).
+  - the vocabulary to DATA_DIR/vocab.json and vocab.json.journal (seeded from
+    DATA_DIR/catalogue.jsonl if present).
 With --recovery-dir it snapshots its state every --snapshot-interval seconds and resumes from
 the last snapshot after a crash (at-least-once; every write is idempotent).
 Metrics (Prometheus) on --metrics-port: marquee_events_*_total, marquee_tokens_emitted_total,
 marquee_token_merge_ratio, marquee_feast_write_seconds, marquee_event_freshness_seconds,
-marquee_consumer_lag_messages.
+marquee_consumer_lag_messages, marquee_vocab_overflow_total.
 """
 
 
@@ -158,6 +160,28 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
                 "(or KAFKA_BOOTSTRAP_SERVERS) and print events/s and ratios.")
     p.add_argument("--events", type=int, default=200_000, help="synthetic events to send")
     _register_bench_stream(bench)
+    _register_bench_vocab(bench)
+
+
+def _register_bench_vocab(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench vocab``."""
+    p = command(bench_sub, "vocab", _bench_vocab,
+                "cost of numbering many new item ids through the shared vocabulary",
+                "Number N distinct new item ids in poll-sized rounds through SharedVocab and "
+                "print the time per locked round, memory growth, file sizes and load times.")
+    p.add_argument("--items", type=int, default=1_000_000, help="distinct new item ids")
+    p.add_argument("--batch", type=int, default=5000, help="new ids per round (one poll)")
+    out_path(p, Path("var/bench/vocab.json"), "JSON report")
+
+
+def _bench_vocab(args: argparse.Namespace) -> int:
+    from infra.bench.vocab import run_bench
+
+    r = run_bench(args.items, args.batch, out=args.out)
+    for key, value in r.items():
+        print(f"{key:28s} {value:,.3f}" if isinstance(value, float) else f"{key:28s} {value}")
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _bench_produce(args: argparse.Namespace) -> int:

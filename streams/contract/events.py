@@ -63,7 +63,8 @@ def parse_ts(value: Any) -> int:
 class InteractionEvent(BaseModel):
     """One user interaction, version 1 of the contract (see README, "The event contract")."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True,
+                              allow_inf_nan=False)
 
     v: Literal[1] = SCHEMA_VERSION
     event_id: str = Field(min_length=1, max_length=128)
@@ -142,25 +143,47 @@ def _problems_from(error: ValidationError) -> list[Problem]:
         if loc == "event" and ":" in message:  # model-level checks name their own field
             loc, message = (part.strip() for part in message.split(";")[0].split(":", 1))
         fix = FIXES.get(loc, "remove it; the contract is in infra/schemas/")
+        if len(loc) > 128:  # an unknown field's name is input: keep the problem short
+            loc = loc[:128] + "..."
         problems.append(Problem(loc, message, fix))
     return problems
+
+
+def _no_constant(name: str) -> float:
+    """``json.loads`` hook for ``NaN``/``Infinity``: JSON has no such numbers (RFC 8259)."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def validate_event(
     raw: bytes | str | dict[str, Any],
 ) -> tuple[InteractionEvent | None, list[Problem]]:
-    """Parse and check one event; returns ``(event, [])`` or ``(None, problems)``, never raises."""
+    """Parse and check one event; returns ``(event, [])`` or ``(None, problems)``, never raises.
+
+    Whatever a parser can raise on hostile input (nesting too deep for the recursion limit,
+    invalid UTF-8, integers past Python's digit limit, ...) is a problem with the event,
+    not an error of the caller: one bad message must not stop a stream.
+    """
     if isinstance(raw, bytes | str):
         try:
-            raw = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return None, [Problem("event", f"not JSON ({exc})", "send one JSON object per message")]
+            raw = json.loads(raw, parse_constant=_no_constant)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            return None, [Problem("event", f"not JSON ({_short(exc)})",
+                                  "send one JSON object per message, UTF-8 encoded")]
     if not isinstance(raw, dict):
         return None, [Problem("event", f"a JSON {type(raw).__name__}", "send a JSON object")]
     try:
         return InteractionEvent.model_validate(raw), []
     except ValidationError as exc:
         return None, _problems_from(exc)
+    except Exception as exc:  # noqa: BLE001 - e.g. RecursionError in a deep field value
+        return None, [Problem("event", f"could not be checked ({_short(exc)})",
+                              "send one flat JSON object with the contract's fields")]
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """The exception as one short line (a message can quote the whole input)."""
+    text = f"{type(exc).__name__}: {exc}" if isinstance(exc, RecursionError) else str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def json_schema() -> dict[str, Any]:

@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.contract.vocab_files import journal_path, read_tables
+
 # Facets in the order the model embeds them; each is an int column in the token log and an
 # array feature ("<facet>_seq") in the online store.
 FACETS: tuple[str, ...] = ("item", "action", "gap", "hour", "dow", "device", "surface", "duration")
@@ -144,10 +146,12 @@ class Vocab:
 
     @classmethod
     def load(cls, path: Path) -> Vocab:
-        """Read a saved vocabulary; a missing file gives an empty one."""
-        if not path.exists():
+        """Read a saved vocabulary, with the flow's journal beside it if there is one
+        (``streams.contract.vocab_files``); a missing file gives an empty one.
+        """
+        if not path.exists() and not journal_path(path).exists():
             return cls()
-        return cls(tables=json.loads(path.read_text()))
+        return cls(tables=read_tables(path))
 
     def items_by_id(self) -> list[str]:
         """Item strings indexed by id (index 0 and 1 are padding/unknown placeholders)."""

@@ -15,6 +15,7 @@ from streams.contract.tokens import FACETS, Vocab
 from streams.flow import FlowSettings, Shared, build_flow
 from streams.records import DeadLetter, ItemRows, TokenBatch, UserRows
 from tests.streams.contract.tokenizer_reference import token_tuple
+from tests.streams.messages import as_messages, message
 
 
 def world_events(n_users: int = 12, days: int = 2) -> tuple[list[dict], SyntheticWorld]:
@@ -29,10 +30,10 @@ def shared_for(world: SyntheticWorld, **settings) -> Shared:
                   FlowSettings(finish_at_eof=True, flush_s=0.01, log_flush_s=0.001, **settings))
 
 
-def run(raw: list[bytes], shared: Shared, poll: int = 50) -> tuple[list, list]:
-    """Run the flow over ``raw`` in polls of ``poll`` messages; flatten what comes out."""
+def run(msgs: list, shared: Shared, poll: int = 50) -> tuple[list, list]:
+    """Run the flow over ``msgs`` in polls of ``poll`` messages; flatten what comes out."""
     out, dead = [], []
-    polls = [raw[i:i + poll] for i in range(0, len(raw), poll)]
+    polls = [msgs[i:i + poll] for i in range(0, len(msgs), poll)]
     run_main(build_flow(TestingSource(polls), TestingSink(out), TestingSink(dead), shared))
     return out, [d for batch in dead for d in batch]
 
@@ -41,11 +42,16 @@ def run(raw: list[bytes], shared: Shared, poll: int = 50) -> tuple[list, list]:
 def test_flow_tokens_equal_the_batch_tokenizer_and_bad_events_are_dead_lettered(poll):
     events, world = world_events()
     raw = [json.dumps(e).encode() for e in events]
-    # Noise: a duplicate, broken JSON, a contract violation and an event far too late.
+    # Noise: a duplicate, broken JSON, a contract violation, an event far too late, one
+    # whose key is not its user and one dated an hour after it was sent.
     late = {**events[-1], "event_id": "late-1", "ts": events[-1]["ts"] - 3_600_000}
-    noisy = (raw[:100] + [raw[5], b"{not json", json.dumps({**events[0], "action": "fly",
-                                                            "event_id": "x1"}).encode()]
-             + raw[100:] + [json.dumps(late).encode()])
+    noisy = as_messages(raw[:100] + [raw[5], b"{not json", json.dumps(
+        {**events[0], "action": "fly", "event_id": "x1"}).encode()] + raw[100:]
+        + [json.dumps(late).encode()])
+    sent = events[-1]["ts"] + 60_000
+    future = {**events[-1], "event_id": "future-1", "ts": sent + 3_600_000}
+    noisy += [message(json.dumps(future).encode(), future["user_id"].encode(), 0, 10**6, sent),
+              message(raw[7], b"someone-else", 1, 10**6)]
     shared = shared_for(world)
     out, dead = run(noisy, shared, poll)
 
@@ -59,8 +65,19 @@ def test_flow_tokens_equal_the_batch_tokenizer_and_bad_events_are_dead_lettered(
 
     reasons = sorted(d.reason for d in dead)
     assert all(isinstance(d, DeadLetter) for d in dead)
-    assert reasons == ["duplicate", "invalid_action", "invalid_event", "late"]
-    assert json.loads(dead[0].to_json())["raw"]
+    assert reasons == ["duplicate", "future", "invalid_action", "invalid_event", "late",
+                       "wrong_key"]
+    assert all(d.problems for d in dead), "every dead letter names its problem"
+    letters = {d.reason: json.loads(d.to_json()) for d in dead}
+    assert letters["invalid_event"]["raw"] == "{not json"
+    assert letters["wrong_key"]["problems"][0].startswith("key: message key b'someone-else'")
+    assert "3600000 ms after the message's arrival" in letters["future"]["problems"][0]
+    first = next(e for e in events if e["event_id"] == events[5]["event_id"])
+    assert letters["duplicate"]["problems"][0].startswith(
+        f"event_id: duplicate of event_id {first['event_id']!r} first accepted with ts "
+        f"{first['ts']}")
+    assert f"ms before the watermark of user {late['user_id']!r}" in letters["late"][
+        "problems"][0]
 
     # The last row per user is that user's whole token history (all final at EOF).
     rows = {}

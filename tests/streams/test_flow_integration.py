@@ -25,6 +25,7 @@ from infra.synthetic import SyntheticWorld, WorldConfig
 from streams import launch
 from streams.config import KafkaSettings
 from streams.consume import read_all
+from streams.contract.tokens import Vocab
 from streams.launch import Launch
 from streams.produce import produce_events
 from streams.token_log import read_tokens
@@ -94,8 +95,8 @@ def snapshot_of(data: Path, events: list[dict]) -> dict:
     items = sorted({e["item_id"] for e in events if e["item_id"]})
     tokens = read_tokens(data / "tokens")
     return {"users": read_users(store, users), "items": read_items(store, items),
-            "tokens": tokens.to_dict("records"), "vocab": json.loads(
-                (data / "vocab.json").read_text())}
+            "tokens": tokens.to_dict("records"),
+            "vocab": Vocab.load(data / "vocab.json").tables}  # snapshot and journal
 
 
 @pytest.fixture(scope="module")

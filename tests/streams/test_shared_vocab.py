@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from streams import shared_vocab
+from streams.contract.tokens import Vocab
+from streams.contract.vocab_files import journal_path
 from streams.shared_vocab import SharedVocab
 
 NEW = [f"new-{i:03d}" for i in range(150)]
@@ -40,7 +43,7 @@ def test_two_processes_seeing_new_items_in_different_orders_agree_on_ids(tmp_pat
         p.join(30)
         assert p.exitcode == 0
     assert views[0] == views[1]
-    on_disk = json.loads(path.read_text())
+    on_disk = Vocab.load(path).tables  # snapshot and journal, as readers see them
     assert {k: on_disk["item"][k] for k in NEW} == views[0]
     ids = sorted(on_disk["item"].values())
     assert ids == list(range(2, 2 + len(NEW) + 2))  # dense, unique, seeds first
@@ -75,3 +78,52 @@ def test_a_file_that_contradicts_memory_is_an_error(tmp_path: Path):
     path.write_text(json.dumps(tables))
     with pytest.raises(RuntimeError, match="edited or replaced"):
         vocab.ensure("item", ["c"])
+
+
+def test_a_new_id_costs_one_journal_line_not_a_rewrite(tmp_path: Path):
+    path = tmp_path / "vocab.json"
+    vocab = SharedVocab(path)
+    vocab.ensure("item", [f"m{i}" for i in range(5000)])  # the first write: a snapshot
+    snapshot = path.stat()
+    journal = journal_path(path)
+    before = journal.stat().st_size
+    vocab.ensure("item", ["new-1", "new-2"])
+    assert path.stat().st_mtime_ns == snapshot.st_mtime_ns  # the snapshot was not rewritten
+    lines = journal.read_bytes()[before:].splitlines()
+    assert [json.loads(line) for line in lines] == [["item", "new-1", 5002],
+                                                     ["item", "new-2", 5003]]
+    assert Vocab.load(path).tables["item"]["new-2"] == 5003
+
+
+def test_the_journal_is_folded_into_the_snapshot_and_every_process_follows(tmp_path: Path,
+                                                                        monkeypatch):
+    monkeypatch.setattr(shared_vocab, "COMPACT_MIN", 10)
+    path = tmp_path / "vocab.json"
+    a, b = SharedVocab(path), SharedVocab(path)
+    a.ensure("item", ["seed"])
+    b.ensure("item", [f"b{i}" for i in range(5)])  # b journals; a has not read it yet
+    old_journal = json.loads(journal_path(path).read_bytes().splitlines()[0])["id"]
+    a.ensure("item", [f"a{i}" for i in range(20)])  # past COMPACT_MIN: a rewrites both files
+    new_journal = json.loads(journal_path(path).read_bytes().splitlines()[0])["id"]
+    assert new_journal != old_journal
+    assert json.loads(path.read_text())["item"] == a.tables["item"]  # all in the snapshot
+    b.ensure("item", ["b-late"])  # b sees the new journal id and rereads the snapshot
+    assert b.tables["item"] == a.tables["item"] | {"b-late": len(a.tables["item"]) + 2}
+    assert Vocab.load(path).tables["item"] == b.tables["item"]
+    assert SharedVocab(path).tables["item"] == b.tables["item"]
+
+
+def test_a_half_written_line_is_skipped_then_overwritten(tmp_path: Path):
+    path = tmp_path / "vocab.json"
+    vocab = SharedVocab(path)
+    vocab.ensure("item", ["a", "b"])
+    vocab.ensure("item", ["c"])
+    with journal_path(path).open("ab") as handle:
+        handle.write(b'["item", "torn')  # a writer that died mid-line
+    assert set(Vocab.load(path).tables["item"]) == {"a", "b", "c"}
+    vocab.ensure("item", ["d"])  # the next append starts where the last whole line ended
+    assert [json.loads(line)[1] for line in journal_path(path).read_bytes().splitlines()[1:]] \
+        == ["c", "d"]
+    other = SharedVocab(path)
+    other.ensure("item", ["e"])
+    assert Vocab.load(path).tables["item"] == {"a": 2, "b": 3, "c": 4, "d": 5, "e": 6}

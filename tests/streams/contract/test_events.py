@@ -80,3 +80,34 @@ def test_json_schema_agrees_with_the_validator():
     assert list(validator.iter_errors({**GOOD, "action": "dance"}))
     assert list(validator.iter_errors({k: v for k, v in GOOD.items() if k != "ts"}))
     InteractionEvent.model_validate(GOOD)
+
+
+POISON = {
+    "deep nesting": (b"[" * 100_000, "event"),
+    "deep nesting in a field": (b'{"value": ' + b"[" * 100_000, "event"),
+    "deep but parseable nesting in a field": (
+        json.dumps({**GOOD, "value": [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]}).encode(), "value"),
+    "200 KB of invalid UTF-8": (b"\xff\xfe" * 100_000, "event"),
+    "an integer past Python's digit limit": (
+        json.dumps(GOOD)[:-1].encode() + b', "position": ' + b"9" * 5000 + b"}", "event"),
+    "NaN": (json.dumps({**GOOD, "value": float("nan")}).encode(), "event"),
+    "Infinity": (json.dumps({**GOOD, "watch_seconds": float("inf")}).encode(), "event"),
+    "a float that overflows to infinity": (
+        json.dumps(GOOD)[:-1].encode() + b', "value": 1e999}', "value"),
+    "a lone surrogate": (json.dumps({**GOOD, "user_id": "u\ud800"}).encode(), "user_id"),
+}
+
+
+@pytest.mark.parametrize("name", list(POISON))
+def test_hostile_input_is_a_short_problem_never_an_exception(name):
+    raw, field = POISON[name]
+    event, problems = validate_event(raw)
+    assert event is None, name
+    assert problems[0].field == field and problems[0].fix
+    assert all(len(str(p)) < 500 for p in problems)
+
+
+def test_a_huge_unknown_field_name_is_cut_in_the_problem():
+    _, problems = validate_event({**GOOD, "x" * 100_000: 1})
+    assert len(problems) == 1 and problems[0].message == "unknown field"
+    assert problems[0].field == "x" * 128 + "..."
