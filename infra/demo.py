@@ -118,12 +118,13 @@ def show_rankings(url: str, world: SyntheticWorld, user_id: str, end_ms: int, n:
 
 
 def world_of(cfg: DemoConfig) -> tuple[WorldConfig, SyntheticWorld]:
-    """The demo's synthetic world. It ends today, so "new releases" and freshness mean what
-    they say at serving time.
+    """The demo's synthetic world. Its last day is yesterday, so "new releases" and freshness
+    mean what they say at serving time, and the sessions that run past the last day's end are
+    not dated after the moment they are produced (the flow refuses those as ``future``).
     """
     today = int(time.time() * 1000) // DAY_MS * DAY_MS
     world_cfg = WorldConfig(seed=cfg.seed, n_users=cfg.users, days=cfg.days,
-                            start_ms=today - cfg.days * DAY_MS)
+                            start_ms=today - (cfg.days + 1) * DAY_MS)
     return world_cfg, SyntheticWorld(world_cfg)
 
 
