@@ -95,10 +95,11 @@ def test_a_step_that_raises_on_one_message_gets_it_dead_lettered_as_poison(strea
     world, polls, bad, at, want_tokens, want_reasons, _ = stream
     out, dead, shared, crashes, seen = supervise(polls, world, tmp_path, f"{bad['event_id']}:raise")
 
-    # Crash 1 names the batch (a suspect range), crash 2 the message alone (a verdict).
+    # Crash 1 names the batch (a suspect range), crash 2 the message alone (a verdict, which
+    # wins over the range it stays in).
     assert crashes == 2
     assert [(q.suspect(*at) is not None, q.verdict(*at) is not None) for q in seen] == [
-        (False, False), (True, False), (False, True)]
+        (False, False), (True, False), (True, True)]
     first = seen[1].suspect(*at)
     assert first.step == "tokenize" and first.last > first.first  # a batch, not one message
     assert first.error.startswith("RuntimeError: fault drill")
@@ -118,6 +119,23 @@ def test_a_step_that_raises_on_one_message_gets_it_dead_lettered_as_poison(strea
     assert crashes == 0
     assert [(d.partition, d.offset) for d in dead if d.reason == "poison"] == [at]
     assert tokens_of(out, shared) == want_tokens
+
+
+def test_a_run_that_dies_of_another_message_keeps_the_earlier_suspects(stream, tmp_path):
+    world, polls, bad, at, want_tokens, _, _ = stream
+    with pytest.raises(BytewaxRuntimeError):  # the first bug: its batch becomes suspect
+        shared = shared_for(world, fault=f"{bad['event_id']}:raise")
+        shared.quarantine = Quarantine.open(tmp_path)
+        run(polls, shared)
+    # A second bug, on a message read before those suspects: the run dies of it in a batch.
+    # Had it forgotten the first suspects, the first bug would cost another batch crash.
+    early = polls[0][0]
+    faults = f"{bad['event_id']}:raise,{json.loads(early.value())['event_id']}:raise"
+    out, dead, shared, crashes, seen = supervise(polls, world, tmp_path, faults)
+    assert crashes == 3  # the second in a batch, then alone; the first alone
+    assert seen[1].suspect(*at) is not None and seen[1].suspect(0, 0) is not None
+    assert sorted((d.partition, d.offset) for d in dead if d.reason == "poison") == sorted(
+        [at, (early.partition(), early.offset())])
 
 
 def test_suspects_that_go_through_clear_and_nothing_is_dead_lettered(stream, tmp_path):
@@ -182,8 +200,8 @@ def test_folding_tells_the_culprit_from_bystanders_and_keeps_verdicts(tmp_path):
     assert again.verdicts == q.verdicts and again.suspects == q.suspects
 
     # The next crash is a hard one (no exception anywhere) with the bystander alone in
-    # flight, and an interrupted one: the verdict is added, the old one kept, the old
-    # suspects replaced.
+    # flight, and an interrupted one: the verdict is added, the old one kept, and the old
+    # suspects too (the run died before it could tell they were fine).
     hard, stopped = Slot(tmp_path / "w-2-0.json"), Slot(tmp_path / "w-2-1.json")
     hard.begin_one("item_stats", 1, 9, crashes=2)
     stopped.begin_one("tokenize", 3, 8, crashes=1)
@@ -192,7 +210,12 @@ def test_folding_tells_the_culprit_from_bystanders_and_keeps_verdicts(tmp_path):
     assert set(q.verdicts) == {(0, 5), (1, 9)}
     assert q.verdict(1, 9).problems()[0].startswith("step item_stats: no exception")
     assert "crashed the flow 3 times" in q.verdict(1, 9).problems()[1]
-    assert q.suspect(2, 10) is None and q.suspect(3, 8) is not None
+    assert q.suspect(2, 10).crashes == 1 and q.suspect(3, 8).crashes == 2
+
+    # A run that ends between messages processed every suspect it read: they clear.
+    Slot(tmp_path / "w-3-0.json").begin("tokenize flush", ())
+    q = Quarantine.open(tmp_path)
+    assert not q.suspects and set(q.verdicts) == {(0, 5), (1, 9)}
 
 
 def test_item_counts_carry_their_offsets_so_a_failing_count_is_found(tmp_path):
