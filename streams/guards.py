@@ -145,10 +145,10 @@ class GuardedLogic(StatefulBatchLogic[Any, Any, Any]):
         self.trace = trace
 
     def on_batch(self, values: list[Any]) -> tuple[Iterable[Any], bool]:
-        """The inner step's ``on_batch``: the whole batch, or suspects alone while watching."""
+        """The inner step's ``on_batch``: the whole batch, or suspects alone while there are any."""
         q = self.quarantine
         slot = q.slot()
-        if not q.watching:
+        if not q.suspecting:
             ranges = span(map(self.ranges_of, values))
             slot.begin(self.step, ranges)
             return self._call(values, ranges, slot)

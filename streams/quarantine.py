@@ -179,7 +179,10 @@ class Quarantine:
         self._poisoned: dict[int, list[int]] = {}
         for p, o in sorted(self.verdicts):
             self._poisoned.setdefault(p, []).append(o)
-        self.watching = bool(self.suspects or self.verdicts)  # False: every check is skipped
+        # False: the checks are skipped (poison is dropped by the first step, so the later
+        # steps only look for suspects)
+        self.watching = bool(self.suspects or self.verdicts)
+        self.suspecting = bool(self.suspects)
         self._local = threading.local()
         self._numbers = count()
         self._lock = threading.Lock()
