@@ -384,7 +384,11 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
     settings = settings or FlowSettings()
     kafka = kafka or KafkaSettings()
     shared = load_shared(settings)
-    shared.quarantine = Quarantine.open(settings.data_dir / "quarantine" / kafka.events_topic)
+    shared.quarantine = Quarantine.open(DataLayout(settings.data_dir).quarantine(
+        kafka.events_topic))
+    if shared.drill is not None:
+        log.warning("fault drill on: the tokenize step fails on events %s "
+                    "(MARQUEE_FLOW_FAULT; unset it to turn it off)", shared.drill.faults)
     source = KafkaBatchSource([kafka.bootstrap_servers], [kafka.events_topic], tail=settings.tail,
                               batch_size=settings.batch_size, add_config=consumer_config())
     data_dir = settings.data_dir
