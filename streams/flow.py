@@ -16,7 +16,9 @@ runs in plain loops from ``streams.contract.fast_events``, ``streams.shards`` an
 Run it with ``marquee flow`` (which wraps ``python -m bytewax.run "streams.flow:from_env()"``).
 Delivery is at-least-once with Bytewax recovery: rows not yet written and tokens not yet in
 the log are part of the snapshot; user/item rows are last-write-wins and token log rows carry
-a stable ``token_id``, so a replay after a crash changes nothing.
+a stable ``token_id``, so a replay after a crash changes nothing. A step that keeps crashing
+on one message does not loop: the message is found and dead-lettered as ``poison``
+(``streams.quarantine``, ``streams.guards``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams import dead_letters, metrics, refusals
@@ -45,6 +47,9 @@ from streams.contract.layout import DataLayout
 from streams.contract.merge import TokenizerConfig
 from streams.contract.settings import ENV_FILE
 from streams.contract.tokens import KNOWN_VALUES, Vocab
+from streams.drill import Drill, parse_faults
+from streams.guards import guard_logic, guard_router, slice_ranges, trace_counts, traced_ranges
+from streams.quarantine import Quarantine
 from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows
 from streams.shards import PACER, ItemShard, ShardMap, UserShard
 from streams.shared_vocab import SharedVocab
@@ -88,6 +93,17 @@ class FlowSettings(BaseSettings):
                                        ge=dead_letters.MIN_MAX_BYTES, le=900_000,
                                        description="largest dead-letter record; a bigger "
                                        "refused message is cut (size and SHA-256 kept)")
+    fault: str | None = Field(default=None, description="fault drill, off when unset: "
+                       "<event_id>:raise (the tokenize step raises) or <event_id>:kill (it "
+                       "SIGKILLs its process) on that event, comma-separated; checks that "
+                       "supervision restarts the flow and quarantine dead-letters the event "
+                       "as poison")
+
+    @field_validator("fault")
+    @classmethod
+    def _faults_parse(cls, value: str | None) -> str | None:
+        parse_faults(value or "")
+        return value
 
     def tokenizer(self) -> TokenizerConfig:
         """The tokenizer's config from these settings."""
@@ -105,10 +121,12 @@ class Shared:
     durations: Mapping[str, int]
     catalogue: Mapping[str, Title]
     settings: FlowSettings
+    quarantine: Quarantine | None = None  # None: steps run unguarded (tests, benchmarks)
 
     def __post_init__(self) -> None:
         self.user_shard = ShardMap("u", self.settings.shards)
         self.item_shard = ShardMap("i", self.settings.shards)
+        self.drill = Drill.from_setting(self.settings.fault or "")
 
 
 # ---- step logic -----------------------------------------------------------------------------
@@ -257,6 +275,7 @@ class TokenizeLogic(StatefulBatchLogic[Slice, Any, dict]):
     def __init__(self, shared: Shared, resume: dict | None) -> None:
         s = shared.settings
         self.settings = s
+        self.drill = shared.drill
         self.shard = UserShard(shared.vocab, s.tokenizer(), shared.durations, shared.item_shard,
                                resume)
         now = datetime.now(UTC)  # owed before a crash: write at once
@@ -267,6 +286,8 @@ class TokenizeLogic(StatefulBatchLogic[Slice, Any, dict]):
         """Tokenize the slices; refusals and item counts go out now."""
         out: list[Any] = []
         for sl in values:
+            if self.drill is not None:
+                self.drill.meet(sl.events)
             refused, counted = self.shard.offer(sl)
             if refused:
                 out.append(refused)
@@ -369,13 +390,15 @@ def build_flow(source: Source, sink: Sink, dead_letters: Sink, shared: Shared,
     flow = Dataflow(name)
     # list[confluent_kafka.Message]: one poll of one partition
     polls = op.input("events", flow, source)
-    # (user shard, Slice) | (DEAD, [DeadLetter]) for invalid, wrong_key and future events
-    routed = op.flat_map("decode_route", polls, Router(shared))
+    # (user shard, Slice) | (DEAD, [DeadLetter]) for invalid, wrong_key, future and poison
+    routed = op.flat_map("decode_route", polls,
+                         guard_router(Router(shared), shared.quarantine, DEAD))
     bad = op.filter_map("invalid", routed, lambda kv: kv[1] if kv[0] == DEAD else None)
     slices = op.filter("valid", routed, lambda kv: kv[0] != DEAD)
     # (user shard, [DeadLetter] | (item shard, updates) | UserRows | TokenBatch)
-    tokenized = op.stateful_batch("tokenize", slices,
-                                  lambda resume: TokenizeLogic(shared, resume))
+    tokenized = op.stateful_batch("tokenize", slices, lambda resume: guard_logic(
+        "tokenize", TokenizeLogic(shared, resume), shared.quarantine, slice_ranges,
+        trace_counts))
     refused = op.filter_map("refused", tokenized,
                             lambda kv: kv[1] if isinstance(kv[1], list) else None)
     # (item shard, [(item_id, column, ts)])
@@ -385,8 +408,8 @@ def build_flow(source: Source, sink: Sink, dead_letters: Sink, shared: Shared,
                              lambda kv: kv[1] if isinstance(kv[1], UserRows | TokenBatch)
                              else None)
     # (item shard, ItemRows)
-    counted = op.stateful_batch("item_stats", counts,
-                                lambda resume: ItemStatsLogic(shared, resume))
+    counted = op.stateful_batch("item_stats", counts, lambda resume: guard_logic(
+        "item_stats", ItemStatsLogic(shared, resume), shared.quarantine, traced_ranges))
     item_out = op.map("item_out", counted, lambda kv: kv[1])
     op.output("outputs", op.merge("all_out", user_out, item_out), sink)
     op.output("dead_letters", op.merge("all_dead", bad, refused), dead_letters)
@@ -423,6 +446,11 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
     settings = settings or FlowSettings()
     kafka = kafka or KafkaSettings()
     shared = load_shared(settings)
+    shared.quarantine = Quarantine.open(DataLayout(settings.data_dir).quarantine(
+        kafka.events_topic))
+    if shared.drill is not None:
+        log.warning("fault drill on: the tokenize step fails on events %s "
+                    "(MARQUEE_FLOW_FAULT; unset it to turn it off)", shared.drill.faults)
     source = KafkaBatchSource([kafka.bootstrap_servers], [kafka.events_topic], tail=settings.tail,
                               batch_size=settings.batch_size, add_config=consumer_config())
     data_dir = settings.data_dir

@@ -161,6 +161,7 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--events", type=int, default=200_000, help="synthetic events to send")
     _register_bench_stream(bench)
     _register_bench_vocab(bench)
+    _register_bench_quarantine(bench)
 
 
 def _register_bench_vocab(bench_sub: argparse._SubParsersAction) -> None:
@@ -180,6 +181,38 @@ def _bench_vocab(args: argparse.Namespace) -> int:
     r = run_bench(args.items, args.batch, out=args.out)
     for key, value in r.items():
         print(f"{key:28s} {value:,.3f}" if isinstance(value, float) else f"{key:28s} {value}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _register_bench_quarantine(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench quarantine``."""
+    p = command(
+        bench_sub, "quarantine", _bench_quarantine,
+        "the flow's CPU with and without quarantine, and per suspect message",
+        "Run the flow in process over synthetic Kafka polls (no broker, sinks that drop "
+        "everything): unguarded, guarded with nothing to watch, and guarded with each "
+        "partition's first poll suspect (read one message at a time); best of --repeats.")
+    p.add_argument("--events", type=int, default=100_000, help="synthetic events")
+    p.add_argument("--batch-size", type=int, default=5000, help="Kafka messages per poll")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each arm")
+    out_path(p, Path("var/bench/quarantine.json"), "JSON report")
+
+
+def _bench_quarantine(args: argparse.Namespace) -> int:
+    from infra.bench.quarantine import run_bench
+
+    r = run_bench(args.events, args.batch_size, repeats=args.repeats, out=args.out)
+    print(f"events: {r['events']:,} in {r['polls']} polls of <= {r['batch_size']}, "
+          f"{r['partitions']} partitions, 1 worker, best of {r['repeats']}")
+    print(f"flow CPU unguarded: {r['unguarded_cpu_s']:.3f} s; guarded: {r['guarded_cpu_s']:.3f} s"
+          f" ({r['flow_difference']:+.1%}: run-to-run noise included)")
+    print(f"the guards' own time: {r['guard_us_per_poll']:.0f} us per poll, "
+          f"{r['guard_share']:.2%} of the unguarded flow")
+    print(f"slot writes per poll: {r['slot_writes_per_poll']:.1f}, "
+          f"{r['slot_write_us']:.1f} us each")
+    print(f"suspects read one at a time: {r['suspect_us_per_message']:.0f} us more per message "
+          f"({r['suspect_messages']:,} messages)")
     print(f"wrote {args.out}")
     return 0
 

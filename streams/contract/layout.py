@@ -33,3 +33,9 @@ class DataLayout:
     def feast(self) -> Path:
         """The effective Feast repo and its SQLite online store."""
         return self.root / "feast"
+
+    def quarantine(self, topic: str) -> Path:
+        """What the flow's steps had in flight at a crash, and the poison messages, of one
+        events topic (``streams.quarantine``).
+        """
+        return self.root / "quarantine" / topic

@@ -233,3 +233,54 @@ def test_two_worker_processes_give_the_same_results_as_one(clean_run, tmp_path):
     a = snapshot_of(two, events)
     diff = {k: (a["items"][k], b["items"][k]) for k in a["items"] if a["items"][k] != b["items"][k]}
     assert a == b, list(diff.items())[:3]
+
+
+def test_a_message_that_crashes_the_flow_ends_as_one_poison_dead_letter(clean_run, kafka,
+                                                                        tmp_path):
+    _, events, world, want = clean_run
+    # The stream of the clean run plus two events the fault drill fails on: the tokenize step
+    # raises on one and SIGKILLs its own process on the other (a bug, then a segfault).
+    _, _, first, rest = world_and_stream()
+    raises = {**events[400], "event_id": "drill-raise"}
+    kills = {**events[1200], "event_id": "drill-kill"}
+    faulty = [json.dumps(raises).encode(), json.dumps(kills).encode()]
+    topics = fresh_topics(kafka)
+    produce(topics, first[:700] + faulty[:1] + first[700:1300] + faulty[1:] + first[1300:]
+            + rest)
+    data = tmp_path / "drill"
+    recovery = prepare(data, world)
+    env = flow_env(topics, data, MARQUEE_FLOW_FAULT="drill-raise:raise,drill-kill:kill")
+
+    # Restarted on the same recovery directory as a supervisor would, until it ends.
+    codes: list[int] = []
+    while not codes or codes[-1] != 0:
+        assert len(codes) < 6, f"still crashing after {len(codes)} starts: {codes}"
+        with (data / "flow.err").open("wb") as err:
+            codes.append(launch.run(Launch(recovery_dir=recovery, snapshot_s=1), env,
+                                    timeout=120, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=err))
+    # Each faulty message crashes it at most twice: in a batch (unless the other one's crash
+    # made its batch suspect already), then alone; from then on it is known.
+    assert codes[-1] == 0 and 3 <= len(codes) - 1 <= 4, codes
+    assert -signal.SIGKILL in codes and 1 in codes, codes
+
+    letters = [json.loads(r.value) for r in read_all(topics, topics.dead_letter_topic)]
+    poison = {(d["partition"], d["offset"]): d for d in letters if d["reason"] == "poison"}
+    by_id = {json.loads(d["raw"])["event_id"]: d for d in poison.values()}
+    assert len(poison) == 2 and set(by_id) == {"drill-raise", "drill-kill"}
+    assert json.loads(by_id["drill-raise"]["raw"]) == raises
+    raised, advice = by_id["drill-raise"]["problems"]
+    assert raised.startswith("step tokenize: RuntimeError: fault drill: event drill-raise")
+    assert "crashed the flow 2 times" in advice
+    killed, advice = by_id["drill-kill"]["problems"]
+    assert killed.startswith("step tokenize: no exception: the process died")
+    assert "crashed the flow 2 times" in advice
+    assert {d["reason"] for d in letters} == {"invalid_event", "invalid_device", "duplicate",
+                                             "poison"}
+
+    # Every other event went through once: the same results as the run without them.
+    got = snapshot_of(data, events)
+    assert got["tokens"] == want["tokens"]
+    assert got["users"] == want["users"]
+    assert got["items"] == want["items"]
+    assert got["vocab"] == want["vocab"]
