@@ -438,13 +438,14 @@ def load_shared(settings: FlowSettings) -> Shared:
 def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
                     online: str | None = None, name: str = "marquee") -> Dataflow:
     """The flow over the configured Kafka topics, Feast store and token log."""
-    from feature_repo.store import FeatureWriter, open_store
     from streams.config import KafkaSettings
+
+    settings = settings or FlowSettings()  # a bad setting fails before seconds of imports
+    kafka = kafka or KafkaSettings()
+    from feature_repo.store import FeatureWriter, open_store
     from streams.kafka_batches import KafkaBatchSource
     from streams.sinks import DeadLetterSink, OutputSink
 
-    settings = settings or FlowSettings()
-    kafka = kafka or KafkaSettings()
     shared = load_shared(settings)
     shared.quarantine = Quarantine.open(DataLayout(settings.data_dir).quarantine(
         kafka.events_topic))
