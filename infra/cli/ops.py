@@ -71,6 +71,23 @@ def _settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_bench(bench: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench broker``."""
+    p = command(bench, "broker", _bench_broker, "durable vs memory embedded broker",
+                "Start the embedded broker on memory storage, then on durable storage (s3rver "
+                "in a temporary folder), and print for each: acknowledged events/s of a bulk "
+                "idempotent produce, acknowledgement latency one event at a time, and for the "
+                "durable one restart time after a SIGKILL and disk use per event.")
+    p.add_argument("--events", type=int, default=100_000, help="events in the bulk produce")
+
+
+def _bench_broker(args: argparse.Namespace) -> int:
+    from infra.bench.broker import run_bench
+
+    durable = run_bench(getattr(args, "events", 100_000))["durable"]
+    return 0 if durable["read_back_after_restarts"] == durable["events_acked"] else 1
+
+
 def register_bench_all(bench_sub: argparse._SubParsersAction) -> None:
     """``marquee bench all`` runs every registered benchmark in turn."""
     p = command(bench_sub, "all", _bench_all, "every benchmark, one after another")

@@ -43,4 +43,4 @@ def test_a_sequence_ahead_of_the_log_is_rolled_back_to_its_end(tmp_path: Path):
         assert broker.repairs == []
         assert produce_events([b'{"user_id": "u2"}'] * 10, broker.settings(), topic="t",
                               progress=False).delivered == 10
-        assert len(read_all(broker.settings(), "t", timeout=20)) == 510
+        assert len(read_all(broker.settings(), "t", expected=510, timeout=20)) == 510
