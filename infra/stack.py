@@ -41,6 +41,8 @@ from streams.config import KafkaSettings
 from streams.contract.tokens import DAY_MS
 from streams.topics import create_topics, marquee_topics
 
+DURABLE_FETCH_WAIT_MS = 500
+
 
 def recovery_dir(layout: Layout) -> Path:
     """The flow's recovery snapshots (one partition per worker)."""
@@ -65,40 +67,38 @@ class _Broker:
         from infra.broker import EmbeddedBroker
 
         self.broker = EmbeddedBroker(port=port, log_path=layout.root / "broker.log",
-                                     **_durable(layout))
+                                     data_dir=layout.root / "broker")
 
     def start(self) -> None:
         self.broker.start()
 
     def alive(self) -> bool:
-        proc = self.broker.process
-        return proc is not None and proc.poll() is None
+        return self.broker.alive()
 
     def stop(self) -> None:
         self.broker.stop()
 
     def pids(self) -> list[int]:
-        proc = self.broker.process
-        return [proc.pid] if proc is not None and proc.poll() is None else []
+        procs = [self.broker.process, self.broker.store and self.broker.store.process]
+        return [p.pid for p in procs if p is not None and p.poll() is None]
 
     def exit_code(self) -> int | None:
-        proc = self.broker.process
-        return None if proc is None else proc.poll()
-
-
-def _durable(layout: Layout) -> dict[str, Any]:
-    return {}
+        procs = [self.broker.process, self.broker.store and self.broker.store.process]
+        codes = [p.poll() for p in procs if p is not None and p.poll() is not None]
+        return codes[0] if codes else None
 
 
 def _flow(kafka: KafkaSettings, layout: Layout, metrics_port: int) -> Processes:
     from infra.pipeline import flow_env
     from streams import launch
 
+    env = flow_env(kafka, layout, tail=True, metrics_port=metrics_port)
+
     def start() -> list[subprocess.Popen]:
         log = (layout.root / "flow.log").open("ab")
         try:
             return launch.start(launch.Launch(recovery_dir=recovery_dir(layout), snapshot_s=5),
-                                flow_env(kafka, layout, tail=True, metrics_port=metrics_port),
+                                env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             log.close()  # the children hold their own descriptors
@@ -168,6 +168,9 @@ def _start_broker(sup: Supervisor, cfg: DemoConfig, layout: Layout) -> KafkaSett
         broker = _Broker(cfg.broker_port or 9092, layout)
         sup.add("broker", broker, layout.root / "broker.log")
         kafka = kafka.model_copy(update={"bootstrap_servers": broker.broker.bootstrap})
+        # Tansu on S3 answers a 10 ms fetch empty when it cannot read the records in time,
+        # so the flows this stack starts wait longer (docs/design.md, "Durable broker").
+        os.environ.setdefault("MARQUEE_FLOW_FETCH_WAIT_MS", str(DURABLE_FETCH_WAIT_MS))
     create_topics(kafka, marquee_topics(kafka))
     return kafka
 

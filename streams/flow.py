@@ -93,6 +93,10 @@ class FlowSettings(BaseSettings):
                                        ge=dead_letters.MIN_MAX_BYTES, le=900_000,
                                        description="largest dead-letter record; a bigger "
                                        "refused message is cut (size and SHA-256 kept)")
+    fetch_wait_ms: int = Field(default=10, ge=1, le=10_000, description="longest a fetch "
+                               "waits at the broker; short for freshness on a memory broker, "
+                               "about 500 on Tansu's S3 storage, which answers empty when it "
+                               "cannot read the records in time (marquee up sets that)")
     fault: str | None = Field(default=None, description="fault drill, off when unset: "
                        "<event_id>:raise (the tokenize step raises) or <event_id>:kill (it "
                        "SIGKILLs its process) on that event, comma-separated; checks that "
@@ -453,7 +457,8 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
         log.warning("fault drill on: the tokenize step fails on events %s "
                     "(MARQUEE_FLOW_FAULT; unset it to turn it off)", shared.drill.faults)
     source = KafkaBatchSource([kafka.bootstrap_servers], [kafka.events_topic], tail=settings.tail,
-                              batch_size=settings.batch_size, add_config=consumer_config())
+                              batch_size=settings.batch_size,
+                              add_config=consumer_config(settings.fetch_wait_ms))
     data_dir = settings.data_dir
     sink = OutputSink(lambda: FeatureWriter(open_store(online=online, data_dir=data_dir)),
                       DataLayout(data_dir).tokens, key=str(data_dir.resolve()))
@@ -469,9 +474,11 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
     return build_flow(source, sink, dead, shared, name)
 
 
-def consumer_config() -> dict[str, str]:
-    """Consumer settings for low latency: the broker answers a fetch within 10 ms."""
-    return {"fetch.wait.max.ms": "10"}
+def consumer_config(fetch_wait_ms: int = 10) -> dict[str, str]:
+    """Consumer settings: a fetch comes back within ``fetch_wait_ms`` (10 ms: low latency on
+    a memory broker; Tansu on S3 needs ~500 ms to read stored records into one answer).
+    """
+    return {"fetch.wait.max.ms": str(fetch_wait_ms)}
 
 
 def from_env() -> Dataflow:

@@ -12,6 +12,7 @@ non-keyed step does) and turn them into plain values before a keyed step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,9 +28,10 @@ class _Partition(StatefulSourcePartition[list[Any], int]):
     def __init__(self, config: dict[str, Any], topic: str, partition: int, offset: int,
                  batch_size: int, poll_s: float) -> None:
         self.consumer = Consumer(config)
+        self.tp = TopicPartition(topic, partition)
         self.consumer.assign([TopicPartition(topic, partition, offset)])
         self.offset = offset
-        metrics.observe_assigned(partition, offset)
+        self.lag_due = 0.0
         self.batch_size = batch_size
         self.poll_s = poll_s
         self.topic = topic
@@ -39,6 +41,13 @@ class _Partition(StatefulSourcePartition[list[Any], int]):
         if self.eof:
             raise StopIteration
         msgs = self.consumer.consume(self.batch_size, self.poll_s)
+        now = time.monotonic()
+        if now >= self.lag_due:  # the last fetch's high watermark, cached: no request
+            self.lag_due = now + 0.5
+            low, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
+            next_offset = msgs[-1].offset() + 1 if msgs and msgs[-1].error() is None \
+                else self.offset if self.offset >= 0 else max(low, 0)
+            metrics.observe_lag(self.tp.partition, high, next_offset)
         good = msgs
         for i, msg in enumerate(msgs):
             error = msg.error()

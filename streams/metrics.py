@@ -84,44 +84,47 @@ def observe_freshness_many(done_ms: float, produced_ms: list[int]) -> None:
 
 
 def observe_offset(partition: int, offset: int) -> None:
-    """Remember how far the flow has read ``partition`` (for the lag gauge)."""
+    """Remember how far the flow has read ``partition`` (the partitions the probe covers)."""
     if offset >= _positions.get(partition, -1):
         _positions[partition] = offset + 1
 
 
-def observe_assigned(partition: int, next_offset: int) -> None:
-    """Note that this process reads ``partition`` from ``next_offset`` (negative: from the
-    start), so its lag is reported before the first message arrives.
+def observe_lag(partition: int, high: int, next_offset: int) -> None:
+    """Lag of one partition from its reader: the high watermark of the last fetch response
+    minus the next offset to read. Fetch responses carry the true high watermark on every
+    broker; a ListOffsets ("latest") request does not on Tansu's S3 storage. While the probe
+    finds the broker down, the gauge stays NaN (a cached watermark would claim "caught up").
     """
     _positions.setdefault(partition, next_offset)
+    if _broker_up and high >= 0:
+        CONSUMER_LAG.labels(partition=str(partition)).set(max(high - next_offset, 0))
 
 
-def probe_lag(consumer: Any, topic: str, timeout_s: float = 2.0) -> bool:
-    """One probe: ``marquee_broker_up`` and each read partition's lag; False when the broker
-    did not answer (lag then reads NaN: unknown, which alerts can tell from "caught up").
+_broker_up = True
+
+
+def probe_broker(consumer: Any, topic: str, timeout_s: float = 2.0) -> bool:
+    """One probe: ``marquee_broker_up``; when the broker does not answer, every read
+    partition's lag reads NaN (unknown, which alerts can tell from "caught up").
     """
-    from confluent_kafka import TopicPartition
-
+    global _broker_up
     try:
         consumer.list_topics(topic, timeout=timeout_s)
-        for partition, position in list(_positions.items()):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                       timeout=timeout_s)
-            start = position if position >= 0 else low
-            CONSUMER_LAG.labels(partition=str(partition)).set(max(high - start, 0))
     except Exception:  # noqa: BLE001 - any failure means the broker is not answering
+        _broker_up = False
         BROKER_UP.set(0)
         for partition in list(_positions):
             CONSUMER_LAG.labels(partition=str(partition)).set(float("nan"))
         return False
+    _broker_up = True
     BROKER_UP.set(1)
     return True
 
 
 def watch_lag(client_config: dict[str, object], topic: str, every_s: float = 2.0) -> None:
-    """Keep ``marquee_broker_up`` and ``marquee_consumer_lag_messages`` current from a daemon
-    thread, and say in the log (once per state change, then every minute) when the broker
-    stops answering, instead of leaving it to librdkafka's reconnect lines.
+    """Keep ``marquee_broker_up`` current from a daemon thread (the readers keep the lag:
+    ``observe_lag``), and say in the log (once per state change, then every minute) when the
+    broker stops answering, instead of leaving it to librdkafka's reconnect lines.
     """
     import logging
     import threading
@@ -137,7 +140,7 @@ def watch_lag(client_config: dict[str, object], topic: str, every_s: float = 2.0
         down_since: float | None = None
         said_at = 0.0
         while True:
-            up = probe_lag(consumer, topic)
+            up = probe_broker(consumer, topic)
             now = time.monotonic()
             if up and down_since is not None:
                 log.warning("broker %s answers again after %.0f s",
