@@ -84,7 +84,8 @@ class FlowSettings(BaseSettings):
                                      "accidental clicks and scrolled-past impressions (0 drops "
                                      "them)")
     max_future_ms: int = Field(default=300_000, ge=0, description="events dated more than "
-                               "this after their Kafka timestamp are dead-lettered as future "
+                               "this after their arrival (Kafka timestamp, or the clock if "
+                               "that is earlier) are dead-lettered as future "
                                "(they would make the user's later events late)")
     max_facet_values: int = Field(default=1000, ge=16, description="device and surface values "
                                   "with their own vocabulary id (each); later new ones become "
@@ -142,9 +143,11 @@ class Router:
     key is not its ``user_id`` (``wrong_key``: a user's events must share one partition, or
     their order, and so lateness and dedupe, would depend on how partitions interleave) and
     when its time is more than ``max_future_ms`` after its arrival (``future``: it would move
-    the user's watermark and make every later event late). Arrival is the Kafka record's
-    timestamp, not the clock at read time, so a replay decides the same way; a record without
-    one (pre-0.10 message format) falls back to the clock.
+    the user's watermark and make every later event late). Arrival is the earlier of the
+    Kafka record's timestamp and the clock at read time: the record's timestamp makes a replay
+    decide as the live run did, and the clock stops a producer whose clock (or forgery) dates
+    the record ahead along with the event. A record without a timestamp (pre-0.10 message
+    format) takes the clock.
     """
 
     def __init__(self, shared: Shared) -> None:
@@ -173,7 +176,7 @@ class Router:
                 if ev is None:
                     ev, problems = decode_event(raw)
                     if ev is None:
-                        reason = "invalid_" + problems[0].field.split(".")[0]
+                        reason = refusals.invalid(problems[0])
                         dead.append(DeadLetter(reason, tuple(str(p) for p in problems), raw,
                                                key, partition, offset, produced))
                         continue
@@ -182,9 +185,10 @@ class Router:
                     dead.append(DeadLetter(refusals.WRONG_KEY, (refusals.wrong_key(
                         key, user_id),), raw, key, partition, offset, produced))
                     continue
-                if ev.ts > produced + max_future:
+                if ev.ts > min(produced, now) + max_future:
                     dead.append(DeadLetter(refusals.FUTURE, (refusals.future(
-                        ev.ts, produced, max_future),), raw, key, partition, offset, produced))
+                        ev.ts, min(produced, now), max_future),), raw, key, partition, offset,
+                        produced))
                     continue
                 name = known.get(user_id) or shard_of(user_id)
             except Exception as exc:  # noqa: BLE001 - one message must never stop the flow

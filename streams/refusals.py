@@ -11,9 +11,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from streams.contract.events import Problem
+from streams.contract.events import FIXES, Problem
 
 WRONG_KEY, FUTURE, LATE, DUPLICATE = "wrong_key", "future", "late", "duplicate"
+
+
+def invalid(problem: Problem) -> str:
+    """The reason for an event the contract refused: ``invalid_<field>`` of its first problem
+    when that is a contract field, ``invalid_unknown_field`` for a field the contract does not
+    have (its name is input, so it never becomes a metric label), else ``invalid_event``.
+    """
+    field = problem.field.split(".")[0]
+    if field in FIXES:
+        return f"invalid_{field}"
+    return "invalid_unknown_field" if problem.message == "unknown field" else "invalid_event"
 
 
 def wrong_key(key: bytes | None, user_id: str) -> str:
@@ -28,7 +39,8 @@ def future(ts: int, arrival: int, max_future_ms: int) -> str:
     """The event time is more than ``max_future_ms`` after the message's arrival."""
     return str(Problem(
         "ts", f"{ts} ({_when(ts)}) is {ts - arrival} ms after the message's arrival "
-              f"{arrival} ({_when(arrival)}; its Kafka timestamp), at most {max_future_ms} ms "
+              f"{arrival} ({_when(arrival)}: its Kafka timestamp, or the flow's clock when "
+              f"that was earlier), at most {max_future_ms} ms "
               "is allowed",
         "send the time the event happened, from a synced clock (epoch ms); if producers' "
         "clocks are that far ahead, raise MARQUEE_FLOW_MAX_FUTURE_MS"))

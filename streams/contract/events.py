@@ -43,10 +43,12 @@ def parse_ts(value: Any) -> int:
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("not a finite number")  # int() would raise OverflowError
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("a fraction of a millisecond")  # the schema says integer
         ms = int(value)
     elif isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit():
+        if text.lstrip("-").isascii() and text.lstrip("-").isdigit():
             ms = int(text)
         else:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -83,6 +85,13 @@ class InteractionEvent(BaseModel):
     @classmethod
     def _ts(cls, value: Any) -> int:
         return parse_ts(value)
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _v(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # True == 1 in Python; the schema wants the integer
+            raise ValueError("a boolean, not the integer 1")
+        return value
 
     @field_validator("device", "surface", mode="after")
     @classmethod
@@ -129,6 +138,10 @@ class Problem:
         return f"{self.field}: {self.message}; {self.fix}"
 
 
+MAX_UNKNOWN = 10  # unknown fields past this are counted, not each described
+FIX_UNKNOWN = "remove it; the contract is in infra/schemas/"
+
+
 def _problems_from(error: ValidationError) -> list[Problem]:
     problems = []
     for err in error.errors(include_url=False):
@@ -142,7 +155,7 @@ def _problems_from(error: ValidationError) -> list[Problem]:
             message = str(err["msg"]).removeprefix("Value error, ")
         if loc == "event" and ":" in message:  # model-level checks name their own field
             loc, message = (part.strip() for part in message.split(";")[0].split(":", 1))
-        fix = FIXES.get(loc, "remove it; the contract is in infra/schemas/")
+        fix = FIXES.get(loc, FIX_UNKNOWN)
         if len(loc) > 128:  # an unknown field's name is input: keep the problem short
             loc = loc[:128] + "..."
         problems.append(Problem(loc, message, fix))
@@ -171,6 +184,12 @@ def validate_event(
                                   "send one JSON object per message, UTF-8 encoded")]
     if not isinstance(raw, dict):
         return None, [Problem("event", f"a JSON {type(raw).__name__}", "send a JSON object")]
+    unknown = [k for k in raw if k not in FIXES]
+    if len(unknown) > MAX_UNKNOWN:  # pydantic would build an error for each: cost bounded
+        return None, [Problem(k if len(k) <= 128 else k[:128] + "...", "unknown field",
+                              FIX_UNKNOWN)
+                      for k in unknown[:MAX_UNKNOWN]] + [Problem(
+            "event", f"{len(unknown)} unknown fields", FIX_UNKNOWN)]
     try:
         return InteractionEvent.model_validate(raw), []
     except ValidationError as exc:

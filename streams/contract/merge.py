@@ -64,6 +64,10 @@ class TokenizerConfig:
     abandon_seconds: float = 600.0  # used when the title's duration is unknown
     max_lateness_ms: int = 10_000  # per user event time; later events are refused
     dedupe_window_ms: int = 3_600_000  # event ids remembered this long (per user event time)
+    # Event time is the producer's: a burst of events at one instant would be held (reorder
+    # buffer) and remembered (dedupe) without end. These bound a user's state in count too.
+    max_held_events: int = 1_000  # past this, the oldest held event is placed at once
+    max_dedupe_ids: int = 4_096  # past this, the oldest ids are forgotten
     recent_tokens: int = MAX_SEQ
 
     def __post_init__(self) -> None:
@@ -111,7 +115,7 @@ class _Draft:
         self.decided = kind == "single"
         self.closed = False
         self.weight = 1.0
-        self.pending = 0  # impressions whose dwell is not known yet
+        self.pending = 0  # 1 while the group's dwell on its surface is not known yet
         self.ok = False  # at least one impression was on screen long enough
 
 
@@ -214,8 +218,9 @@ class TokenMachine:
             self.imp_deadlines.append((ev.ts + self.config.impression_window_ms, group))
         else:
             group.n_events += 1
-        group.pending += 1
-        self.dwell.setdefault(ev.surface, []).append((ev.ts, group))
+        if group.pending == 0:  # the group's first unresolved showing: its dwell decides
+            group.pending = 1  # (later ones end with it and would only shorten it)
+            self.dwell.setdefault(ev.surface, []).append((ev.ts, group))
 
     def _watch(self, ev: InteractionEvent) -> None:
         item = ev.item_id

@@ -111,7 +111,11 @@ class UserTokenizer:
             if len(seen) > self.prune_at:
                 self._forget(max_ts - self.config.dedupe_window_ms)
                 self.prune_at = max(64, 2 * len(self.seen))
+        if len(seen) > self.config.max_dedupe_ids:
+            self._forget_oldest(self.config.max_dedupe_ids // 2)
         horizon = max_ts - self.config.max_lateness_ms
+        if len(buffer) > self.config.max_held_events:  # a burst at one instant: bounded
+            horizon = max(horizon, buffer[0][0])
         if buffer[0][0] > horizon:
             return [], None
         out: list[Token] = []
@@ -177,6 +181,11 @@ class UserTokenizer:
 
     def _forget(self, before: int) -> None:
         self.seen = {k: ts for k, ts in self.seen.items() if ts >= before}
+
+    def _forget_oldest(self, keep: int) -> None:
+        """Keep the ``keep`` newest ids (by event time, then arrival)."""
+        newest = sorted(enumerate(self.seen.items()), key=lambda e: (e[1][1], e[0]))[-keep:]
+        self.seen = {k: ts for _, (k, ts) in sorted(newest)}
 
 
 def tokenize_events(events: Iterable[InteractionEvent], vocab: Vocab, grow_vocab: bool = True,

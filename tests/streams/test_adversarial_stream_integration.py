@@ -207,7 +207,8 @@ def test_each_message_is_accepted_or_one_bounded_dead_letter(run: Run):
 def test_unknown_fields_do_not_become_reason_labels_in_the_flow_process(run: Run):
     labels = {s.labels["reason"] for s in samples(run.metrics)
               if s.name == "marquee_events_invalid_total"}
-    allowed = {f"invalid_{f}" for f in FIXES} | {"invalid_event", "wrong_key", "future",
+    allowed = {f"invalid_{f}" for f in FIXES} | {"invalid_event", "invalid_unknown_field",
+                                                 "wrong_key", "future",
                                                  "late", "duplicate", "poison"}
     assert labels <= allowed, (f"{len(labels - allowed)} reason label values chosen by the "
                                f"producer, e.g. {sorted(labels - allowed)[:3]}")
