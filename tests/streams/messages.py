@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from typing import Any
 
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
@@ -38,3 +39,34 @@ def as_messages(values: list[bytes], partitions: int = 4,
         out.append(message(value, key, p, offsets[p], timestamp))
         offsets[p] += 1
     return out
+
+
+def produce_raw(kafka: Any, records: list[tuple[bytes | None, bytes | None, int | None]],
+                max_bytes: int = 4_000_000) -> list[tuple[int, int]]:
+    """Send ``(value, key, timestamp or None)`` records as they are, in order, to the events
+    topic of a real broker; where each landed (partition, offset).
+    """
+    from confluent_kafka import Producer
+
+    producer = Producer(kafka.client_config(**{"message.max.bytes": max_bytes,
+                                               "enable.idempotence": True}))
+    where: list[tuple[int, int] | None] = [None] * len(records)
+
+    def landed(i: int):
+        def done(err, msg) -> None:
+            assert err is None, err
+            where[i] = (msg.partition(), msg.offset())
+        return done
+
+    for i, (value, key, timestamp) in enumerate(records):
+        extra = {} if timestamp is None else {"timestamp": timestamp}
+        while True:
+            try:
+                producer.produce(kafka.events_topic, value=value, key=key,
+                                 on_delivery=landed(i), **extra)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+    assert all(w is not None for w in where)
+    return where  # type: ignore[return-value]

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from feature_repo.store import open_store, read_items
 from streams import launch
@@ -31,6 +30,7 @@ from streams.contract.events import FIXES
 from streams.dead_letters import DEFAULT_MAX_BYTES
 from streams.launch import Launch
 from streams.topics import create_topics, delete_topics
+from tests.streams.messages import produce_raw
 from tests.streams.test_flow_integration import ROOT, counted_by, flow_env
 
 pytestmark = pytest.mark.integration
@@ -109,27 +109,7 @@ def produce(kafka: KafkaSettings, cases: list[Case]) -> list[tuple[int, int]]:
     """Send each case in order (with its record timestamp, when it has one); where each
     landed.
     """
-    producer = Producer(kafka.client_config(**{"message.max.bytes": 2_000_000,
-                                               "enable.idempotence": True}))
-    where: list[tuple[int, int] | None] = [None] * len(cases)
-
-    def landed(i: int):
-        def done(err, msg) -> None:
-            assert err is None, err
-            where[i] = (msg.partition(), msg.offset())
-        return done
-
-    for i, case in enumerate(cases):
-        extra = {} if case.timestamp is None else {"timestamp": case.timestamp}
-        while True:
-            try:
-                producer.produce(kafka.events_topic, value=case.value, key=case.key,
-                                 on_delivery=landed(i), **extra)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(60) == 0
-    return where  # type: ignore[return-value]
+    return produce_raw(kafka, [(c.value, c.key, c.timestamp) for c in cases], 2_000_000)
 
 
 @dataclass

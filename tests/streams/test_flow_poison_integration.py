@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from feature_repo.store import open_store, read_users
 from infra.synthetic import SyntheticWorld, WorldConfig
@@ -31,6 +30,7 @@ from streams.config import KafkaSettings
 from streams.consume import read_all
 from streams.dead_letters import DEFAULT_MAX_BYTES, original
 from streams.launch import Launch
+from tests.streams.messages import produce_raw
 from tests.streams.test_flow_integration import ROOT, counted_by, flow_env, wait_until
 
 pytestmark = pytest.mark.integration
@@ -93,26 +93,7 @@ def malformed(events: list[dict], n: int, rng: random.Random) -> list[Case]:
 
 def produce(kafka: KafkaSettings, cases: list[Case]) -> list[tuple[int, int]]:
     """Send each case as is (value and key), in order; where each landed."""
-    producer = Producer(kafka.client_config(**{"message.max.bytes": 4_000_000,
-                                               "enable.idempotence": True}))
-    where: list[tuple[int, int] | None] = [None] * len(cases)
-
-    def landed(i: int):
-        def done(err, msg) -> None:
-            assert err is None, err
-            where[i] = (msg.partition(), msg.offset())
-        return done
-
-    for i, (value, key, _) in enumerate(cases):
-        while True:
-            try:
-                producer.produce(kafka.events_topic, value=value, key=key, on_delivery=landed(i))
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(60) == 0
-    assert all(w is not None for w in where)
-    return where  # type: ignore[return-value]
+    return produce_raw(kafka, [(value, key, None) for value, key, _ in cases])
 
 
 def counters(folder: Path) -> dict[str, int]:
