@@ -136,14 +136,14 @@ def run_up(cfg: DemoConfig, fresh: bool = False, serve: bool = True,
         wipe(layout)
     layout.root.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    _stop_on_signals(stop)
     sup = Supervisor(policy, state_file=layout.root / "stack.json")
     url = None
     try:
         kafka = _start_broker(sup, cfg, layout)
         if serve:
             url = _seed_train_serve(cfg, kafka, layout)
+            _stop_on_signals(stop)  # ray.init replaced the handlers with one that aborts
         sup.add("flow", _flow(kafka, layout, cfg.flow_metrics_port), layout.root / "flow.log")
         sup.add("prometheus", _prometheus(layout, cfg, url),
                 layout.root / "prometheus" / "prometheus.log")
@@ -157,6 +157,12 @@ def run_up(cfg: DemoConfig, fresh: bool = False, serve: bool = True,
         sup.stop_all()
         if url is not None:
             stop_service()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM end the supervision loop, so the stack stops in order, exit 0."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
 
 
 def _start_broker(sup: Supervisor, cfg: DemoConfig, layout: Layout) -> KafkaSettings:
