@@ -35,8 +35,18 @@ class Launch:
             raise ValueError("processes and workers must be >= 1")
 
     def ensure_recovery(self) -> None:
-        """Create and initialise the recovery directory (one partition per worker) once."""
-        if self.recovery_dir is None or self.recovery_dir.exists():
+        """Create and initialise the recovery directory (one partition per worker) once; an
+        existing one must have been made for as many workers as this launch has.
+        """
+        if self.recovery_dir is None:
+            return
+        if self.recovery_dir.exists():
+            parts = len(list(self.recovery_dir.glob("part-*.sqlite3")))
+            if parts and parts != self.processes * self.workers:
+                raise ValueError(
+                    f"recovery directory {self.recovery_dir} was made for {parts} workers; this "
+                    f"launch has {self.processes * self.workers} (processes x workers). Start "
+                    "with the same --processes/--workers, or give a new --recovery-dir")
             return
         from bytewax.recovery import init_db_dir  # in-process: a subprocess costs seconds
 

@@ -59,8 +59,9 @@ merges each user's events into tokens, and writes
   - final tokens to the parquet token log DATA_DIR/tokens/ (what training reads),
   - the vocabulary to DATA_DIR/vocab.json and vocab.json.journal (seeded from
     DATA_DIR/catalogue.jsonl if present).
-With --recovery-dir it snapshots its state every --snapshot-interval seconds and resumes from
-the last snapshot after a crash (at-least-once; every write is idempotent).
+It snapshots its state in --recovery-dir (DATA_DIR/recovery by default) every
+--snapshot-interval seconds and resumes from the last snapshot after a crash or a restart
+(at-least-once; every write is idempotent); --no-recovery reads the topic from its start.
 Metrics (Prometheus) on --metrics-port: marquee_events_*_total, marquee_tokens_emitted_total,
 marquee_token_merge_ratio, marquee_feast_write_seconds, marquee_event_freshness_seconds,
 marquee_consumer_lag_messages, marquee_vocab_overflow_total.
@@ -80,7 +81,10 @@ def _register_flow(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--workers", type=int, default=1, help="worker threads per process")
     p.add_argument("--recovery-dir", type=Path, default=None,
-                   help="snapshot state here and resume from it (created if missing)")
+                   help="snapshot state here and resume from it (created if missing; "
+                   "default DATA_DIR/recovery)")
+    p.add_argument("--no-recovery", action="store_true",
+                   help="no snapshots: every start reads the topic from its beginning")
     p.add_argument("--snapshot-interval", type=int, default=10, help="seconds (default 10)")
     p.add_argument("--no-tail", action="store_true", help="stop at the end of the topic")
     p.add_argument("--finish-at-eof", action="store_true",
@@ -91,11 +95,14 @@ def _register_flow(sub: argparse._SubParsersAction) -> None:
 def _flow(args: argparse.Namespace) -> int:
     import os
 
+    from streams.flow import FlowSettings
     from streams.launch import Launch, run
 
     env = dict(os.environ)
     if args.data_dir:
         env["MARQUEE_FLOW_DATA_DIR"] = str(args.data_dir)
+    recovery = None if args.no_recovery else (
+        args.recovery_dir or (args.data_dir or FlowSettings().data_dir) / "recovery")
     if args.online:
         env["MARQUEE_ONLINE_STORE"] = args.online
     if args.no_tail:
@@ -103,7 +110,7 @@ def _flow(args: argparse.Namespace) -> int:
     if args.finish_at_eof:
         env["MARQUEE_FLOW_FINISH_AT_EOF"] = "true"
     return run(Launch(processes=args.processes, workers=args.workers,
-                      recovery_dir=args.recovery_dir, snapshot_s=args.snapshot_interval,
+                      recovery_dir=recovery, snapshot_s=args.snapshot_interval,
                       metrics_port=args.metrics_port), env)
 
 

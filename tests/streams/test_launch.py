@@ -47,3 +47,12 @@ def test_free_ports_are_below_the_ephemeral_range_and_free() -> None:
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))  # nothing holds it
+
+
+def test_a_recovery_directory_made_for_other_workers_is_refused_with_the_fix(tmp_path):
+    folder = tmp_path / "recovery"
+    Launch(processes=2, recovery_dir=folder).ensure_recovery()
+    assert len(list(folder.glob("part-*.sqlite3"))) == 2
+    Launch(processes=2, recovery_dir=folder).ensure_recovery()  # the same shape: fine
+    with pytest.raises(ValueError, match="made for 2 workers; this launch has 1"):
+        Launch(processes=1, recovery_dir=folder).ensure_recovery()
