@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve as ray_serve  # `serve` is this package
 
@@ -29,6 +29,7 @@ from serve.schemas import Check, Health, RankRequest, RankResponse, SimilarItem,
 log = logging.getLogger(__name__)
 APP_NAME = "marquee"
 NOOP_APP_NAME = "marquee-noop"
+EXPIRED = object()  # what ``infer`` gives a request whose deadline passed while it waited
 
 api = FastAPI(title="Marquee ranking service", version="1",
               description="Session-aware rankings from an ONNX foundation model of user "
@@ -82,19 +83,40 @@ class RankingService:
 
     @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def infer(self, prepared: list[Any]) -> list[Any]:
-        """One ONNX call for every request that arrived within the batch window."""
-        return self.ranker.infer(prepared)
+        """One ONNX call for every request that arrived within the batch window; requests
+        whose deadline passed while they waited are left out (``EXPIRED``), not computed.
+        """
+        now = time.monotonic()
+        live = [i for i, p in enumerate(prepared) if p.deadline is None or p.deadline > now]
+        out: list[Any] = [EXPIRED] * len(prepared)
+        if live:
+            for i, result in zip(live, self.ranker.infer([prepared[i] for i in live]),
+                                 strict=True):
+                out[i] = result
+        return out
 
     @api.post("/v1/rank", response_model=RankResponse, response_model_exclude_none=True,
-              responses={422: {"description": "a bad request; the detail says what to fix"}})
-    async def rank(self, req: RankRequest) -> RankResponse:
+              responses={422: {"description": "a bad request; the detail says what to fix"},
+                         503: {"description": "overloaded: shed at the proxy (queue full) or "
+                               "dropped when the request's deadline passed; Retry-After says "
+                               "when to try again"}})
+    async def rank(self, req: RankRequest, x_request_timeout_ms: int | None = Header(
+            None, ge=1, le=60_000, description="drop the request with 503 if it is not "
+            "answered within this many ms of the replica taking it (default "
+            "MARQUEE_REQUEST_TIMEOUT_MS)")) -> Any:
         """Rank for a user now: stored history + in-session events, then the goal re-rank."""
         t0 = time.perf_counter()
+        timeout_ms = (x_request_timeout_ms if isinstance(x_request_timeout_ms, int)
+                      else self.settings.request_timeout_ms)  # a handle call passes none
+        deadline = time.monotonic() + timeout_ms / 1000
         try:
             prepared = self.ranker.prepare(req)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
-        inferred = await self.infer(prepared)
+        prepared.deadline = deadline
+        inferred = EXPIRED if time.monotonic() > deadline else await self.infer(prepared)
+        if inferred is EXPIRED:
+            return self._expired(timeout_ms, t0)
         response = self.ranker.finish(prepared, inferred)
         if response.latency_ms is not None:
             response.latency_ms["total"] = (time.perf_counter() - t0) * 1e3
@@ -103,6 +125,18 @@ class RankingService:
         metrics.REQUEST_SECONDS.labels("total", response.model_version).observe(
             time.perf_counter() - t0)
         return response
+
+    def _expired(self, timeout_ms: int, t0: float) -> JSONResponse:
+        """503 for a request whose deadline passed before its ranking was computed."""
+        from serve import metrics
+
+        metrics.SHED.labels("expired").inc()
+        waited = (time.perf_counter() - t0) * 1000
+        return JSONResponse(status_code=503, headers={
+            "Retry-After": str(self.settings.retry_after_s)}, content={"detail": (
+                f"not computed: the request's deadline of {timeout_ms} ms passed after "
+                f"{waited:.0f} ms in the replica (the service is overloaded); retry after "
+                f"{self.settings.retry_after_s} s, or allow more with X-Request-Timeout-Ms")})
 
     @api.get("/v1/similar/{item_id}", response_model=SimilarResponse,
              responses={404: {"description": "unknown item"}, 503: {"description": "no model"}})
@@ -171,8 +205,14 @@ def build_app(settings: ServeSettings) -> Any:
     env = {"PROMETHEUS_MULTIPROC_DIR": str(_multiproc_dir(settings))}
     init = settings.model_dump(mode="json", exclude={"model_path"})
     user_config = {"model_path": str(settings.model_path) if settings.model_path else None}
+    from ray.serve.config import BackpressureConfig
+
     return RankingService.options(
         num_replicas=settings.replicas, user_config=user_config,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        max_queued_requests=settings.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503,
+                                               retry_after_s=settings.retry_after_s),
         ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}},
     ).bind(init)
 

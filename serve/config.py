@@ -41,6 +41,16 @@ class ServeSettings(BaseSettings):
     overexposed_quantile: float = Field(
         0.9, gt=0, lt=1, description="impressions_24h above this catalogue quantile = over-exposed")
     item_stats_ttl_s: float = Field(10, gt=0, description="how often item stats are re-read")
+    max_ongoing_requests: int = Field(32, ge=1, le=1024, description="requests a replica "
+                                      "works on at once (Ray Serve); more wait at the proxy")
+    max_queued_requests: int = Field(64, ge=-1, le=100_000, description="requests waiting at "
+                                     "the proxy per deployment; past this a fast 503 with "
+                                     "Retry-After (-1: unbounded, not advised)")
+    retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After of a 503 (shed or "
+                               "expired request)")
+    request_timeout_ms: int = Field(5000, ge=1, le=60_000, description="a request not "
+                                    "answered this long after the replica took it is dropped "
+                                    "with 503 (X-Request-Timeout-Ms overrides per request)")
     readyz_timeout_s: float = Field(2.0, gt=0, description="/readyz reports a dependency "
                                     "that does not answer within this as down")
     session_events_max: int = Field(500, ge=1, le=10_000,

@@ -28,6 +28,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02,
 
 REQUESTS = Counter("marquee_requests_total", "HTTP requests by route, status and model version",
                    ["route", "code", "model_version"])
+SHED = Counter("marquee_requests_shed_total",
+               "requests answered 503 instead of computed, by reason (expired: the deadline "
+               "passed while queued in the replica)", ["reason"])
 REQUEST_SECONDS = Histogram("marquee_request_seconds", "time per ranking stage",
                             ["stage", "model_version"], buckets=LATENCY_BUCKETS)
 BATCH_SIZE = Histogram("marquee_batch_size", "requests per ONNX inference batch",

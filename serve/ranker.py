@@ -72,6 +72,7 @@ class Prepared:
     degraded: bool = False
     fallback: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() after which it is not worth computing
 
 
 class ItemCatalogue:

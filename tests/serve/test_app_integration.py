@@ -86,6 +86,9 @@ def test_openapi_fuzz_never_5xx(served) -> None:
             @given(case=op.as_strategy(generation_mode=mode))
             def check(case) -> None:
                 response = case.call(base_url=url, timeout=30)
+                if response.status_code == 503 and "x-request-timeout-ms" in {
+                        h.lower() for h in (case.headers or {})}:
+                    return  # a deadline the case chose expired: a shed, said with Retry-After
                 assert response.status_code < 500, (case.method, case.path, case.body,
                                                     response.text[:300])
 
@@ -94,6 +97,59 @@ def test_openapi_fuzz_never_5xx(served) -> None:
             except Unsatisfiable:  # nothing to make invalid (no parameters, no body)
                 assert mode is GenerationMode.NEGATIVE
     assert "POST /v1/rank" in labels and "GET /v1/similar/{item_id}" in labels
+
+
+def test_a_request_past_its_deadline_is_dropped_with_503_and_retry_after(served, world):
+    url, _ = served
+    user = world.users[3]
+    events = [{"event_id": f"dl{i}", "user_id": user, "item_id": sorted(world.catalogue)[i % 20],
+               "action": "impression", "ts": 1_767_225_600_000 + i * 1000, "device": "tv",
+               "surface": "home/top_picks"} for i in range(500)]
+    body = {"user_id": user, "k": 5, "events": events}
+    slow = httpx.post(f"{url}/v1/rank", json=body, headers={"X-Request-Timeout-Ms": "1"},
+                      timeout=30)
+    assert slow.status_code == 503, slow.text[:300]
+    assert slow.headers["retry-after"] == "1" and "X-Request-Timeout-Ms" in slow.json()["detail"]
+    fine = httpx.post(f"{url}/v1/rank", json=body, headers={"X-Request-Timeout-Ms": "30000"},
+                      timeout=30)
+    assert fine.status_code == 200, fine.text[:300]
+    bad = httpx.post(f"{url}/v1/rank", json=body, headers={"X-Request-Timeout-Ms": "0"})
+    assert bad.status_code == 422 and "x-request-timeout-ms" in bad.text.lower()
+    text = httpx.get(f"{url}/metrics").text
+    assert 'marquee_requests_shed_total{reason="expired"}' in text
+
+
+def test_overload_is_shed_fast_with_503_and_retry_after(served, world):
+    """A second deployment with room for one request in the replica and one at the proxy:
+    of 24 simultaneous requests, the rest are refused at once, never queued or failed."""
+    from ray import serve as ray_serve
+
+    url, settings_ = served
+    tiny = settings_.model_copy(update={"max_ongoing_requests": 1, "max_queued_requests": 1})
+    ray_serve.run(app.build_app(tiny), name="marquee-tiny", route_prefix="/tiny")
+    try:
+        codes: list[tuple[int, float, str]] = []
+
+        def call() -> None:
+            start = time.perf_counter()
+            r = httpx.post(f"{url}/tiny/v1/rank", json={"user_id": world.users[4], "k": 5},
+                           timeout=30)
+            codes.append((r.status_code, time.perf_counter() - start,
+                          r.headers.get("retry-after", "")))
+
+        threads = [threading.Thread(target=call) for _ in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        shed = [c for c in codes if c[0] == 503]
+        assert {c[0] for c in codes} <= {200, 503} and len(codes) == 24
+        assert shed and len(shed) < 24, sorted(codes)
+        assert all(c[2] == "1" for c in shed)
+        answered = sorted(c[1] for c in codes if c[0] == 200)
+        assert max(c[1] for c in shed) <= max(answered) + 0.5
+    finally:
+        ray_serve.delete("marquee-tiny")
 
 
 def test_rollover_drops_no_request(served, world) -> None:
