@@ -158,6 +158,56 @@ def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
             **_pct(lat)}
 
 
+def overload(url: str, bodies: list[dict], rate: float, seconds: float,
+             connections: int = 96) -> dict[str, Any]:
+    """Poisson arrivals at ``rate``/s (a multiple of capacity) for ``seconds``, on enough
+    connections that the client never holds requests back: what the service answers (200),
+    what it sheds (503, and how fast), and what fails otherwise. Latency counts from the
+    scheduled send time.
+    """
+    parts = urlsplit(url)
+    payloads = [json.dumps(b).encode() for b in bodies]
+    jobs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
+    answered: list[float] = []
+    shed: list[float] = []
+    other: list[int] = []
+
+    def worker() -> None:
+        conn = _connect(parts)
+        while (job := jobs.get()) is not None:
+            i, due = job
+            try:
+                status = _post(conn, parts.path, payloads[i % len(payloads)])[0]
+            except (OSError, http.client.HTTPException):
+                status = -1
+                conn.close()
+                conn = _connect(parts)
+            spent = time.perf_counter() - due
+            (answered if status == 200 else shed if status == 503 else other).append(
+                spent if status in (200, 503) else status)  # type: ignore[arg-type]
+        conn.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    rng = random.Random(2)
+    offered, at, start = 0, 0.0, time.perf_counter()
+    while at < seconds:
+        delay = start + at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        jobs.put((offered, start + at))
+        offered += 1
+        at += rng.expovariate(rate)
+    for _ in threads:
+        jobs.put(None)
+    for t in threads:
+        t.join(40)
+    spent = time.perf_counter() - start
+    return {"offered_rps": rate, "offered": offered, "goodput_rps": len(answered) / spent,
+            "answered": _pct(answered), "shed": _pct(shed), "other_errors": len(other)}
+
+
 def settle(url: str, body: dict, seconds: float = 30.0) -> None:
     """Wait until the service answers promptly again (a saturated level leaves a queue)."""
     parts = urlsplit(url)
@@ -176,8 +226,10 @@ def settle(url: str, body: dict, seconds: float = 30.0) -> None:
 
 def run_bench(base_url: str, users: list[str], seconds: float = 8.0,
               concurrency: tuple[int, ...] = (1, 8, 32), rates: tuple[float, ...] = (100, 300, 500),
-              out: Path | None = None) -> dict[str, Any]:
-    """Closed- and open-loop load on ``/v1/rank`` and on the no-op ``/noop/v1/rank``."""
+              out: Path | None = None, overload_factor: float = 3.0) -> dict[str, Any]:
+    """Closed- and open-loop load on ``/v1/rank`` and on the no-op ``/noop/v1/rank``; then
+    the ranking at ``overload_factor`` x its capacity (the best closed-loop throughput).
+    """
     bodies = [{"user_id": u, "k": 20, "explain": True} for u in users]
     report: dict[str, Any] = {"seconds": seconds, "users": len(users)}
     for name, path in (("noop", "/noop/v1/rank"), ("rank", "/v1/rank")):
@@ -198,6 +250,16 @@ def run_bench(base_url: str, users: list[str], seconds: float = 8.0,
                            for x in sorted(rates) if x > r]
                 break
         report[name] = {"closed": closed, "open": opened}
+        if overload_factor and name == "rank":
+            capacity = max(run["rps"] for run in closed)
+            print(f"{name}: overload, {overload_factor:g} x {capacity:.0f} requests/s, "
+                  f"{seconds:g} s", file=sys.stderr)
+            level = overload(url, bodies, overload_factor * capacity, seconds)
+            report[name]["overload"] = {"capacity_rps": capacity,
+                                        "capacity_p99_ms": max(
+                                            r.get("p99_ms", 0) for r in closed
+                                            if r["rps"] == capacity), **level}
+            settle(url, bodies[0])
     samples = {f"{name} ({run['clients']} client{'s' if run['clients'] > 1 else ''})":
                [x * 1e3 for x in run.pop("_samples")]
                for name in ("noop", "rank") for run in report[name]["closed"]}
@@ -229,6 +291,16 @@ def print_report(report: dict[str, Any]) -> None:
     print("open loop: offered rps | rank achieved rps p50/p99 ms | no-op achieved rps p50/p99 ms")
     for r, n in zip(report["rank"]["open"], report["noop"]["open"], strict=True):
         print(f"  {r['offered_rps']:5.0f} | {_open_cell(r)} | {_open_cell(n)}")
+    over = report["rank"].get("overload")
+    if over:
+        a, sh = over["answered"], over["shed"]
+        print(f"overload: offered {over['offered_rps']:.0f}/s = "
+              f"{over['offered_rps'] / over['capacity_rps']:.1f} x capacity "
+              f"{over['capacity_rps']:.0f}/s (p99 {over['capacity_p99_ms']:.1f} ms) | goodput "
+              f"{over['goodput_rps']:.0f}/s ({over['goodput_rps'] / over['capacity_rps']:.0%}) "
+              f"p50/p99 {a.get('p50_ms', 0):.1f}/{a.get('p99_ms', 0):.1f} ms | shed "
+              f"{sh['n']} p50/p99 {sh.get('p50_ms', 0):.1f}/{sh.get('p99_ms', 0):.1f} ms | "
+              f"other errors {over['other_errors']}")
     one = report["rank"]["closed"][0]["stages"]
     print("stages at 1 client (p50/p99 ms): " + ", ".join(
         f"{k} {v['p50_ms']:.2f}/{v['p99_ms']:.2f}" for k, v in one.items() if v.get("n")))

@@ -43,6 +43,8 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
                    help="closed-loop client counts")
     p.add_argument("--rates", type=float, nargs="+", default=[100, 300, 500],
                    help="open-loop request rates (requests/s)")
+    p.add_argument("--overload", type=float, default=3.0,
+                   help="then offer this many times the measured capacity (0: skip)")
     out_path(p, Path("var/bench/serve.json"), "JSON report")
 
 
@@ -109,7 +111,8 @@ def _bench_serve(args: argparse.Namespace) -> int:
     url = app.start(settings, noop=True)
     try:
         report = run_bench(url, world.users, seconds=args.seconds, out=args.out,
-                           concurrency=tuple(args.clients), rates=tuple(args.rates))
+                           concurrency=tuple(args.clients), rates=tuple(args.rates),
+                           overload_factor=args.overload)
     finally:
         app.stop()
     print_report(report)

@@ -63,3 +63,30 @@ def test_open_loop_over_capacity_stops_offering_and_says_so(server) -> None:
                     connections=2)
     assert got["saturated"]
     assert got["offered"] < 2000 * 5 / 10  # stopped long before the schedule ended
+
+
+def test_overload_tells_answered_from_shed_and_from_failed(server) -> None:
+    url, handler = server
+    count = [0]
+    lock = threading.Lock()
+
+    def do_post(self) -> None:  # every third request is shed, every fifth fails
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with lock:
+            count[0] += 1
+            n = count[0]
+        status = 503 if n % 3 == 0 else 500 if n % 5 == 0 else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+        self.wfile.flush()
+
+    handler.do_POST = do_post
+    from infra.bench.serve import overload
+
+    got = overload(url, [{"user_id": "u1"}], rate=200, seconds=0.5, connections=8)
+    n = got["offered"]
+    assert got["answered"]["n"] + got["shed"]["n"] + got["other_errors"] == n == count[0]
+    assert got["shed"]["n"] == n // 3
+    assert got["other_errors"] == n // 5 - n // 15
