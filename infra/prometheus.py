@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import yaml
 
+from streams.contract.listen import LOOPBACK, address, reachable
+
 PROM_DIR = Path(__file__).parent / "prometheus"
 RULES = PROM_DIR / "alerts.yml"
 # Default scrape targets: the flow's metrics port and the ranking service's HTTP port.
@@ -52,15 +54,16 @@ def write_config(path: Path, targets: dict[str, list[str]] | None = None,
 
 @dataclass
 class Prometheus:
-    """A running Prometheus server on loopback."""
+    """A running Prometheus server, on loopback unless started on another ``host``."""
 
     process: subprocess.Popen[bytes]
     port: int
+    host: str = LOOPBACK
 
     @property
     def url(self) -> str:
         """Base URL of its web UI and API."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{address(reachable(self.host), self.port)}"
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Instant query; raises ValueError with Prometheus' message if ``expr`` is invalid."""
@@ -85,8 +88,14 @@ class Prometheus:
                 self.process.kill()
 
 
-def start_prometheus(config: Path, data_dir: Path, port: int, timeout: float = 30.0) -> Prometheus:
-    """Start ``prometheus`` with ``config``; waits until it is ready."""
+def start_prometheus(config: Path, data_dir: Path, port: int, timeout: float = 30.0,
+                     host: str = LOOPBACK) -> Prometheus:
+    """Start ``prometheus`` with ``config`` on ``host:port``; waits until it is ready.
+
+    Without ``--web.enable-lifecycle``: its ``/-/reload`` and ``/-/quit`` take no
+    credentials, so anyone who reaches the port could reconfigure or stop it. A new config
+    takes a restart (``marquee up`` renders one per start anyway).
+    """
     binary = shutil.which("prometheus")
     if binary is None:
         raise RuntimeError("prometheus is not installed; run `make setup` "
@@ -95,9 +104,9 @@ def start_prometheus(config: Path, data_dir: Path, port: int, timeout: float = 3
     log = (data_dir / "prometheus.log").open("ab")
     process = subprocess.Popen(
         [binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
+         f"--web.listen-address={address(host, port)}"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Prometheus(process, port)
+    server = Prometheus(process, port, host)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -18,10 +18,12 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
     from feature_repo.store import FeatureSettings
     from serve.config import ServeSettings
     from streams.config import KafkaSettings
+    from streams.contract.listen import ListenSettings
     from streams.flow import FlowSettings
 
     return [("Kafka clients", KafkaSettings), ("flow", FlowSettings),
-            ("feature store", FeatureSettings), ("service", ServeSettings)]
+            ("feature store", FeatureSettings), ("service", ServeSettings),
+            ("Prometheus (marquee up)", ListenSettings)]
 
 
 def variable(cls: type[BaseSettings], name: str) -> str:

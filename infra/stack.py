@@ -38,6 +38,7 @@ from infra.pipeline import (
 )
 from infra.supervisor import CrashLoop, Processes, RestartPolicy, Supervisor
 from streams.config import KafkaSettings
+from streams.contract.listen import ListenSettings, address, is_loopback, reachable
 from streams.contract.tokens import DAY_MS
 from streams.topics import create_topics, marquee_topics
 
@@ -106,15 +107,17 @@ def _flow(kafka: KafkaSettings, layout: Layout, metrics_port: int) -> Processes:
     return Processes(start)
 
 
-def _prometheus(layout: Layout, cfg: DemoConfig, url: str | None) -> Processes:
+def _prometheus(layout: Layout, cfg: DemoConfig, url: str | None, host: str) -> Processes:
+    """Prometheus on ``host`` (MARQUEE_BIND_HOST), scraping the flow and the service there."""
     from infra.prometheus import start_prometheus, write_config
 
-    targets = {"marquee-flow": [f"127.0.0.1:{cfg.flow_metrics_port}"]}
+    near = reachable(host)
+    targets = {"marquee-flow": [address(near, cfg.flow_metrics_port)]}
     if url is not None:
-        targets["marquee-serve"] = [f"127.0.0.1:{cfg.serve_port}"]
+        targets["marquee-serve"] = [address(near, cfg.serve_port)]
     config = write_config(layout.root / "prometheus.yml", targets)
     return Processes(lambda: [start_prometheus(config, layout.root / "prometheus",
-                                               cfg.prometheus_port).process])
+                                               cfg.prometheus_port, host=host).process])
 
 
 def _once(marker: Path, key: str) -> bool:
@@ -132,6 +135,7 @@ def run_up(cfg: DemoConfig, fresh: bool = False, serve: bool = True,
     crash loop (exit 1, with the component and its log named).
     """
     layout = Layout(cfg.data_dir)
+    host = ListenSettings().bind_host  # the flow and the service read it themselves
     if fresh:
         wipe(layout)
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -145,9 +149,9 @@ def run_up(cfg: DemoConfig, fresh: bool = False, serve: bool = True,
             url = _seed_train_serve(cfg, kafka, layout)
             _stop_on_signals(stop)  # ray.init replaced the handlers with one that aborts
         sup.add("flow", _flow(kafka, layout, cfg.flow_metrics_port), layout.root / "flow.log")
-        sup.add("prometheus", _prometheus(layout, cfg, url),
+        sup.add("prometheus", _prometheus(layout, cfg, url, host),
                 layout.root / "prometheus" / "prometheus.log")
-        _print_up(kafka, layout, cfg, url)
+        _print_up(kafka, layout, cfg, url, host)
         sup.run(stop)
         return 0
     except CrashLoop as exc:
@@ -211,15 +215,17 @@ def _seed_train_serve(cfg: DemoConfig, kafka: KafkaSettings, layout: Layout) -> 
     return url
 
 
-def _print_up(kafka: KafkaSettings, layout: Layout, cfg: DemoConfig, url: str | None) -> None:
+def _print_up(kafka: KafkaSettings, layout: Layout, cfg: DemoConfig, url: str | None,
+              host: str) -> None:
     print("the stack is up and supervised; Ctrl-C stops it", flush=True)
     print(f"      KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} "
           f"(produce with `marquee produce`)", flush=True)
     if url is not None:
         print(f"      ranking: {url}/v1/rank   docs: {url}/docs   readiness: {url}/readyz",
               flush=True)
-    print(f"      Prometheus: http://127.0.0.1:{cfg.prometheus_port} (flow "
-          f":{cfg.flow_metrics_port}/metrics)", flush=True)
+    print(f"      Prometheus: http://{address(reachable(host), cfg.prometheus_port)} (flow "
+          f":{cfg.flow_metrics_port}/metrics); listening on {host}"
+          f"{'' if is_loopback(host) else ': put auth and TLS in front (README)'}", flush=True)
     print(f"      state: {layout.root} (pids and restarts in {layout.root / 'stack.json'})",
           flush=True)
     print("      Grafana: provision infra/grafana (data source + dashboards)", flush=True)

@@ -25,6 +25,7 @@ from ray import serve as ray_serve  # `serve` is this package
 
 from serve.config import ServeSettings
 from serve.schemas import Check, Health, RankRequest, RankResponse, SimilarItem, SimilarResponse
+from streams.contract.listen import LOOPBACK, is_loopback, is_wildcard
 
 log = logging.getLogger(__name__)
 APP_NAME = "marquee"
@@ -227,15 +228,44 @@ def _multiproc_dir(settings: ServeSettings) -> Path:
 RAY_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Start a local Ray instance (if none is running) with Marquee's Serve defaults."""
+def init_ray(num_cpus: int | None = None, bind_host: str = LOOPBACK) -> None:
+    """Start a local Ray instance (if none is running) with Marquee's Serve defaults, its
+    ports on ``bind_host`` (``MARQUEE_BIND_HOST``).
+    """
     import ray
 
     for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 2), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+                 log_to_driver=False, configure_logging=False, **_ray_bind(bind_host))
+        node_ip = ray.util.get_node_ip_address()
+        if is_loopback(bind_host) and not is_loopback(node_ip):
+            ray.shutdown()
+            raise RuntimeError(f"Ray started on {node_ip}, not loopback, although "
+                               f"MARQUEE_BIND_HOST={bind_host}: this Ray version ignores "
+                               f"{RAY_LOOPBACK_VARIABLE}=0; pin the ray version in "
+                               "pyproject.toml or set MARQUEE_BIND_HOST to that address")
+
+
+# Ray keeps a single-node instance on loopback only in the mode it uses on macOS and Windows
+# (this variable = 0): then the GCS, raylet, object manager, workers, dashboard agent (with
+# the metrics export port) and runtime-env agent all bind 127.0.0.1. ``ray.init`` swaps a
+# loopback ``_node_ip_address`` for the machine's address, so that alone is not enough.
+RAY_LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _ray_bind(host: str) -> dict[str, str]:
+    """``ray.init`` arguments (and environment) that put Ray's ports on ``host``."""
+    if is_loopback(host):
+        from ray._private import ray_constants
+
+        os.environ[RAY_LOOPBACK_VARIABLE] = "0"  # read by every process Ray starts
+        ray_constants.ENABLE_RAY_CLUSTER = False  # this process read it at import
+        return {}
+    if is_wildcard(host):
+        return {}  # Ray's default: the machine's address, gRPC servers on every interface
+    return {"_node_ip_address": host}
 
 
 def start(settings: ServeSettings, noop: bool = False) -> str:
@@ -243,7 +273,7 @@ def start(settings: ServeSettings, noop: bool = False) -> str:
 
     ``noop=True`` also deploys the no-op baseline under ``/noop``.
     """
-    init_ray()
+    init_ray(bind_host=settings.host)
     mp = _multiproc_dir(settings)
     shutil.rmtree(mp, ignore_errors=True)
     mp.mkdir(parents=True, exist_ok=True)

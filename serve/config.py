@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve.constraints import Constraints
 from serve.rerank import RerankConfig
+from streams.contract.listen import BindHost, bind_host_field
 from streams.contract.settings import ENV_FILE
 
 
@@ -23,7 +24,7 @@ class ServeSettings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="vocab.json, catalogue.jsonl, feast/")
     model_path: Path | None = Field(None, description="ONNX model; None = not ready")
     online_store: str | None = Field(None, description="sqlite | redis (default: feature_repo)")
-    host: str = Field("127.0.0.1", description="address the HTTP proxy listens on")
+    host: BindHost = bind_host_field("host")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port of /v1/rank")
     replicas: int = Field(1, ge=1, le=64, description="ranking replicas (Ray Serve)")
     onnx_threads: int = Field(1, ge=1, le=64, description="intra-op threads per replica")

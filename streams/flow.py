@@ -44,6 +44,7 @@ from streams import dead_letters, metrics, refusals
 from streams.contract.catalogue import Title, read_catalogue
 from streams.contract.fast_events import decode_event, fast_event
 from streams.contract.layout import DataLayout
+from streams.contract.listen import BindHost, bind_host_field
 from streams.contract.merge import TokenizerConfig
 from streams.contract.settings import ENV_FILE
 from streams.contract.tokens import KNOWN_VALUES, Vocab
@@ -76,6 +77,7 @@ class FlowSettings(BaseSettings):
                                 "input ends (replays); a tailing flow never ends")
     tail: bool = Field(default=True, description="keep waiting for new events")
     metrics_port: int = Field(default=0, ge=0, description="serve /metrics here (0 = off)")
+    bind_host: BindHost = bind_host_field("bind_host")
     max_lateness_ms: int = Field(default=10_000, ge=0, description="events are reordered "
                                  "within this window; older ones are dead-lettered as late")
     session_gap_ms: int = Field(default=30 * 60_000, ge=0, description="inactivity that ends "
@@ -469,7 +471,7 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
     dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic,
                           settings.dead_letter_max_bytes)
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port)
+        metrics.serve(settings.metrics_port, settings.bind_host)
         metrics.watch_lag(kafka.client_config(), kafka.events_topic)
     log.info("flow %s: %s -> feast (%s) + %s; dead letters -> %s; %s", name,
              kafka.events_topic, online or "env", DataLayout(data_dir).tokens,

@@ -166,7 +166,9 @@ def observe_tokens(n_tokens: int, n_events: int) -> None:
         MERGE_RATIO.set(EVENTS_MERGED._value.get() / TOKENS_EMITTED._value.get())
 
 
-def serve(port: int) -> None:
-    """Expose ``/metrics`` on ``port`` (0 = don't)."""
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Expose ``/metrics`` on ``host:port`` (0 = don't); loopback unless told otherwise
+    (``MARQUEE_BIND_HOST``), prometheus_client's own default being every interface.
+    """
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=host)

@@ -68,7 +68,7 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None, help="ONNX model (MARQUEE_MODEL_PATH)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="vocab, catalogue, feast/ (MARQUEE_DATA_DIR)")
-    p.add_argument("--host", default=None, help="listen address (MARQUEE_HOST)")
+    p.add_argument("--host", default=None, help="listen address (MARQUEE_BIND_HOST)")
     p.add_argument("--port", type=int, default=None, help="HTTP port (MARQUEE_PORT)")
     p.add_argument("--replicas", type=int, default=None, help="replicas (MARQUEE_REPLICAS)")
 
