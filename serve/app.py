@@ -23,8 +23,17 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve as ray_serve  # `serve` is this package
 
+from serve import http_guard
 from serve.config import ServeSettings
-from serve.schemas import Check, Health, RankRequest, RankResponse, SimilarItem, SimilarResponse
+from serve.schemas import (
+    ApiError,
+    Check,
+    Health,
+    RankRequest,
+    RankResponse,
+    SimilarItem,
+    SimilarResponse,
+)
 
 log = logging.getLogger(__name__)
 APP_NAME = "marquee"
@@ -33,6 +42,7 @@ NOOP_APP_NAME = "marquee-noop"
 api = FastAPI(title="Marquee ranking service", version="1",
               description="Session-aware rankings from an ONNX foundation model of user "
                           "behaviour, re-ranked to a goal stated with the request.")
+http_guard.install(api)  # before ``_count``, so that 413s are counted too
 
 
 @api.middleware("http")
@@ -71,6 +81,7 @@ class RankingService:
         self.infer.set_max_batch_size(self.settings.batch_max_size)
         self.infer.set_batch_wait_timeout_s(self.settings.batch_wait_s)
         api.state.model_version = self.ranker.version
+        http_guard.publish_limits(api, self.settings.k_max, self.settings.max_body_bytes)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Load ``user_config["model_path"]`` (a rollover) without stopping service."""
@@ -86,7 +97,7 @@ class RankingService:
         return self.ranker.infer(prepared)
 
     @api.post("/v1/rank", response_model=RankResponse, response_model_exclude_none=True,
-              responses={422: {"description": "a bad request; the detail says what to fix"}})
+              responses=http_guard.ERROR_RESPONSES)
     async def rank(self, req: RankRequest) -> RankResponse:
         """Rank for a user now: stored history + in-session events, then the goal re-rank."""
         t0 = time.perf_counter()
@@ -105,7 +116,9 @@ class RankingService:
         return response
 
     @api.get("/v1/similar/{item_id}", response_model=SimilarResponse,
-             responses={404: {"description": "unknown item"}, 503: {"description": "no model"}})
+             responses={404: {"model": ApiError, "description": "unknown item"},
+                        422: http_guard.ERROR_RESPONSES[422],
+                        503: {"model": ApiError, "description": "no model"}})
     async def similar(self, item_id: str, k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
         """Titles nearest to ``item_id`` in the model's item space."""
         try:
