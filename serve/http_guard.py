@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.json_values import printable
 from serve.schemas import ApiError
+from streams.contract.events import json_schema as event_json_schema
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 MAX_ERRORS = 20  # per answer; a body of 1,000 bad values gets the first 20 and a count
@@ -161,6 +162,9 @@ def publish_limits(app: FastAPI, k_max: int, max_body_bytes: int) -> None:
         if app.openapi_schema is None:
             schema = build()
             _set_k_max(schema, k_max)
+            events = schema["components"]["schemas"].get("InteractionEvent")
+            if events is not None:  # the contract's own ts: epoch ms or RFC 3339
+                events["properties"]["ts"] = event_json_schema()["properties"]["ts"]
             for path in schema.get("paths", {}).values():
                 for op in path.values():
                     too_large = op.get("responses", {}).get("413")

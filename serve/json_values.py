@@ -44,3 +44,31 @@ def check_json_value(value: Any, path: str) -> None:
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             check_json_value(item, f"{path}[{i}]")
+
+
+_JSON_TYPE = {bool: "boolean", int: "integer", float: "number", str: "string",
+              type(None): "null", list: "array", dict: "object"}
+
+
+def json_types(schema: dict[str, Any]) -> dict[str, set[str]]:
+    """Property name -> the JSON types ``schema`` allows it (typed properties only)."""
+    out = {}
+    for name, prop in schema.get("properties", {}).items():
+        branches = prop.get("anyOf", [prop])
+        if all("type" in b for b in branches):
+            out[name] = {b["type"] for b in branches}
+    return out
+
+
+def check_json_types(obj: dict[str, Any], allowed: dict[str, set[str]], path: str) -> None:
+    """Raise ``ValueError`` for a value whose JSON type the schema does not allow: pydantic's
+    lax mode would take ``"5"`` or ``true`` for an integer, which the published schema refuses.
+    """
+    for name, value in obj.items():
+        types = allowed.get(name) if isinstance(name, str) else None
+        if types is None:
+            continue
+        kind = _JSON_TYPE.get(type(value), type(value).__name__)
+        if kind not in types and not (kind == "integer" and "number" in types):
+            raise ValueError(f"{path}.{name} is a JSON {kind}; send a JSON "
+                             f"{' or '.join(sorted(types))}")

@@ -12,9 +12,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from serve.constraints import Constraints
-from serve.json_values import check_json_value
+from serve.json_values import check_json_types, check_json_value, json_types
 from serve.rerank import ConstraintReport, RankedItem
-from streams.contract.events import InteractionEvent
+from streams.contract.events import InteractionEvent, json_schema
+
+_EVENT_TYPES = json_types(json_schema())  # the event contract as published
 
 
 class RankRequest(BaseModel):
@@ -49,6 +51,16 @@ class RankRequest(BaseModel):
     def _plain_json(cls, value: Any, info: ValidationInfo) -> Any:
         """NaN/Infinity and lone surrogates, anywhere: a 422 that names the place."""
         check_json_value(value, info.field_name or "body")
+        return value
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _event_types(cls, value: Any) -> Any:
+        """Each event's values of the contract's JSON types (``"position": "5"`` is a 422)."""
+        if isinstance(value, list):
+            for i, event in enumerate(value):
+                if isinstance(event, dict):
+                    check_json_types(event, _EVENT_TYPES, f"events[{i}]")
         return value
 
 

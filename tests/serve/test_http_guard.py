@@ -58,6 +58,12 @@ def _post(content: bytes | str | AsyncIterator[bytes],
     ('{"user_id": "u", "goal": {"\\udfff": 1}}', "goal has a key", "send valid Unicode"),
     ('{"user_id": "u", "explain": 0}', "explain", "valid boolean"),
     ('{"user_id": "u", "k": "5"}', "k", "valid integer"),
+    (json.dumps({"user_id": "u", "events": [{**EVENT, "position": True}]}),
+     "events[0].position is a JSON boolean", "send a JSON integer"),
+    (json.dumps({"user_id": "u", "events": [{**EVENT, "watch_seconds": "1.5"}]}),
+     "events[0].watch_seconds is a JSON string", "send a JSON number"),
+    (json.dumps({"user_id": "u", "goal": {"min_new_share": False}}), "min_new_share",
+     "valid number"),
 ])
 def test_hostile_values_get_422_naming_the_fix(body: str, where: str, fix: str) -> None:
     r = _post(body)
@@ -120,5 +126,9 @@ def test_the_openapi_document_states_the_enforced_limits() -> None:
     responses = doc["paths"]["/v1/rank"]["post"]["responses"]
     assert {"400", "413", "422", "503"} <= set(responses)
     assert str(LIMIT) in responses["413"]["description"]
+    ts = doc["components"]["schemas"]["InteractionEvent"]["properties"]["ts"]
+    assert {b["type"] for b in ts["anyOf"]} == {"integer", "string"}  # as the contract takes
+    rfc3339 = {**EVENT, "ts": "2026-01-01T00:00:00Z", "user_id": "u"}
+    assert _post(json.dumps({"user_id": "u", "events": [rfc3339]})).status_code == 200
     assert _post('{"user_id": "u", "k": 99}').json() == {
         "detail": "k=99 is more than k_max=50; ask for fewer"}
