@@ -23,8 +23,17 @@ from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve as ray_serve  # `serve` is this package
 
+from serve import http_guard
 from serve.config import ServeSettings
-from serve.schemas import Check, Health, RankRequest, RankResponse, SimilarItem, SimilarResponse
+from serve.schemas import (
+    ApiError,
+    Check,
+    Health,
+    RankRequest,
+    RankResponse,
+    SimilarItem,
+    SimilarResponse,
+)
 from streams.contract.listen import LOOPBACK, is_loopback, is_wildcard
 
 log = logging.getLogger(__name__)
@@ -35,6 +44,7 @@ EXPIRED = object()  # what ``infer`` gives a request whose deadline passed while
 api = FastAPI(title="Marquee ranking service", version="1",
               description="Session-aware rankings from an ONNX foundation model of user "
                           "behaviour, re-ranked to a goal stated with the request.")
+http_guard.install(api)  # before ``_count``, so that 413s are counted too
 
 
 @api.middleware("http")
@@ -73,6 +83,7 @@ class RankingService:
         self.infer.set_max_batch_size(self.settings.batch_max_size)
         self.infer.set_batch_wait_timeout_s(self.settings.batch_wait_s)
         api.state.model_version = self.ranker.version
+        http_guard.publish_limits(api, self.settings.k_max, self.settings.max_body_bytes)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Load ``user_config["model_path"]`` (a rollover) without stopping service."""
@@ -97,10 +108,7 @@ class RankingService:
         return out
 
     @api.post("/v1/rank", response_model=RankResponse, response_model_exclude_none=True,
-              responses={422: {"description": "a bad request; the detail says what to fix"},
-                         503: {"description": "overloaded: shed at the proxy (queue full) or "
-                               "dropped when the request's deadline passed; Retry-After says "
-                               "when to try again"}})
+              responses=http_guard.ERROR_RESPONSES)
     async def rank(self, req: RankRequest, x_request_timeout_ms: int | None = Header(
             None, ge=1, le=60_000, description="drop the request with 503 if it is not "
             "answered within this many ms of the replica taking it (default "
@@ -140,7 +148,9 @@ class RankingService:
                 f"{self.settings.retry_after_s} s, or allow more with X-Request-Timeout-Ms")})
 
     @api.get("/v1/similar/{item_id}", response_model=SimilarResponse,
-             responses={404: {"description": "unknown item"}, 503: {"description": "no model"}})
+             responses={404: {"model": ApiError, "description": "unknown item"},
+                        422: http_guard.ERROR_RESPONSES[422],
+                        503: {"model": ApiError, "description": "no model"}})
     async def similar(self, item_id: str, k: int = Query(10, ge=1, le=100)) -> SimilarResponse:
         """Titles nearest to ``item_id`` in the model's item space."""
         try:

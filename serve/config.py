@@ -54,6 +54,8 @@ class ServeSettings(BaseSettings):
                                     "with 503 (X-Request-Timeout-Ms overrides per request)")
     readyz_timeout_s: float = Field(2.0, gt=0, description="/readyz reports a dependency "
                                     "that does not answer within this as down")
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="largest request "
+                                "body; a larger one gets 413 before it is read")
     session_events_max: int = Field(500, ge=1, le=10_000,
                                     description="most in-session events in one request")
     rerank: RerankConfig = Field(default_factory=RerankConfig, description="re-ranker "

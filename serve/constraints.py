@@ -24,7 +24,9 @@ GOAL_PRESETS: dict[str, dict[str, object]] = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a number is a JSON number and a flag a JSON boolean (no "0.2", no 0 for false),
+    # as the published schema says
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class GroupCount(_Strict):

@@ -73,6 +73,9 @@ class Prepared:
     fallback: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     deadline: float | None = None  # time.monotonic() after which it is not worth computing
+    candidates: list[str] | None = None  # the request's, known to the catalogue, deduplicated
+    unknown: list[str] = field(default_factory=list)  # the request's, known to no catalogue
+    excluded: int = 0  # known candidates left out: watched or not released yet
 
 
 class ItemCatalogue:
@@ -233,8 +236,13 @@ class Ranker:
         now = max(times) if times else int(time.time() * 1000)
         if not seq["item"] and fallback is None:
             fallback = "unknown_user"
-        return Prepared(req, k, seq, history, now, degraded, fallback,
-                        {"features": t1 - t0, "tokenize": time.perf_counter() - t1})
+        p = Prepared(req, k, seq, history, now, degraded, fallback,
+                     {"features": t1 - t0, "tokenize": time.perf_counter() - t1})
+        if req.candidates is not None:  # an id no catalogue holds is reported, never ranked
+            requested = list(dict.fromkeys(req.candidates))
+            p.candidates = [c for c in requested if c in self.catalogue.items]
+            p.unknown = [c for c in requested if c not in self.catalogue.items]
+        return p
 
     # ---- stage 2: inference (batched) ----------------------------------------------------
     def infer(self, batch: list[Prepared]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -271,6 +279,9 @@ class Ranker:
         stats_ok = self.catalogue.refresh()
         if not stats_ok and self.store is not None and not p.degraded:
             p.degraded, p.fallback = True, p.fallback or "feature_store_unavailable"
+        if p.candidates is not None:  # the same titles a full ranking leaves out (after refresh)
+            keep = [c for c in p.candidates if self._eligible(c, p)]
+            p.excluded, p.candidates = len(p.candidates) - len(keep), keep
         if inferred is None:
             if self.model is None:
                 p.degraded, p.fallback = True, "no_model"
@@ -286,13 +297,13 @@ class Ranker:
 
     def _scored(self, p: Prepared, emb: np.ndarray, ids: np.ndarray, scores: np.ndarray
                 ) -> list[tuple[str, float]]:
-        if p.request.candidates is not None:
-            known = [c for c in p.request.candidates if c in self._model_ids
+        if p.candidates is not None:
+            known = [c for c in p.candidates if c in self._model_ids
                      and self._model_ids[c] < self.model.n_items]
             vecs = self.model.item_embeddings[[self._model_ids[c] for c in known]]
             got = dict(zip(known, (vecs @ emb).tolist(), strict=True))
             floor = min(got.values(), default=0.0) - 1.0  # cold titles: last, but rankable
-            return [(c, got.get(c, floor)) for c in dict.fromkeys(p.request.candidates)]
+            return [(c, got.get(c, floor)) for c in p.candidates]
         out = []
         for i, s in zip(ids.tolist(), scores.tolist(), strict=True):
             if s > -1e8 and 2 <= i < len(self._model_items):
@@ -301,16 +312,21 @@ class Ranker:
 
     def _popular(self, p: Prepared) -> list[tuple[str, float]]:
         """Popular and fresh titles for a user the store does not know (or no model)."""
-        pool = p.request.candidates or list(self.catalogue.items)
+        pool = p.candidates if p.candidates is not None else list(self.catalogue.items)
         out = []
         for item_id in pool:
             info = self.catalogue.items.get(item_id, ItemInfo())
-            if info.release_ms > p.now_ms or item_id in p.history:
+            if not self._eligible(item_id, p):
                 continue
             fresh = 1.0 if 0 <= p.now_ms - info.release_ms < self.settings.new_title_days * DAY_MS \
                 else 0.0
             out.append((item_id, math.log1p(info.plays_24h) + fresh))
         return out
+
+    def _eligible(self, item_id: str, p: Prepared) -> bool:
+        """Released by the request's time and not watched by the user (the model's mask)."""
+        info = self.catalogue.items.get(item_id, ItemInfo())
+        return info.release_ms <= p.now_ms and item_id not in p.history
 
     def _candidate(self, item_id: str, score: float, p: Prepared) -> Candidate:
         info = self.catalogue.items.get(item_id, ItemInfo())
@@ -340,7 +356,10 @@ class Ranker:
             explanation=result.explanation if result else "no candidates",
             degraded=p.degraded, fallback=p.fallback,
             latency_ms={k: v * 1e3 for k, v in p.timings.items()} if explain else None,
-            constraints=reports if explain else None)
+            constraints=reports if explain else None,
+            unknown_candidates=len(p.unknown) if p.candidates is not None else None,
+            unknown_candidate_ids=p.unknown[:5] if p.candidates is not None else None,
+            excluded_candidates=p.excluded if p.candidates is not None else None)
 
     def _record(self, p: Prepared, result: RerankResult | None,
                 items: list[RankedItemOut]) -> None:

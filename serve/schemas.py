@@ -7,13 +7,16 @@ their fields (and its description) is declared once, where the re-ranker fills i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from serve.constraints import Constraints
+from serve.json_values import check_json_types, check_json_value, json_types
 from serve.rerank import ConstraintReport, RankedItem
-from streams.contract.events import InteractionEvent
+from streams.contract.events import InteractionEvent, json_schema
+
+_EVENT_TYPES = json_types(json_schema())  # the event contract as published
 
 
 class RankRequest(BaseModel):
@@ -31,13 +34,34 @@ class RankRequest(BaseModel):
     events: list[InteractionEvent] = Field(
         default_factory=list, max_length=500,
         description="the user's in-session events not yet in the feature store (event contract)")
-    candidates: list[str] | None = Field(
+    candidates: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
         default=None, min_length=1, max_length=1000,
-        description="rank only these item ids (default: the whole catalogue)")
-    k: int | None = Field(default=None, ge=1, le=1000, description="list length")
+        description="rank only these item ids (default: the whole catalogue); ids no catalogue "
+                    "holds are dropped and reported (unknown_candidates), titles the user has "
+                    "watched or that are not released yet are left out as in a full ranking")
+    k: int | None = Field(default=None, ge=1, le=1000, strict=True,
+                          description="list length (at most the service's k_max)")
     goal: Constraints | None = Field(
         default=None, description="constraints and the user's goal for this request")
-    explain: bool = Field(default=False, description="add per-stage latency and all constraints")
+    explain: bool = Field(default=False, strict=True,
+                          description="add per-stage latency and all constraints")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_json(cls, value: Any, info: ValidationInfo) -> Any:
+        """NaN/Infinity and lone surrogates, anywhere: a 422 that names the place."""
+        check_json_value(value, info.field_name or "body")
+        return value
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _event_types(cls, value: Any) -> Any:
+        """Each event's values of the contract's JSON types (``"position": "5"`` is a 422)."""
+        if isinstance(value, list):
+            for i, event in enumerate(value):
+                if isinstance(event, dict):
+                    check_json_types(event, _EVENT_TYPES, f"events[{i}]")
+        return value
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,14 @@ class RankResponse(BaseModel):
         default=None, description="why: no_model | unknown_user | feature_store_unavailable")
     latency_ms: dict[str, float] | None = None
     constraints: list[ConstraintReport] | None = None
+    unknown_candidates: int | None = Field(
+        default=None, description="how many requested candidates no catalogue holds (dropped, "
+                                  "never ranked); only when the request names candidates")
+    unknown_candidate_ids: list[str] | None = Field(
+        default=None, description="the first few of them (up to 5)")
+    excluded_candidates: int | None = Field(
+        default=None, description="how many requested candidates were left out because the "
+                                  "user has watched them or they are not released yet")
 
 
 class SimilarItem(BaseModel):
@@ -99,3 +131,17 @@ class Health(BaseModel):
     model_version: str | None = None
     detail: str = ""
     checks: dict[str, Check] | None = None
+
+
+class FieldError(BaseModel):
+    """One problem with a request: where it is and what to change (the input is not echoed)."""
+
+    loc: list[str | int] = Field(description="where: body, then field names and list indexes")
+    msg: str = Field(description="what is wrong and the fix")
+    type: str = Field(description="the kind of problem, e.g. missing, int_parsing")
+
+
+class ApiError(BaseModel):
+    """Every 4xx answer of the service: one message, or one entry per problem (422)."""
+
+    detail: str | list[FieldError]

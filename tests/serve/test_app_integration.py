@@ -1,10 +1,14 @@
-"""The app on Ray Serve: through a deployment handle, over HTTP, fuzzed from its OpenAPI
-document (no 5xx), and a model rollover under load that drops no request."""
+"""The app on Ray Serve: through a deployment handle, over HTTP, hostile inputs (4xx naming the
+fix), fuzzed from its OpenAPI document (no 5xx, every answer as documented), and a model
+rollover under load that drops no request."""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -12,6 +16,13 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from serve import app
 from serve.constraints import Constraints, Goal
@@ -70,33 +81,104 @@ def test_bad_requests_get_4xx_that_say_what_to_fix(served, world) -> None:
     assert r.status_code == 422 and "max_items" in r.text
 
 
-def test_openapi_fuzz_never_5xx(served) -> None:
+HOSTILE = [  # (raw JSON body, what the 422 must say)
+    ('{"user_id": "\\ud800"}', "send valid Unicode"),
+    ('{"user_id": "u", "k": NaN}', "send a finite number"),
+    ('{"user_id": "u", "events": [{"event_id": "e", "user_id": "u", "item_id": "i", '
+     '"action": "play", "ts": 1767300000000, "device": "tv", "surface": "s", '
+     '"watch_seconds": NaN}]}', "watch_seconds is nan"),
+    ('{"user_id": "u", "explain": 0}', "valid boolean"),
+]
+
+
+@pytest.mark.parametrize(("body", "fix"), HOSTILE)
+def test_hostile_inputs_get_422_that_names_the_fix(served, body: str, fix: str) -> None:
+    url, _ = served
+    r = httpx.post(f"{url}/v1/rank", content=body, timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 422 and fix in r.text, r.text
+
+
+def test_bodies_over_the_limit_get_413_and_bad_bytes_400(served) -> None:
+    url, settings_ = served
+    limit = settings_.max_body_bytes
+    big = json.dumps({"user_id": "u", "candidates": ["c" * 100] * (limit // 90)}).encode()
+    r = httpx.post(f"{url}/v1/rank", content=big, timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and f"the limit is {limit} bytes" in r.json()["detail"]
+    assert len(r.content) < 1000  # the answer does not echo the body
+
+    def chunks():
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    r = httpx.post(f"{url}/v1/rank", content=chunks(), timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "MARQUEE_MAX_BODY_BYTES" in r.json()["detail"]
+    r = httpx.post(f"{url}/v1/rank", content=b'{"user_id": "\xff"}', timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "UTF-8" in r.json()["detail"]
+
+
+def test_unknown_candidates_are_reported_not_ranked(served, world) -> None:
+    url, _ = served
+    bogus = [f"../../etc/passwd{i}" for i in range(1000)]
+    r = httpx.post(f"{url}/v1/rank", json={"user_id": world.users[0], "candidates": bogus},
+                   timeout=30)
+    got = r.json()
+    assert r.status_code == 200 and got["items"] == [], r.text
+    assert got["unknown_candidates"] == 1000 and got["unknown_candidate_ids"] == bogus[:5]
+
+
+def test_the_openapi_document_states_what_is_enforced(served) -> None:
+    url, settings_ = served
+    doc = httpx.get(f"{url}/openapi.json").json()
+    k = doc["components"]["schemas"]["RankRequest"]["properties"]["k"]
+    assert [b["maximum"] for b in k["anyOf"] if b.get("type") == "integer"] == [settings_.k_max]
+    assert {"200", "400", "413", "422", "503"} <= set(doc["paths"]["/v1/rank"]["post"]["responses"])
+    over = httpx.post(f"{url}/v1/rank", json={"user_id": "u", "k": settings_.k_max + 1},
+                      timeout=30)
+    at = httpx.post(f"{url}/v1/rank", json={"user_id": "u", "k": settings_.k_max}, timeout=30)
+    assert over.status_code == 422 and at.status_code == 200
+
+
+# Examples per operation and generation mode; MARQUEE_FUZZ_EXAMPLES=2500 gives the long run.
+FUZZ_EXAMPLES = int(os.environ.get("MARQUEE_FUZZ_EXAMPLES", "60"))
+FUZZ_CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
+               content_type_conformance, negative_data_rejection]
+
+
+def test_openapi_fuzz_never_5xx_and_every_answer_matches_the_schema(served) -> None:
     """Hypothesis-generated requests from the app's own OpenAPI document, valid and invalid
-    (positive and negative modes): every answer is < 500."""
+    (positive and negative modes): no answer is 5xx, every status code, content type and body
+    is one the document declares, and every invalid request is refused."""
     url, _ = served
     schema = schemathesis.openapi.from_dict(httpx.get(f"{url}/openapi.json").json())
-    labels = []
+    labels: list[str] = []
+    sent = Counter[int]()
     for result in schema.get_all_operations():
         op = result.ok()
         labels.append(op.label)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
-                      database=None)
+            @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
             @given(case=op.as_strategy(generation_mode=mode))
             def check(case) -> None:
                 response = case.call(base_url=url, timeout=30)
+                sent[response.status_code] += 1
                 if response.status_code == 503 and "x-request-timeout-ms" in {
                         h.lower() for h in (case.headers or {})}:
                     return  # a deadline the case chose expired: a shed, said with Retry-After
-                assert response.status_code < 500, (case.method, case.path, case.body,
-                                                    response.text[:300])
+                case.validate_response(response, checks=FUZZ_CHECKS)
 
             try:
                 check()
             except Unsatisfiable:  # nothing to make invalid (no parameters, no body)
                 assert mode is GenerationMode.NEGATIVE
     assert "POST /v1/rank" in labels and "GET /v1/similar/{item_id}" in labels
+    assert sent[422] and sent[200], sent  # both kinds of answer were exercised
+    print(f"fuzz: {sum(sent.values())} requests, by status {dict(sorted(sent.items()))}")
 
 
 def test_a_request_past_its_deadline_is_dropped_with_503_and_retry_after(served, world):

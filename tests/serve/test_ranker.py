@@ -103,9 +103,42 @@ def test_bad_requests_say_what_to_fix(world, ranker) -> None:
 def test_candidates_restrict_the_list_and_similar_works(world, ranker) -> None:
     cands = list(world.catalogue)[:12]
     res = _rank(ranker, RankRequest(user_id=world.users[0], k=5, candidates=cands + ["zzz"]))
-    assert {i.item_id for i in res.items} <= set(cands) | {"zzz"}
+    assert {i.item_id for i in res.items} <= set(cands)
+    assert res.unknown_candidates == 1 and res.unknown_candidate_ids == ["zzz"]
     sims = ranker.similar(cands[0], 5)
     assert len(sims) == 5 and cands[0] not in [s for s, _ in sims]
+
+
+def test_unknown_candidates_are_dropped_and_reported_never_ranked(world, ranker) -> None:
+    cands = list(world.catalogue)[:12]
+    bogus = [f"../../etc/passwd{i}" for i in range(988)]
+    res = _rank(ranker, RankRequest(user_id=world.users[0], k=20, candidates=cands + bogus))
+    assert res.items and {i.item_id for i in res.items} <= set(cands)
+    assert res.unknown_candidates == 988 and res.unknown_candidate_ids == bogus[:5]
+    only_bogus = _rank(ranker, RankRequest(user_id=world.users[0], k=5, candidates=bogus))
+    assert only_bogus.items == [] and only_bogus.unknown_candidates == 988
+    full = _rank(ranker, RankRequest(user_id=world.users[0], k=5))
+    assert full.unknown_candidates is None  # reported only when the request names candidates
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_explicit_candidates_leave_out_watched_and_unreleased_titles(world, ranker,
+                                                                     with_model: bool) -> None:
+    """As a full ranking does (the model's mask, or the popular fallback's filter)."""
+    user = world.users[0]
+    mine = [e for e in world.events if e.user_id == user]
+    last = max(e.ts for e in mine)
+    watched = list(dict.fromkeys(e.item_id for e in reversed(mine)
+                                 if e.action.value == "complete"))[:5]
+    unreleased = sorted(i for i, t in world.catalogue.items() if t.release_ms > last)[:5]
+    touched = {e.item_id for e in mine}
+    fresh = [i for i, t in world.catalogue.items() if t.release_ms <= last and i not in touched]
+    assert len(watched) == 5 and len(unreleased) == 5 and len(fresh) >= 10
+    r = ranker if with_model else Ranker(world.settings(), world.store, None)
+    res = _rank(r, RankRequest(user_id=user, k=20, candidates=watched + unreleased + fresh[:10]))
+    assert {i.item_id for i in res.items} == set(fresh[:10])
+    assert res.excluded_candidates == 10 and res.unknown_candidates == 0
+    assert res.fallback == (None if with_model else "no_model")
 
 
 def test_checks_say_which_dependency_is_missing(world, ranker) -> None:
