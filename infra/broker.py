@@ -99,6 +99,17 @@ class EmbeddedBroker:
         tansu_up = self.process is not None and self.process.poll() is None
         return tansu_up and (self.store is None or self.store.alive())
 
+    def _processes(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in (self.process, self.store and self.store.process) if p is not None]
+
+    def pids(self) -> list[int]:
+        """The running processes' ids (Tansu, and its object store when durable)."""
+        return [p.pid for p in self._processes() if p.poll() is None]
+
+    def exit_code(self) -> int | None:
+        """The exit code of the first of its processes that ended, if one did."""
+        return next((p.returncode for p in self._processes() if p.poll() is not None), None)
+
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         """Start what is not running and wait until Tansu answers metadata requests.
 

@@ -61,34 +61,6 @@ def wipe(layout: Layout) -> None:
         (layout.root / name).unlink(missing_ok=True)
 
 
-class _Broker:
-    """The embedded broker as a supervised child, on the same port and storage each start."""
-
-    def __init__(self, port: int, layout: Layout) -> None:
-        from infra.broker import EmbeddedBroker
-
-        self.broker = EmbeddedBroker(port=port, log_path=layout.root / "broker.log",
-                                     data_dir=layout.root / "broker")
-
-    def start(self) -> None:
-        self.broker.start()
-
-    def alive(self) -> bool:
-        return self.broker.alive()
-
-    def stop(self) -> None:
-        self.broker.stop()
-
-    def pids(self) -> list[int]:
-        procs = [self.broker.process, self.broker.store and self.broker.store.process]
-        return [p.pid for p in procs if p is not None and p.poll() is None]
-
-    def exit_code(self) -> int | None:
-        procs = [self.broker.process, self.broker.store and self.broker.store.process]
-        codes = [p.poll() for p in procs if p is not None and p.poll() is not None]
-        return codes[0] if codes else None
-
-
 def _flow(kafka: KafkaSettings, layout: Layout, metrics_port: int) -> Processes:
     from infra.pipeline import flow_env
     from streams import launch
@@ -175,9 +147,12 @@ def _start_broker(sup: Supervisor, cfg: DemoConfig, layout: Layout) -> KafkaSett
     """
     kafka = KafkaSettings()
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        broker = _Broker(cfg.broker_port or 9092, layout)
+        from infra.broker import EmbeddedBroker
+
+        broker = EmbeddedBroker(port=cfg.broker_port or 9092, log_path=layout.root / "broker.log",
+                                data_dir=layout.root / "broker")  # the same storage each start
         sup.add("broker", broker, layout.root / "broker.log")
-        kafka = kafka.model_copy(update={"bootstrap_servers": broker.broker.bootstrap})
+        kafka = kafka.model_copy(update={"bootstrap_servers": broker.bootstrap})
         # Tansu on S3 answers a 10 ms fetch empty when it cannot read the records in time,
         # so the flows this stack starts wait longer (docs/design.md, "Durable broker").
         os.environ.setdefault("MARQUEE_FLOW_FETCH_WAIT_MS", str(DURABLE_FETCH_WAIT_MS))

@@ -135,17 +135,18 @@ class RankingService:
             time.perf_counter() - t0)
         return response
 
-    def _expired(self, timeout_ms: int, t0: float) -> JSONResponse:
+    def _expired(self, timeout_ms: int, t0: float) -> Response:
         """503 for a request whose deadline passed before its ranking was computed."""
         from serve import metrics
 
         metrics.SHED.labels("expired").inc()
         waited = (time.perf_counter() - t0) * 1000
-        return JSONResponse(status_code=503, headers={
-            "Retry-After": str(self.settings.retry_after_s)}, content={"detail": (
-                f"not computed: the request's deadline of {timeout_ms} ms passed after "
-                f"{waited:.0f} ms in the replica (the service is overloaded); retry after "
-                f"{self.settings.retry_after_s} s, or allow more with X-Request-Timeout-Ms")})
+        answer = http_guard.error_response(503, (
+            f"not computed: the request's deadline of {timeout_ms} ms passed after "
+            f"{waited:.0f} ms in the replica (the service is overloaded); retry after "
+            f"{self.settings.retry_after_s} s, or allow more with X-Request-Timeout-Ms"))
+        answer.headers["Retry-After"] = str(self.settings.retry_after_s)
+        return answer
 
     @api.get("/v1/similar/{item_id}", response_model=SimilarResponse,
              responses={404: {"model": ApiError, "description": "unknown item"},

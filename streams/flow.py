@@ -217,8 +217,6 @@ class Router:
         metrics.EVENTS_CONSUMED.inc(len(poll))
         for reason, n in Counter(d.reason for d in dead).items():
             metrics.EVENTS_INVALID.labels(reason=reason).inc(n)
-        if poll:
-            metrics.observe_offset(poll[-1].partition(), poll[-1].offset())
 
     def _number_new_values(self, slices: Iterable[Slice]) -> None:
         """Number new items, devices and surfaces in one round per batch (one lock with a

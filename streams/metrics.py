@@ -47,7 +47,7 @@ BROKER_UP = Gauge("marquee_broker_up",
 
 # When a list, every freshness observation is also appended here (benchmarks read it).
 FRESHNESS_SAMPLES: list[float] | None = None
-_positions: dict[int, int] = {}  # partition -> next offset to read, as seen by decode
+_partitions: set[int] = set()  # the events-topic partitions this process reads
 
 
 def observe_freshness(seconds: float) -> None:
@@ -83,19 +83,13 @@ def observe_freshness_many(done_ms: float, produced_ms: list[int]) -> None:
     FRESHNESS_SECONDS._sum.inc(float(ages.sum()))
 
 
-def observe_offset(partition: int, offset: int) -> None:
-    """Remember how far the flow has read ``partition`` (the partitions the probe covers)."""
-    if offset >= _positions.get(partition, -1):
-        _positions[partition] = offset + 1
-
-
 def observe_lag(partition: int, high: int, next_offset: int) -> None:
     """Lag of one partition from its reader: the high watermark of the last fetch response
     minus the next offset to read. Fetch responses carry the true high watermark on every
     broker; a ListOffsets ("latest") request does not on Tansu's S3 storage. While the probe
     finds the broker down, the gauge stays NaN (a cached watermark would claim "caught up").
     """
-    _positions.setdefault(partition, next_offset)
+    _partitions.add(partition)
     if _broker_up and high >= 0:
         CONSUMER_LAG.labels(partition=str(partition)).set(max(high - next_offset, 0))
 
@@ -113,7 +107,7 @@ def probe_broker(consumer: Any, topic: str, timeout_s: float = 2.0) -> bool:
     except Exception:  # noqa: BLE001 - any failure means the broker is not answering
         _broker_up = False
         BROKER_UP.set(0)
-        for partition in list(_positions):
+        for partition in list(_partitions):
             CONSUMER_LAG.labels(partition=str(partition)).set(float("nan"))
         return False
     _broker_up = True
