@@ -217,7 +217,7 @@ def build_app(settings: ServeSettings) -> Any:
     env = {"PROMETHEUS_MULTIPROC_DIR": str(_multiproc_dir(settings))}
     init = settings.model_dump(mode="json", exclude={"model_path"})
     user_config = {"model_path": str(settings.model_path) if settings.model_path else None}
-    from ray.serve.config import BackpressureConfig
+    from ray.serve.config import BackpressureConfig, RequestRouterConfig
 
     return RankingService.options(
         num_replicas=settings.replicas, user_config=user_config,
@@ -225,6 +225,9 @@ def build_app(settings: ServeSettings) -> Any:
         max_queued_requests=settings.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=503,
                                                retry_after_s=settings.retry_after_s),
+        request_router_config=RequestRouterConfig(
+            initial_backoff_s=min(0.001, settings.route_retry_max_s),
+            max_backoff_s=settings.route_retry_max_s),
         ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}},
     ).bind(init)
 

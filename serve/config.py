@@ -47,6 +47,10 @@ class ServeSettings(BaseSettings):
     max_queued_requests: int = Field(64, ge=-1, le=100_000, description="requests waiting at "
                                      "the proxy per deployment; past this a fast 503 with "
                                      "Retry-After (-1: unbounded, not advised)")
+    route_retry_max_s: float = Field(
+        0.01, gt=0, le=1, description="longest a queued request waits before the proxy looks "
+        "again for a free replica slot (Ray Serve's router backoff, 0.5 s by default there: "
+        "under sustained overload a freed slot then idles while requests wait)")
     retry_after_s: int = Field(1, ge=1, le=3600, description="Retry-After of a 503 (shed or "
                                "expired request)")
     request_timeout_ms: int = Field(5000, ge=1, le=60_000, description="a request not "

@@ -159,7 +159,7 @@ def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
 
 
 def overload(url: str, bodies: list[dict], rate: float, seconds: float,
-             connections: int = 96) -> dict[str, Any]:
+             connections: int = 256) -> dict[str, Any]:
     """Poisson arrivals at ``rate``/s (a multiple of capacity) for ``seconds``, on enough
     connections that the client never holds requests back: what the service answers (200),
     what it sheds (503, and how fast), and what fails otherwise. Latency counts from the
