@@ -1,7 +1,8 @@
 """The ranking service: one Ray Serve deployment with a FastAPI ingress over ``Ranker``.
 
 The deployment parses, times, counts and calls; the logic lives in ``serve.ranker``. ONNX
-inference goes through ``@ray_serve.batch`` so concurrent requests share one model call. The model
+inference goes through ``@ray_serve.batch`` so concurrent requests share one model call; a
+request alone in the replica calls the model directly (the queue's hop is latency only). The model
 path is ``user_config``: changing it (``rollover``) calls ``reconfigure`` on the running
 replicas, which load the new file beside the old one and swap, so no request is dropped.
 
@@ -19,11 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from ray import serve as ray_serve  # `serve` is this package
 
-from serve import http_guard
+from serve import http_guard, metrics
 from serve.config import ServeSettings
 from serve.schemas import (
     ApiError,
@@ -44,19 +45,8 @@ EXPIRED = object()  # what ``infer`` gives a request whose deadline passed while
 api = FastAPI(title="Marquee ranking service", version="1",
               description="Session-aware rankings from an ONNX foundation model of user "
                           "behaviour, re-ranked to a goal stated with the request.")
-http_guard.install(api)  # before ``_count``, so that 413s are counted too
-
-
-@api.middleware("http")
-async def _count(request: Request, call_next: Any) -> Response:
-    from serve import metrics
-
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "other")
-    version = getattr(request.app.state, "model_version", "none")
-    metrics.REQUESTS.labels(path, str(response.status_code), version).inc()
-    return response
+http_guard.install(api)
+api.add_middleware(metrics.CountRequests)  # outermost, so that 413s are counted too
 
 
 @ray_serve.deployment(name="RankingService", max_ongoing_requests=64)
@@ -80,6 +70,7 @@ class RankingService:
             log.warning("feature store unavailable at start (%s); serving degraded", exc)
         self.ranker = Ranker(self.settings, store, None)
         self.model_path: str | None = None
+        self._ranking = 0  # requests between features and inference (batch when > 1)
         self.infer.set_max_batch_size(self.settings.batch_max_size)
         self.infer.set_batch_wait_timeout_s(self.settings.batch_wait_s)
         api.state.model_version = self.ranker.version
@@ -114,31 +105,47 @@ class RankingService:
             "answered within this many ms of the replica taking it (default "
             "MARQUEE_REQUEST_TIMEOUT_MS)")) -> Any:
         """Rank for a user now: stored history + in-session events, then the goal re-rank."""
+        answer = await self.ranking(req, x_request_timeout_ms)
+        if isinstance(answer, Response):
+            return answer
+        # Serialized here, in pydantic's Rust encoder: FastAPI would validate the model again
+        # against ``response_model`` and encode it through Python dicts.
+        return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
+
+    async def ranking(self, req: RankRequest, timeout_ms: int | None = None
+                      ) -> RankResponse | Response:
+        """The ranking itself (what ``/v1/rank`` answers; handle callers call this): a 503
+        ``Response`` when the deadline passes first.
+        """
         t0 = time.perf_counter()
-        timeout_ms = (x_request_timeout_ms if isinstance(x_request_timeout_ms, int)
-                      else self.settings.request_timeout_ms)  # a handle call passes none
+        timeout_ms = timeout_ms or self.settings.request_timeout_ms
         deadline = time.monotonic() + timeout_ms / 1000
         try:
             prepared = self.ranker.prepare(req)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from exc
         prepared.deadline = deadline
-        inferred = EXPIRED if time.monotonic() > deadline else await self.infer(prepared)
+        self._ranking += 1
+        try:
+            if time.monotonic() > deadline:
+                inferred = EXPIRED
+            elif self._ranking == 1:  # alone: the batch queue's hop would only add latency
+                inferred = self.ranker.infer([prepared])[0]
+            else:
+                inferred = await self.infer(prepared)
+        finally:
+            self._ranking -= 1
         if inferred is EXPIRED:
             return self._expired(timeout_ms, t0)
         response = self.ranker.finish(prepared, inferred)
         if response.latency_ms is not None:
             response.latency_ms["total"] = (time.perf_counter() - t0) * 1e3
-        from serve import metrics
-
         metrics.REQUEST_SECONDS.labels("total", response.model_version).observe(
             time.perf_counter() - t0)
         return response
 
     def _expired(self, timeout_ms: int, t0: float) -> Response:
         """503 for a request whose deadline passed before its ranking was computed."""
-        from serve import metrics
-
         metrics.SHED.labels("expired").inc()
         waited = (time.perf_counter() - t0) * 1000
         answer = http_guard.error_response(503, (
@@ -192,8 +199,6 @@ class RankingService:
     @api.get("/metrics", response_class=Response)
     async def metrics(self) -> Response:
         """Prometheus exposition of every replica (multiprocess files)."""
-        from serve import metrics
-
         body, content_type = metrics.render()
         return Response(content=body, media_type=content_type)
 

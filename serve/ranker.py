@@ -78,6 +78,10 @@ class Prepared:
     excluded: int = 0  # known candidates left out: watched or not released yet
 
 
+_SHOWN = {segment: metrics.SHOWN.labels(segment) for segment in ("all", "popular", "new",
+                                                                  "cold")}
+
+
 class ItemCatalogue:
     """Title metadata and exposure stats, re-read from the feature store every ``ttl`` seconds
     (stats are global, not per user, so one read serves every request in between).
@@ -137,6 +141,9 @@ class Ranker:
         ids = list(self.vocab.tables["item"]) or (list(model.vocab.tables["item"]) if model
                                                   else [])
         self.catalogue = ItemCatalogue(settings, store, ids)
+        self._names = self.vocab.items_by_id()  # serving never grows the vocabulary
+        self._watched = {self.vocab.tables["action"][a] for a in SEEN_ACTIONS
+                         if a in self.vocab.tables["action"]}
         self.reranker = GoalReranker(settings.rerank, settings.constraints)
         self._shown: set[str] = set()
         self._set_model(model)
@@ -226,8 +233,7 @@ class Ranker:
         for tok in tokens:
             for f, v in zip(FACETS, tok.facet_ids(), strict=True):
                 seq[f].append(v)
-        names = self.vocab.items_by_id()
-        watched = {self.vocab.tables["action"][a] for a in SEEN_ACTIONS}
+        names, watched = self._names, self._watched
         history = {names[i] for i, a in zip(seq["item"], seq["action"], strict=True)
                    if a in watched and 2 <= i < len(names)}
         history |= {e.item_id for e in req.events if e.item_id and e.action.value in
@@ -288,7 +294,7 @@ class Ranker:
             scored = self._popular(p)
         else:
             scored = self._scored(p, *inferred)
-        cands = [self._candidate(item_id, s, p) for item_id, s in scored]
+        cands = self._candidates(scored, p)
         t1 = time.perf_counter()
         result = self.reranker.rerank(cands, p.k, p.request.goal) if cands else None
         t2 = time.perf_counter()
@@ -328,18 +334,28 @@ class Ranker:
         info = self.catalogue.items.get(item_id, ItemInfo())
         return info.release_ms <= p.now_ms and item_id not in p.history
 
-    def _candidate(self, item_id: str, score: float, p: Prepared) -> Candidate:
-        info = self.catalogue.items.get(item_id, ItemInfo())
-        lam = self.settings.exposure_strength
-        mean = self.catalogue.mean_impressions
-        if lam and mean > 0:  # popularity-bias control: exposure above average costs score
-            score -= lam * math.log1p(info.impressions_24h / mean)
-        new = 0 <= p.now_ms - info.release_ms < self.settings.new_title_days * DAY_MS
-        familiar = item_id in p.history or (info.series and any(
-            h.startswith(info.series) for h in p.history))
-        return Candidate(item_id, float(score), info.genre, info.kind, info.series,
-                         info.duration_s, bool(new and info.release_ms),
-                         info.impressions_24h >= self.catalogue.overexposed_at, bool(familiar))
+    def _candidates(self, scored: list[tuple[str, float]], p: Prepared) -> list[Candidate]:
+        """Each scored title with what the re-ranker's rules read (one pass, hoisted lookups:
+        this runs for every title the model proposes, on every request).
+        """
+        items, default = self.catalogue.items, ItemInfo()
+        watched_series = {items[h].series for h in p.history if h in items and items[h].series}
+        lam, mean = self.settings.exposure_strength, self.catalogue.mean_impressions
+        penalise = bool(lam and mean > 0)  # popularity-bias control: exposure above average
+        over_at, new_ms, now, history = (self.catalogue.overexposed_at,
+                                         self.settings.new_title_days * DAY_MS, p.now_ms,
+                                         p.history)
+        out = []
+        for item_id, score in scored:
+            info = items.get(item_id, default)
+            if penalise:
+                score -= lam * math.log1p(info.impressions_24h / mean)
+            age = now - info.release_ms
+            out.append(Candidate(item_id, float(score), info.genre, info.kind, info.series,
+                                 info.duration_s, bool(0 <= age < new_ms and info.release_ms),
+                                 info.impressions_24h >= over_at,
+                                 item_id in history or info.series in watched_series))
+        return out
 
     def _response(self, p: Prepared, result: RerankResult | None) -> RankResponse:
         items = result.items if result else []
@@ -379,19 +395,23 @@ class Ranker:
                 metrics.CONSTRAINTS.labels(c.family, outcome).inc()
                 if c.relaxed:
                     metrics.RERANK_RELAXATIONS.labels(c.family).inc()
-        cat = self.catalogue
-        metrics.SHOWN.labels("all").inc(len(items))
-        metrics.SHOWN.labels("popular").inc(sum(
-            cat.items.get(i.item_id, ItemInfo()).impressions_24h >= cat.overexposed_at
-            for i in items))
-        metrics.SHOWN.labels("new").inc(sum(
-            0 <= p.now_ms - cat.items.get(i.item_id, ItemInfo()).release_ms
-            < self.settings.new_title_days * DAY_MS for i in items))
-        if self.model is not None:
-            known, ids = self.model.known_items, self._model_ids
-            metrics.SHOWN.labels("cold").inc(sum(
-                ids.get(i.item_id, len(known)) >= len(known)
-                or known[ids[i.item_id]] == 0 for i in items))
+        cat, default, new_ms = self.catalogue, ItemInfo(), self.settings.new_title_days * DAY_MS
+        known, ids = (self.model.known_items, self._model_ids) if self.model is not None \
+            else (None, {})
+        popular = new = cold = 0
+        for it in items:  # one pass: this runs on every response
+            info = cat.items.get(it.item_id, default)
+            popular += info.impressions_24h >= cat.overexposed_at
+            new += 0 <= p.now_ms - info.release_ms < new_ms
+            if known is not None:
+                idx = ids.get(it.item_id, len(known))
+                cold += idx >= len(known) or known[idx] == 0
+        shown = _SHOWN
+        shown["all"].inc(len(items))
+        shown["popular"].inc(popular)
+        shown["new"].inc(new)
+        if known is not None:
+            shown["cold"].inc(cold)
         self._shown.update(i.item_id for i in items)
         if cat.items:
             metrics.COVERAGE.set(len(self._shown) / len(cat.items))

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_rank_through_a_handle(served, world) -> None:
-    res = app.handle().rank.remote(RankRequest(user_id=world.users[0], k=7)).result()
+    res = app.handle().ranking.remote(RankRequest(user_id=world.users[0], k=7)).result()
     assert isinstance(res, RankResponse)
     assert res.model_version in ("fm-a", "fm-b") and len(res.items) == 7
 
