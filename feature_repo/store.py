@@ -172,6 +172,59 @@ class FeatureWriter:
             self.provider.online_write_batch(self.store.config, self.views[view], data, None)
 
 
+class FeatureReader:
+    """Reads online rows through the provider's ``online_read``, what ``get_online_features``
+    ends in: the same rows as ``read_users`` / ``read_items`` (the contract suite compares
+    them) without the request planning and response building around it, which cost about
+    two thirds of a one-user read (0.5 of 0.75 ms on SQLite). Views have no TTL, so nothing
+    is filtered by age there either.
+    """
+
+    def __init__(self, store: Any) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        self.store = store
+        self.provider = store._get_provider()  # Feast has no public handle on it
+        self.views = {name: store.get_feature_view(name) for name in ("user_tokens",
+                                                                       "item_stats")}
+        self._key = lambda key, value: EntityKey(join_keys=[key],
+                                                 entity_values=[Value(string_val=value)])
+
+    def users(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What ``read_users`` answers for these users."""
+        out = self._read("user_tokens", "user_id", list(user_ids), USER_FEATURES)
+        for row in out.values():
+            for facet in FACETS:
+                row[f"{facet}_seq"] = list(row[f"{facet}_seq"] or [])
+        return out
+
+    def items(self, item_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What ``read_items`` answers for these items."""
+        return self._read("item_stats", "item_id", list(item_ids), ITEM_FEATURES)
+
+    def _read(self, view: str, key: str, ids: list[str], features: Sequence[str]
+              ) -> dict[str, dict[str, Any]]:
+        got = self.provider.online_read(self.store.config, self.views[view],
+                                        [self._key(key, i) for i in ids], list(features))
+        out = {}
+        for entity, (_, values) in zip(ids, got, strict=True):
+            values = values or {}
+            out[entity] = {f: python_value(values.get(f)) for f in features}
+        return out
+
+
+def python_value(value: Any) -> Any:
+    """A ``ValueProto`` as the Python value ``get_online_features`` gives (None if unset)."""
+    if value is None:
+        return None
+    which = value.WhichOneof("val")
+    if which is None:
+        return None
+    got = getattr(value, which)
+    return list(got.val) if which.endswith("_list_val") else got
+
+
 def proto_value(v: Any) -> Any:
     """A row value as Feast's ``ValueProto`` (int list, string, float or int)."""
     from feast.protos.feast.types.Value_pb2 import Int64List, Value

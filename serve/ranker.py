@@ -82,6 +82,19 @@ _SHOWN = {segment: metrics.SHOWN.labels(segment) for segment in ("all", "popular
                                                                   "cold")}
 
 
+def _reader(store: Any | None) -> Any:
+    """The feature store's fast reader (None without a store: every read degrades)."""
+    if store is None:
+        return None
+    from feature_repo.store import FeatureReader
+
+    try:
+        return FeatureReader(store)
+    except Exception as exc:  # noqa: BLE001 - reads then fail, and each one degrades
+        log.warning("feature store reader unavailable: %s", exc)
+        return None
+
+
 class ItemCatalogue:
     """Title metadata and exposure stats, re-read from the feature store every ``ttl`` seconds
     (stats are global, not per user, so one read serves every request in between).
@@ -91,6 +104,7 @@ class ItemCatalogue:
         self.settings = settings
         self.store = store
         self.items: dict[str, ItemInfo] = {}
+        self.reader = _reader(store)
         self._read_at = -math.inf
         self._lock = threading.Lock()
         for t in read_catalogue(DataLayout(settings.data_dir).catalogue).values():
@@ -108,10 +122,8 @@ class ItemCatalogue:
         if not force and time.monotonic() - self._read_at < self.settings.item_stats_ttl_s:
             return True
         with self._lock:
-            from feature_repo.store import read_items
-
             try:
-                rows = read_items(self.store, list(self.items))
+                rows = self.reader.items(list(self.items))
             except Exception as exc:  # noqa: BLE001 - any store failure means "degrade"
                 log.warning("item stats unavailable: %s", exc)
                 self._read_at = time.monotonic()  # do not hammer a dead store
@@ -141,6 +153,7 @@ class Ranker:
         ids = list(self.vocab.tables["item"]) or (list(model.vocab.tables["item"]) if model
                                                   else [])
         self.catalogue = ItemCatalogue(settings, store, ids)
+        self.reader = self.catalogue.reader
         self._names = self.vocab.items_by_id()  # serving never grows the vocabulary
         self._watched = {self.vocab.tables["action"][a] for a in SEEN_ACTIONS
                          if a in self.vocab.tables["action"]}
@@ -190,11 +203,9 @@ class Ranker:
             return {"model": model, "feature_store": Check(
                 ok=False, detail="not opened at start; see the replica log, check "
                 "MARQUEE_ONLINE_STORE / the Redis URL")}
-        from feature_repo.store import read_users
-
         t0 = time.perf_counter()
         try:
-            read_users(self.store, ["__readyz__"])
+            self.reader.users(["__readyz__"])
             store = Check(ok=True, detail="read answered")
         except Exception as exc:  # noqa: BLE001 - any failure is "not reachable"
             store = Check(ok=False, detail=f"read failed: {exc}"[:300])
@@ -219,10 +230,8 @@ class Ranker:
         if self.store is None:
             degraded, fallback = True, "feature_store_unavailable"
         else:
-            from feature_repo.store import read_users
-
             try:
-                row = read_users(self.store, [req.user_id])[req.user_id]
+                row = self.reader.users([req.user_id])[req.user_id]
                 seq = {f: list(row[f"{f}_seq"]) for f in FACETS}
                 last_ts = row.get("last_ts") or None
             except Exception as exc:  # noqa: BLE001 - any store failure means "degrade"

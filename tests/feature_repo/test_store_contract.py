@@ -9,6 +9,7 @@ import yaml
 
 from feature_repo.store import (
     ITEM_FEATURES,
+    FeatureReader,
     FeatureWriter,
     effective_config,
     feast_redis_connection,
@@ -62,6 +63,19 @@ def test_user_sequences_round_trip_and_the_last_write_wins(feature_store, path):
     # A second write of the same instant (a provisional token became final) replaces it.
     write([user_row("u1", tokens(2, 40), T0 + 10)])
     assert read_users(feature_store, ["u1"])["u1"]["item_seq"] == [40, 41]
+
+
+def test_the_reader_answers_what_feast_answers(feature_store):
+    writer = FeatureWriter(feature_store)
+    writer.write_users([user_row("u1", tokens(5), T0 + 10), user_row("u2", tokens(0), T0)])
+    writer.write_items([item_row("m1", 3)])
+    write_items(feature_store, [item_row("m2", 1)])
+    reader = FeatureReader(feature_store)
+    users, items = ["u1", "u2", "nobody"], ["m1", "m2", "nope"]
+    assert reader.users(users) == read_users(feature_store, users)
+    assert reader.items(items) == read_items(feature_store, items)
+    assert reader.users(["u1"])["u1"]["item_seq"] == [2, 3, 4, 5, 6]
+    assert reader.items(["m1"])["m1"]["genre"] == "drama"
 
 
 def test_item_stats_round_trip_and_the_feature_service(feature_store):
