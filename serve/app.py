@@ -241,10 +241,17 @@ def _multiproc_dir(settings: ServeSettings) -> Path:
     return (settings.data_dir / "prometheus-multiproc").resolve()
 
 
-# Ray Serve kills an HTTP proxy that is not ready 5 s after it starts, and ``serve.start`` then
-# fails: on a busy 2-core machine importing the proxy takes longer. Processes started by
-# ``ray.init`` inherit this environment, so the controller reads these; set them to override.
-RAY_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60"}
+# Processes started by ``ray.init`` inherit this environment, so the controller, the proxy and
+# the replicas read these; set them to override.
+# - Ray Serve kills an HTTP proxy that is not ready 5 s after it starts, and ``serve.start``
+#   then fails: on a busy 2-core machine importing the proxy takes longer.
+# - Ray Serve's throughput preset: user code and the router on their process's main event
+#   loop (a second thread per process fought the first for the GIL), proxy -> replica over
+#   gRPC, buffered request logs, GC frozen after start. Its direct ingress (replicas on their
+#   own ports, no proxy) stays off: clients would need a load balancer in front.
+RAY_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+                    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 
 
 def init_ray(num_cpus: int | None = None, bind_host: str = LOOPBACK) -> None:
