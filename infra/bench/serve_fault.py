@@ -8,8 +8,9 @@ kill: requests, errors (anything but 200) and p99 of the answered ones; the erro
 routed to it again; and when latency was back to normal.
 
 *Normal* means: a 1-s window with no error and a p99 of at most ``factor`` x the p99 of the
-``before_s`` before the kill, for ``hold_s`` windows in a row; the time is the start of the
-first such window, from the kill and from the replacement's RUNNING. (A 1-s window's p99 at
+``before_s`` before the kill, for ``hold_s`` windows in a row after the first window since the
+kill that was not; the time is the start of the first such window, from the kill and from the
+replacement's RUNNING (0 from the kill when no window was disturbed). (A 1-s window's p99 at
 tens of requests is close to its maximum, so the baseline's own windows are checked with the
 same rule and their share reported: a noisy machine shows there first.)
 
@@ -158,12 +159,17 @@ def windows(shots: list[Shot], kill_at: float, before_s: int, after_s: int
 
 
 def back_to_normal(wins: list[dict[str, Any]], limit_ms: float, hold_s: int) -> float | None:
-    """Start (s from the kill) of the first ``hold_s`` windows in a row from the kill on with
-    no error and p99 <= ``limit_ms``; None if the load ended first.
+    """Start (s from the kill) of the first ``hold_s`` windows in a row with no error and
+    p99 <= ``limit_ms`` after the first window that was not (0 if none was: the kill went
+    unnoticed); None if the load ended first.
     """
-    good = [w["t"] >= 0 and w["n"] > 0 and w["errors"] == 0 and w["p99_ms"] is not None
+    good = [w["n"] > 0 and w["errors"] == 0 and w["p99_ms"] is not None
             and w["p99_ms"] <= limit_ms for w in wins]
-    for i in range(len(wins) - hold_s + 1):
+    after = [i for i, w in enumerate(wins) if w["t"] >= 0]
+    first_bad = next((i for i in after if not good[i]), None)
+    if first_bad is None:
+        return 0.0
+    for i in range(first_bad + 1, len(wins) - hold_s + 1):
         if all(good[i:i + hold_s]):
             return float(wins[i]["t"])
     return None
@@ -177,14 +183,15 @@ def summarize(shots: list[Shot], kill_at: float, before_s: int, after_s: int,
     baseline = _p99_ms(base) or 0.0
     limit = factor * baseline
     after = [x for x in shots if 0 <= x.due - kill_at < after_s]
-    sent_before = [x for x in shots if x.due < kill_at]
+    sent_before = Counter(str(x.status) for x in shots
+                          if -before_s <= x.due - kill_at < 0 and x.status != 200)
     failed = Counter(str(x.status) for x in after if x.status != 200)
     pre = [w for w in wins if w["t"] < 0 and w["n"]]
     calm = sum(w["errors"] == 0 and (w["p99_ms"] or 0) <= limit for w in pre)
     return {"baseline_p99_ms": baseline, "normal_p99_ms": limit, "normal_rule":
             f"{hold_s} s in a row with no error and p99 <= {factor:g} x baseline",
             "baseline_windows_normal": f"{calm}/{len(pre)}",
-            "errors_sent_before_kill": sum(x.status != 200 for x in sent_before),
+            "errors_sent_before_kill": dict(sent_before),
             "requests_after": len(after), "errors_after": sum(failed.values()),
             "error_share": sum(failed.values()) / max(len(after), 1),
             "errors_by_status": dict(failed),
@@ -216,9 +223,10 @@ def recovery(timeline: list[tuple[float, int, list[Replica]]], kill_at: float,
 
 
 def fault_level(url: str, bodies: list[dict], rate: float, n: int, before_s: int = 10,
-                after_s: int = 30, settle_s: float = 30.0) -> dict[str, Any]:
-    """One level on ``n`` live replicas: load, SIGKILL the oldest replica at ``before_s``,
-    load on for ``after_s``; figures as in the module docstring.
+                after_s: int = 30, settle_s: float = 30.0, warmup_s: float = 3.0
+                ) -> dict[str, Any]:
+    """One level on ``n`` live replicas: load, SIGKILL the oldest replica after
+    ``warmup_s + before_s``, load on for ``after_s``; figures as in the module docstring.
     """
     _wait_for(n, settle_s)
     watch = ReplicaWatch()
@@ -226,10 +234,10 @@ def fault_level(url: str, bodies: list[dict], rate: float, n: int, before_s: int
     victim = replicas()[0]
     start = time.perf_counter() + 0.2
     result: list[list[Shot]] = []
-    load = threading.Thread(target=lambda: result.append(
-        poisson_shots(url, bodies, rate, before_s + after_s, start)))
+    load = threading.Thread(target=lambda: result.append(  # the first s open 256 connections
+        poisson_shots(url, bodies, rate, warmup_s + before_s + after_s, start)))
     load.start()
-    time.sleep(max(0.0, start + before_s - time.perf_counter()))
+    time.sleep(max(0.0, start + warmup_s + before_s - time.perf_counter()))
     kill_unix, kill_at = time.time(), time.perf_counter()
     kill_replica(victim)
     load.join()
@@ -291,16 +299,20 @@ def run_faults(settings: Any, base_url: str, users: list[str], rate: float,
     return levels
 
 
+def _counts(by_status: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(by_status.items())) or "none"
+
+
 def print_fault(level: dict[str, Any]) -> None:
     """Two lines: the errors after the kill, then the recovery times."""
     def s(x: float | None) -> str:
         return "never" if x is None else f"+{x:.1f} s"
 
-    errs = ", ".join(f"{k}: {v}" for k, v in sorted(level["errors_by_status"].items()))
+    errs = _counts(level["errors_by_status"])
     print(f"fault, {level['replicas']} replica(s) at {level['offered_rps']:.0f}/s: SIGKILL pid "
           f"{level['killed_pid']} -> errors {level['errors_after']}/{level['requests_after']} "
-          f"= {level['error_share']:.1%} in {level['after_s']} s ({errs or 'none'}; "
-          f"{level['errors_sent_before_kill']} more sent before the kill) | p99 "
+          f"= {level['error_share']:.1%} in {level['after_s']} s ({errs}; "
+          f"sent before the kill: {_counts(level['errors_sent_before_kill'])}) | p99 "
           f"before {level['baseline_p99_ms']:.1f} ms; worst 1-s p99 after "
           f"{max((w['p99_ms'] or 0) for w in level['windows'] if w['t'] >= 0):.0f} ms")
     after = level["normal_after_replacement_s"]

@@ -47,9 +47,10 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
                    help="then offer this many times the measured capacity (0: skip)")
     p.add_argument("--fault", type=int, nargs="+", default=[], metavar="REPLICAS",
                    help="then, at each replica count given (e.g. 2 1), SIGKILL one ranking "
-                   "replica under open-loop load at half the measured capacity: errors and "
-                   "p99 per second for 30 s after, and the time to normal latency (about 1 "
-                   "min per count, plus a redeploy when the count changes)")
+                   "replica under open-loop load at half the capacity measured with "
+                   "--replicas: errors and p99 per second for 30 s after, and the time to "
+                   "normal latency (about 1 min per count, plus a redeploy when the count "
+                   "differs from the running one; no no-op floor: it has nothing to recover)")
     out_path(p, Path("var/bench/serve.json"), "JSON report")
 
 
