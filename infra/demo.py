@@ -45,6 +45,7 @@ class DemoConfig:
     broker_port: int | None = None  # None: a free port (demo); up uses 9092
     flow_metrics_port: int = 9101
     prometheus_port: int = 9090
+    serve_replicas: int | None = None  # None: MARQUEE_REPLICAS or ServeSettings' default
 
 
 def step(n: int, total: int, text: str) -> None:

@@ -142,12 +142,17 @@ def train_and_export(layout: Layout, minutes: float | None = 1.0, reuse: bool = 
     return layout.onnx, False
 
 
-def start_service(layout: Layout, model_path: Path | None, port: int = 8000) -> str:
-    """Start the Ray Serve ranking app over this layout's features and model; returns its URL."""
+def start_service(layout: Layout, model_path: Path | None, port: int = 8000,
+                  replicas: int | None = None) -> str:
+    """Start the Ray Serve ranking app over this layout's features and model; returns its URL.
+
+    ``replicas=None`` leaves the count to ``MARQUEE_REPLICAS`` (default 1).
+    """
     from serve.app import start
     from serve.config import ServeSettings
 
-    return start(ServeSettings(data_dir=layout.root, model_path=model_path, port=port))
+    over = {} if replicas is None else {"replicas": replicas}
+    return start(ServeSettings(data_dir=layout.root, model_path=model_path, port=port, **over))
 
 
 def stop_service() -> None:

@@ -43,6 +43,22 @@ from streams.contract.tokens import DAY_MS
 from streams.topics import create_topics, marquee_topics
 
 DURABLE_FETCH_WAIT_MS = 500
+# Two ranking replicas unless told otherwise: a replica that dies then costs only the requests
+# in flight on it while Ray starts its replacement; with one, every request fails or waits
+# until the replacement is up (docs/design.md, "Two replicas in `up`").
+UP_REPLICAS = 2
+
+
+def serve_replicas(flag: int | None = None) -> int:
+    """Ranking replicas for ``up``: ``--replicas``, else ``MARQUEE_REPLICAS`` (environment or
+    marquee.env), else ``UP_REPLICAS``.
+    """
+    if flag is not None:
+        return flag
+    from serve.config import ServeSettings
+
+    settings = ServeSettings()
+    return settings.replicas if "replicas" in settings.model_fields_set else UP_REPLICAS
 
 
 def recovery_dir(layout: Layout) -> Path:
@@ -182,12 +198,27 @@ def _seed_train_serve(cfg: DemoConfig, kafka: KafkaSettings, layout: Layout) -> 
     step(3, total, f"foundation model (train <= {cfg.train_minutes} min unless reused)")
     onnx, reused = train_and_export(layout, minutes=cfg.train_minutes, data_key=key)
     print(f"      {'reused' if reused else 'exported'} {onnx}", flush=True)
-    step(4, total, f"Ray Serve ranking app on port {cfg.serve_port}")
-    url = start_service(layout, onnx, port=cfg.serve_port)
+    replicas = serve_replicas(cfg.serve_replicas)
+    step(4, total, f"Ray Serve ranking app on port {cfg.serve_port}, {replicas} replicas")
+    url = start_service(layout, onnx, port=cfg.serve_port, replicas=replicas)
     wait_ready(url)
+    print(f"      {_replica_line(replicas)}", flush=True)
     step(5, total, f"a ranking for u000007 (POST {url}/v1/rank)")
     show_rankings(url, world, "u000007", world_cfg.start_ms + cfg.days * DAY_MS, 5, total)
     return url
+
+
+def _replica_line(wanted: int) -> str:
+    """The replica processes Ray has alive (what a SIGKILL would hit), checked against
+    ``wanted``.
+    """
+    from serve.replicas import replicas
+
+    alive = replicas()
+    pids = ", ".join(str(r.pid) for r in alive)
+    if len(alive) != wanted:
+        return f"WARNING: {len(alive)} ranking replica processes alive ({pids}), not {wanted}"
+    return f"{wanted} ranking replica processes (pids {pids})"
 
 
 def _print_up(kafka: KafkaSettings, layout: Layout, cfg: DemoConfig, url: str | None,

@@ -226,6 +226,7 @@ def build_app(settings: ServeSettings) -> Any:
 
     return RankingService.options(
         num_replicas=settings.replicas, user_config=user_config,
+        health_check_period_s=settings.health_check_period_s,
         max_ongoing_requests=settings.max_ongoing_requests,
         max_queued_requests=settings.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=503,

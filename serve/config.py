@@ -27,6 +27,9 @@ class ServeSettings(BaseSettings):
     host: BindHost = bind_host_field("host")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port of /v1/rank")
     replicas: int = Field(1, ge=1, le=64, description="ranking replicas (Ray Serve)")
+    health_check_period_s: float = Field(
+        2.0, gt=0, le=60, description="how often Ray Serve checks each replica: a killed "
+        "replica is noticed (and replaced) within about this (Ray's default is 10 s)")
     onnx_threads: int = Field(1, ge=1, le=64, description="intra-op threads per replica")
     batch_max_size: int = Field(16, ge=1, le=512,
                                 description="most requests in one ONNX call")

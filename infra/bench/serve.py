@@ -301,6 +301,10 @@ def print_report(report: dict[str, Any]) -> None:
               f"p50/p99 {a.get('p50_ms', 0):.1f}/{a.get('p99_ms', 0):.1f} ms | shed "
               f"{sh['n']} p50/p99 {sh.get('p50_ms', 0):.1f}/{sh.get('p99_ms', 0):.1f} ms | "
               f"other errors {over['other_errors']}")
+    for level in report["rank"].get("fault", []):
+        from infra.bench.serve_fault import print_fault
+
+        print_fault(level)
     one = report["rank"]["closed"][0]["stages"]
     print("stages at 1 client (p50/p99 ms): " + ", ".join(
         f"{k} {v['p50_ms']:.2f}/{v['p99_ms']:.2f}" for k, v in one.items() if v.get("n")))

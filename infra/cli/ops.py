@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--fresh", action="store_true",
                            help="forget the state in --data-dir (events, features, snapshots) "
                            "and start from nothing")
+            p.add_argument("--replicas", type=int, default=None,
+                           help="ranking replicas (default MARQUEE_REPLICAS, else 2: when one "
+                           "dies, the other keeps answering while Ray replaces it, so only "
+                           "the requests in flight on it fail)")
             p.add_argument("--only", choices=["all", "stream"], default="all",
                            help="stream: only the broker, the flow and Prometheus (bring your "
                            "own producers; no synthetic data, model or service)")
@@ -139,7 +143,8 @@ def _up(args: argparse.Namespace) -> int:
     config = DemoConfig(data_dir=args.data_dir, users=args.users, days=args.days,
                         train_minutes=args.train_minutes, serve_port=args.port,
                         broker_port=args.broker_port, prometheus_port=args.prometheus_port,
-                        flow_metrics_port=args.flow_metrics_port)
+                        flow_metrics_port=args.flow_metrics_port,
+                        serve_replicas=args.replicas)
     policy = RestartPolicy(max_restarts=args.max_restarts, window_s=args.restart_window_s,
                            backoff_s=args.restart_backoff_s)
     return run_up(config, fresh=args.fresh, serve=args.only == "all", policy=policy)

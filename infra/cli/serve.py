@@ -45,6 +45,12 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
                    help="open-loop request rates (requests/s)")
     p.add_argument("--overload", type=float, default=3.0,
                    help="then offer this many times the measured capacity (0: skip)")
+    p.add_argument("--fault", type=int, nargs="+", default=[], metavar="REPLICAS",
+                   help="then, at each replica count given (e.g. 2 1), SIGKILL one ranking "
+                   "replica under open-loop load at half the capacity measured with "
+                   "--replicas: errors and p99 per second for 30 s after, and the time to "
+                   "normal latency (about 1 min per count, plus a redeploy when the count "
+                   "differs from the running one; no no-op floor: it has nothing to recover)")
     out_path(p, Path("var/bench/serve.json"), "JSON report")
 
 
@@ -113,8 +119,21 @@ def _bench_serve(args: argparse.Namespace) -> int:
         report = run_bench(url, world.users, seconds=args.seconds, out=args.out,
                            concurrency=tuple(args.clients), rates=tuple(args.rates),
                            overload_factor=args.overload)
+        if args.fault:
+            _bench_faults(report, settings, url, world.users, tuple(args.fault), args.out)
     finally:
         app.stop()
     print_report(report)
     print(f"wrote {args.out}")
     return 0
+
+
+def _bench_faults(report: dict, settings: object, url: str, users: list[str],
+                  counts: tuple[int, ...], out: Path) -> None:
+    """The fault levels, added to ``report`` and to its JSON file."""
+    import json
+
+    from infra.bench.serve_fault import half_capacity, run_faults
+
+    report["rank"]["fault"] = run_faults(settings, url, users, half_capacity(report), counts)
+    out.write_text(json.dumps(report, indent=2) + "\n")
