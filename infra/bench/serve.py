@@ -19,6 +19,7 @@ import random
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -36,8 +37,8 @@ def _pct(xs: list[float]) -> dict[str, float]:
             "p99_ms": float(np.percentile(a, 99))}
 
 
-def _connect(parts: SplitResult) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+def _connect(parts: SplitResult, timeout_s: float = 30.0) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
 
 
 def _post(conn: http.client.HTTPConnection, path: str, payload: bytes) -> tuple[int, bytes]:
@@ -158,22 +159,30 @@ def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
             **_pct(lat)}
 
 
-def overload(url: str, bodies: list[dict], rate: float, seconds: float,
-             connections: int = 256) -> dict[str, Any]:
-    """Poisson arrivals at ``rate``/s (a multiple of capacity) for ``seconds``, on enough
-    connections that the client never holds requests back: what the service answers (200),
-    what it sheds (503, and how fast), and what fails otherwise. Latency counts from the
-    scheduled send time.
+@dataclass(frozen=True)
+class Shot:
+    """One request: scheduled send time (``perf_counter`` s), HTTP status (-1: no answer)
+    and latency from the scheduled time (s).
+    """
+
+    due: float
+    status: int
+    latency: float
+
+
+def poisson_shots(url: str, bodies: list[dict], rate: float, seconds: float, start: float,
+                  connections: int = 256, timeout_s: float = 10.0, seed: int = 3) -> list[Shot]:
+    """Poisson arrivals at ``rate``/s from ``start`` (``perf_counter``) for ``seconds``, each
+    request recorded; a request unanswered within ``timeout_s`` counts as status -1. Enough
+    connections that requests the service holds do not hold the client's schedule back.
     """
     parts = urlsplit(url)
     payloads = [json.dumps(b).encode() for b in bodies]
     jobs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
-    answered: list[float] = []
-    shed: list[float] = []
-    other: list[int] = []
+    shots: list[Shot] = []
 
     def worker() -> None:
-        conn = _connect(parts)
+        conn = _connect(parts, timeout_s)
         while (job := jobs.get()) is not None:
             i, due = job
             try:
@@ -181,31 +190,44 @@ def overload(url: str, bodies: list[dict], rate: float, seconds: float,
             except (OSError, http.client.HTTPException):
                 status = -1
                 conn.close()
-                conn = _connect(parts)
-            spent = time.perf_counter() - due
-            (answered if status == 200 else shed if status == 503 else other).append(
-                spent if status in (200, 503) else status)  # type: ignore[arg-type]
+                conn = _connect(parts, timeout_s)
+            shots.append(Shot(due, status, time.perf_counter() - due))
         conn.close()
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
     for t in threads:
         t.start()
-    rng = random.Random(2)
-    offered, at, start = 0, 0.0, time.perf_counter()
+    rng = random.Random(seed)
+    i, at = 0, 0.0
     while at < seconds:
         delay = start + at - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        jobs.put((offered, start + at))
-        offered += 1
+        jobs.put((i, start + at))
+        i += 1
         at += rng.expovariate(rate)
     for _ in threads:
         jobs.put(None)
     for t in threads:
-        t.join(40)
+        t.join(timeout_s + 5)
+    return shots
+
+
+def overload(url: str, bodies: list[dict], rate: float, seconds: float,
+             connections: int = 256) -> dict[str, Any]:
+    """Poisson arrivals at ``rate``/s (a multiple of capacity) for ``seconds``, on enough
+    connections that the client never holds requests back: what the service answers (200),
+    what it sheds (503, and how fast), and what fails otherwise. Latency counts from the
+    scheduled send time.
+    """
+    start = time.perf_counter()
+    shots = poisson_shots(url, bodies, rate, seconds, start, connections, timeout_s=30, seed=2)
     spent = time.perf_counter() - start
-    return {"offered_rps": rate, "offered": offered, "goodput_rps": len(answered) / spent,
-            "answered": _pct(answered), "shed": _pct(shed), "other_errors": len(other)}
+    answered = [s.latency for s in shots if s.status == 200]
+    shed = [s.latency for s in shots if s.status == 503]
+    return {"offered_rps": rate, "offered": len(shots), "goodput_rps": len(answered) / spent,
+            "answered": _pct(answered), "shed": _pct(shed),
+            "other_errors": len(shots) - len(answered) - len(shed)}
 
 
 def settle(url: str, body: dict, seconds: float = 30.0) -> None:

@@ -19,34 +19,18 @@ No no-op floor for this level: the no-op app has nothing to recover.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
-import queue
-import random
 import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
+from infra.bench.serve import Shot, poisson_shots
 from serve.replicas import DEPLOYMENT, Replica, class_name, replicas, running
-
-
-@dataclass(frozen=True)
-class Shot:
-    """One request: scheduled send time (``perf_counter`` s), HTTP status (-1: no answer)
-    and latency from the scheduled time (s).
-    """
-
-    due: float
-    status: int
-    latency: float
 
 
 def kill_replica(replica: Replica, app: str = "marquee", deployment: str = DEPLOYMENT) -> None:
@@ -88,56 +72,6 @@ class ReplicaWatch(threading.Thread):
         """End polling and wait for the thread."""
         self._done.set()
         self.join()
-
-
-def poisson_shots(url: str, bodies: list[dict], rate: float, seconds: float, start: float,
-                  connections: int = 256, timeout_s: float = 10.0) -> list[Shot]:
-    """Poisson arrivals at ``rate``/s from ``start`` (``perf_counter``) for ``seconds``, each
-    request recorded; a request unanswered within ``timeout_s`` counts as status -1. Enough
-    connections that requests the service holds do not hold the client's schedule back.
-    """
-    parts = urlsplit(url)
-    payloads = [json.dumps(b).encode() for b in bodies]
-    jobs: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
-    shots: list[Shot] = []
-
-    def connect() -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
-
-    def worker() -> None:
-        conn = connect()
-        while (job := jobs.get()) is not None:
-            i, due = job
-            try:
-                conn.request("POST", parts.path, body=payloads[i % len(payloads)],
-                             headers={"Content-Type": "application/json"})
-                answer = conn.getresponse()
-                answer.read()
-                status = answer.status
-            except (OSError, http.client.HTTPException):
-                status = -1
-                conn.close()
-                conn = connect()
-            shots.append(Shot(due, status, time.perf_counter() - due))
-        conn.close()
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
-    for t in threads:
-        t.start()
-    rng = random.Random(3)
-    i, at = 0, 0.0
-    while at < seconds:
-        delay = start + at - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        jobs.put((i, start + at))
-        i += 1
-        at += rng.expovariate(rate)
-    for _ in threads:
-        jobs.put(None)
-    for t in threads:
-        t.join(timeout_s + 5)
-    return shots
 
 
 def _p99_ms(latencies: list[float]) -> float | None:
