@@ -26,6 +26,7 @@ from ray import serve as ray_serve  # `serve` is this package
 
 from serve import http_guard, metrics
 from serve.config import ServeSettings
+from serve.replicas import APP, DEPLOYMENT
 from serve.schemas import (
     ApiError,
     Check,
@@ -38,7 +39,7 @@ from serve.schemas import (
 from streams.contract.listen import LOOPBACK, is_loopback, is_wildcard
 
 log = logging.getLogger(__name__)
-APP_NAME = "marquee"
+APP_NAME = APP  # the app and deployment names live in serve.replicas, which reads them
 NOOP_APP_NAME = "marquee-noop"
 EXPIRED = object()  # what ``infer`` gives a request whose deadline passed while it waited
 
@@ -49,7 +50,7 @@ http_guard.install(api)
 api.add_middleware(metrics.CountRequests)  # outermost, so that 413s are counted too
 
 
-@ray_serve.deployment(name="RankingService", max_ongoing_requests=64)
+@ray_serve.deployment(name=DEPLOYMENT, max_ongoing_requests=64)
 @ray_serve.ingress(api)
 class RankingService:
     """HTTP ingress + ranking in one replica (features, batched inference, re-rank)."""
