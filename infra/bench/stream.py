@@ -8,6 +8,8 @@ framework's floor (a Bytewax flow that reads the same topic and does nothing), s
    with the flow's own ``KafkaBatchSource`` (one item per poll: where the flow starts from).
 3. Full flow, one worker, to the end of the topic, Feast SQLite (or ``--online redis``) in a
    temp dir: events/s per worker and CPU us per event. Feast is opened before the clock.
+   Redis is the one at ``MARQUEE_REDIS_URL`` when that is set, else a ``redis-server``
+   started for the run on a free port (``infra.redis_server``).
 4. Freshness: the full flow tailing a second topic while events are produced at a fixed rate
    below capacity; p50/p99 of (online write - producer timestamp) over every event. Beside
    it, the same produce at the same rate into a third topic read by a do-nothing flow: the
@@ -21,6 +23,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -176,7 +180,7 @@ def kafka_latency(kafka: KafkaSettings, topic: str, events: list[bytes], rate: f
 
 
 def full_flow(kafka: KafkaSettings, topic: str, data: Path, online: str, batch_size: int,
-              flush_s: float) -> tuple[Dataflow, Any]:
+              flush_s: float, redis_url: str | None = None) -> tuple[Dataflow, Any]:
     """The production flow over ``topic`` with Feast opened already (outside the clock)."""
     from feature_repo.store import FeatureWriter, open_store
     from streams.flow import FlowSettings, build_flow, load_shared
@@ -185,7 +189,8 @@ def full_flow(kafka: KafkaSettings, topic: str, data: Path, online: str, batch_s
     settings = FlowSettings(data_dir=data, flush_s=flush_s, batch_size=batch_size)
     shared = load_shared(settings)
     key = f"bench-{data}"
-    writer = shared_writer(key, lambda: FeatureWriter(open_store(online=online, data_dir=data)))
+    writer = shared_writer(key, lambda: FeatureWriter(open_store(online=online, data_dir=data,
+                                                                 redis_url=redis_url)))
     sink = OutputSink(lambda: writer, data / "tokens", key=key)
     dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic)
     return build_flow(_source(kafka, topic, batch_size, batched=True), sink, dead, shared,
@@ -208,16 +213,33 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
 
 
+@contextmanager
+def _online(online: str) -> Iterator[str | None]:
+    """The Redis URL the run writes to (one started for it unless MARQUEE_REDIS_URL is set),
+    or None on SQLite.
+    """
+    if online != "redis":
+        yield None
+        return
+    from infra.redis_server import redis_for
+
+    with redis_for() as url:
+        yield url
+
+
 def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int = 5000,
               flush_s: float = 0.1, fresh_rate: float = 5000.0, fresh_seconds: float = 8.0,
               out: Path | None = None) -> dict[str, Any]:
     """Run the benchmark; returns (and optionally writes) the figures."""
     from infra.broker import broker_for
 
+    if online not in ("sqlite", "redis"):
+        raise ValueError(f"online store {online!r}: choose sqlite or redis")
     world = SyntheticWorld(WorldConfig(n_users=2000))
     events = [json.dumps(e, separators=(",", ":")).encode() for e in world.events(n_events)]
     n = len(events)
-    with broker_for() as kafka, tempfile.TemporaryDirectory() as tmp:
+    with broker_for() as kafka, _online(online) as redis_url, \
+            tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         for sub in ("a", "b"):
             world.write_catalogue(data / sub / "catalogue.jsonl")
@@ -227,13 +249,15 @@ def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int =
             produce_s = _produce(kafka, topics[0], events, None)
             floor, floor_cpu = floor_seconds(kafka, topics[0], batch_size)
             bfloor, bfloor_cpu = floor_seconds(kafka, topics[0], batch_size, batched=True)
-            flow, _ = full_flow(kafka, topics[0], data / "a", online, batch_size, flush_s)
+            flow, _ = full_flow(kafka, topics[0], data / "a", online, batch_size, flush_s,
+                                redis_url)
             full, full_cpu = _timed(flow)
 
             # Freshness: produce at a fixed rate while the flow tails the second topic.
             metrics.FRESHNESS_SAMPLES = []
             fresh_events = events[:int(fresh_rate * fresh_seconds)]
-            flow2, _ = full_flow(kafka, topics[1], data / "b", online, batch_size, flush_s)
+            flow2, _ = full_flow(kafka, topics[1], data / "b", online, batch_size, flush_s,
+                                 redis_url)
             producer = threading.Thread(target=_produce,
                                         args=(kafka, topics[1], fresh_events, fresh_rate))
             before = _write_stats()
@@ -246,7 +270,8 @@ def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int =
         finally:
             delete_topics(kafka, topics)
     result = {
-        "events": n, "online_store": online, "workers": 1, "batch_size": batch_size,
+        "events": n, "online_store": online, "redis_url": redis_url, "workers": 1,
+        "batch_size": batch_size,
         "flush_s": flush_s, "produce_events_per_s": n / produce_s,
         "floor_events_per_s": n / floor, "floor_cpu_us_per_event": floor_cpu / n * 1e6,
         "batch_floor_events_per_s": n / bfloor,

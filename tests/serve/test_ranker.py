@@ -153,35 +153,16 @@ def test_checks_say_which_dependency_is_missing(world, ranker) -> None:
 def test_checks_see_a_killed_redis(world, tmp_path) -> None:
     """A real redis-server, SIGKILLed: the store check turns false and names the failure."""
     import shutil
-    import signal
-    import subprocess
-    import time
 
     from feature_repo.store import open_store
-    from streams.launch import free_port
+    from infra.redis_server import RedisServer
 
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make system-deps installs it)")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                store = open_store(online="redis", data_dir=tmp_path, redis_url=url)
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "redis did not come up"
-                time.sleep(0.1)
+    with RedisServer(tmp_path / "redis") as server:
+        store = open_store(online="redis", data_dir=tmp_path, redis_url=server.url)
         ranker = Ranker(world.settings(), store, None)
         assert ranker.checks()["feature_store"].ok
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(5)
+        server.kill()
         down = ranker.checks()["feature_store"]
         assert not down.ok and "read failed" in down.detail
-    finally:
-        proc.kill()
-        proc.wait(5)
