@@ -23,6 +23,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_repo.definitions import ITEM_FEATURES, OBJECTS, USER_FEATURES
+from feature_repo.reach import named_failures, preflight
 from streams.contract.layout import DataLayout
 from streams.contract.settings import ENV_FILE
 from streams.contract.tokens import FACETS, Token
@@ -135,6 +136,7 @@ class FeatureWriter:
     """
 
     def __init__(self, store: Any) -> None:
+        preflight(store)  # an unreachable store fails here, named, not at the first write
         self.store = store
         self.provider = store._get_provider()  # Feast has no public handle on it
         self.views = {name: store.get_feature_view(name) for name in ("user_tokens",
@@ -156,6 +158,11 @@ class FeatureWriter:
                features: list[str]) -> None:
         if not rows:
             return
+        with named_failures(self.store, f"{len(rows)} {view} rows"):
+            self._write_rows(view, key, rows, features)
+
+    def _write_rows(self, view: str, key: str, rows: list[dict[str, Any]],
+                    features: list[str]) -> None:
         if self.sqlite is not None:
             with self.lock:
                 self.sqlite.write(self.views[view], key, rows, features)

@@ -100,7 +100,11 @@ class OutputSink(DynamicSink[Any]):
         return shared_writer(self.key, self.open_writer)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _OutputPartition:
-        """A writer of rows and token files for one worker."""
+        """A writer of rows and token files for one worker. The process's Feast writer opens
+        here, so an online store that cannot be reached stops the flow at its start, with
+        the store, its address and the fix named (``feature_repo.reach``).
+        """
+        self.writer()
         return _OutputPartition(self, worker_index)
 
 
