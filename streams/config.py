@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.contract.settings import ENV_FILE
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+# librdkafka's consumer-only properties (the "C" rows of its CONFIGURATION.md, topic-level ones
+# included). A producer ignores them with a CONFWARN line on stderr, and so does an admin
+# client, which librdkafka builds on a producer handle.
+CONSUMER_ONLY = frozenset({
+    "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms",
+    "heartbeat.interval.ms", "group.protocol.type", "group.protocol", "group.remote.assignor",
+    "coordinator.query.interval.ms", "max.poll.interval.ms", "enable.auto.commit",
+    "auto.commit.interval.ms", "enable.auto.offset.store", "queued.min.messages",
+    "queued.max.messages.kbytes", "fetch.wait.max.ms", "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes", "max.partition.fetch.bytes", "fetch.max.bytes", "fetch.min.bytes",
+    "fetch.error.backoff.ms", "offset.store.method", "isolation.level", "consume_cb",
+    "rebalance_cb", "offset_commit_cb", "on_commit", "enable.partition.eof", "check.crcs",
+    "auto.commit.enable", "auto.offset.reset", "offset.store.path",
+    "offset.store.sync.interval.ms", "consume.callback.max.messages",
+})
+
+
+def non_consumer(config: Mapping[str, object]) -> dict[str, object]:
+    """``config`` without consumer-only properties: what a producer or an admin client built
+    from a consumer's config should get.
+    """
+    return {k: v for k, v in config.items() if k not in CONSUMER_ONLY}
 
 
 class KafkaSettings(BaseSettings):

@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
 from streams import metrics
+from streams.config import non_consumer
 
 
 class _Partition(StatefulSourcePartition[list[Any], int]):
@@ -70,6 +71,18 @@ class _Partition(StatefulSourcePartition[list[Any], int]):
         self.consumer.close()
 
 
+def partition_names(admin_config: dict[str, Any], topics: Iterable[str]) -> list[str]:
+    """``<partition>-<topic>`` for every partition of ``topics`` (Bytewax's partition names)."""
+    client = AdminClient(admin_config)
+    parts = []
+    for topic in topics:
+        meta = client.list_topics(topic, timeout=30).topics[topic]
+        if meta.error is not None:
+            raise RuntimeError(f"listing partitions of Kafka topic {topic!r}: {meta.error}")
+        parts += [f"{i}-{topic}" for i in sorted(meta.partitions)]
+    return parts
+
+
 class KafkaBatchSource(FixedPartitionedSource[list[Any], int]):
     """Topics' partitions as input partitions; items are lists of ``confluent_kafka.Message``."""
 
@@ -89,16 +102,15 @@ class KafkaBatchSource(FixedPartitionedSource[list[Any], int]):
     def _config(self) -> dict[str, Any]:
         return {"bootstrap.servers": ",".join(self.brokers), **self.add_config}
 
+    def admin_config(self) -> dict[str, Any]:
+        """The partition listing's admin client config: the consumer's, less consumer-only
+        properties (librdkafka would warn about each).
+        """
+        return non_consumer(self._config())
+
     def list_parts(self) -> list[str]:
         """``<partition>-<topic>`` for every partition of every topic."""
-        client = AdminClient(self._config())
-        parts = []
-        for topic in self.topics:
-            meta = client.list_topics(topic, timeout=30).topics[topic]
-            if meta.error is not None:
-                raise RuntimeError(f"listing partitions of Kafka topic {topic!r}: {meta.error}")
-            parts += [f"{i}-{topic}" for i in sorted(meta.partitions)]
-        return parts
+        return partition_names(self.admin_config(), self.topics)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         """A consumer assigned to one partition, from the snapshot's offset if resuming."""

@@ -57,6 +57,15 @@ class ProduceReport:
         return line
 
 
+def producer_config(settings: KafkaSettings,
+                    delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT) -> dict[str, Any]:
+    """The events producer's librdkafka config: ``PRODUCER_CONFIG`` on the cluster's, an
+    event given up after ``delivery_timeout`` seconds.
+    """
+    return settings.client_config(**PRODUCER_CONFIG,
+                                  **{"message.timeout.ms": int(delivery_timeout * 1000)})
+
+
 def produce_events(events: Iterable[dict[str, Any] | bytes], settings: KafkaSettings,
                    topic: str | None = None, rate: float | None = None,
                    total: int | None = None, progress: bool = True,
@@ -72,8 +81,7 @@ def produce_events(events: Iterable[dict[str, Any] | bytes], settings: KafkaSett
     topic = topic or settings.events_topic
     delivery_timeout = delivery_timeout or DEFAULT_DELIVERY_TIMEOUT
     report = ProduceReport(acked=[] if track else None)
-    producer = Producer(settings.client_config(
-        **PRODUCER_CONFIG, **{"message.timeout.ms": int(delivery_timeout * 1000)}))
+    producer = Producer(producer_config(settings, delivery_timeout))
 
     def on_delivery(err: KafkaError | None, msg: Any) -> None:
         if err is None:

@@ -19,6 +19,7 @@ from bytewax.outputs import DynamicSink
 from bytewax.outputs import StatelessSinkPartition as _Stateless
 
 from streams import dead_letters, metrics
+from streams.config import non_consumer
 from streams.contract.tokens import Token
 from streams.dead_letters import kafka_key
 from streams.records import DeadLetter, ItemRows, TokenBatch, UserRows
@@ -150,10 +151,16 @@ class DeadLetterSink(DynamicSink[list[DeadLetter]]):
         self.topic = topic
         self.max_bytes = max_bytes
 
+    def producer_config(self) -> dict[str, Any]:
+        """The dead-letter producer's config: the client config less any consumer-only
+        properties (librdkafka would warn about each), lingering 5 ms.
+        """
+        return {**non_consumer(self.client_config), "linger.ms": 5}
+
     def build(self, step_id: str, worker_index: int,
               worker_count: int) -> _DeadLetterPartition:
         """A producer per worker."""
         from confluent_kafka import Producer
 
-        return _DeadLetterPartition(Producer({**self.client_config, "linger.ms": 5}),
-                                    self.topic, self.max_bytes)
+        return _DeadLetterPartition(Producer(self.producer_config()), self.topic,
+                                    self.max_bytes)

@@ -38,9 +38,9 @@ from bytewax.testing import run_main
 
 from infra.synthetic import SyntheticWorld, WorldConfig
 from streams import metrics
-from streams.config import KafkaSettings
+from streams.config import KafkaSettings, non_consumer
 from streams.flow import consumer_config
-from streams.kafka_batches import KafkaBatchSource
+from streams.kafka_batches import KafkaBatchSource, partition_names
 from streams.produce import produce_events
 from streams.topics import create_topics, delete_topics
 
@@ -90,12 +90,29 @@ class _UntilEnd(StatefulSourcePartition[Any, Any]):
         self.inner.close()
 
 
+class FloorKafkaSource(KafkaSource):
+    """Bytewax's ``KafkaSource``, except that its partition listing's admin client gets no
+    consumer-only properties (Bytewax hands it ``add_config`` whole, and librdkafka warns
+    about each).
+    """
+
+    def __init__(self, brokers: list[str], topics: list[str], **kwargs: Any) -> None:
+        super().__init__(brokers, topics, **kwargs)
+        self.admin_config = non_consumer({"bootstrap.servers": ",".join(brokers),
+                                          **kwargs.get("add_config", {})})
+        self.topic_names = list(topics)
+
+    def list_parts(self) -> list[str]:
+        """The Kafka partitions, named as ``KafkaSource`` names them."""
+        return partition_names(self.admin_config, self.topic_names)
+
+
 class UntilEndSource(FixedPartitionedSource[Any, Any]):
     """A tailing Kafka source whose partitions stop at an end marker (for timed runs); wraps
     Bytewax's ``KafkaSource`` (one item per message) or ``KafkaBatchSource`` (one per poll).
     """
 
-    def __init__(self, inner: KafkaSource | KafkaBatchSource) -> None:
+    def __init__(self, inner: FloorKafkaSource | KafkaBatchSource) -> None:
         self.inner = inner
         self.batched = isinstance(inner, KafkaBatchSource)
 
@@ -131,8 +148,8 @@ def _source(kafka: KafkaSettings, topic: str, batch_size: int,
         return UntilEndSource(KafkaBatchSource([kafka.bootstrap_servers], [topic], tail=True,
                                                batch_size=batch_size,
                                                add_config=consumer_config()))
-    return UntilEndSource(KafkaSource([kafka.bootstrap_servers], [topic], tail=True,
-                                      batch_size=batch_size, add_config=consumer_config()))
+    return UntilEndSource(FloorKafkaSource([kafka.bootstrap_servers], [topic], tail=True,
+                                           batch_size=batch_size, add_config=consumer_config()))
 
 
 def floor_seconds(kafka: KafkaSettings, topic: str, batch_size: int,

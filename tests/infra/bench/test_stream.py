@@ -15,12 +15,13 @@ pytestmark = [pytest.mark.integration,
                                  reason="redis-server is not installed (make system-deps)")]
 
 
-def test_bench_on_redis_starts_and_stops_its_own_redis(tmp_path, monkeypatch):
+def test_bench_on_redis_starts_and_stops_its_own_redis(tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("MARQUEE_REDIS_URL", raising=False)
     out = tmp_path / "stream.json"
     rc = main(["bench", "stream", "--events", "2000", "--online", "redis",
                "--fresh-rate", "1000", "--out", str(out)])
     assert rc == 0
+    assert "CONFWARN" not in capfd.readouterr().err  # no consumer property on a producer
     figures = json.loads(out.read_text())
     assert figures["online_store"] == "redis"
     assert figures["redis_url"].startswith("redis://127.0.0.1:")
