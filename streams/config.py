@@ -56,6 +56,9 @@ class KafkaSettings(BaseSettings):
                                    description="topic of rejected events, each with its reasons")
     events_partitions: int = Field(default=4, ge=1, description="partitions of the events "
                                    "topic when Marquee creates it")
+    consumer_group: str = Field(default="marquee-tokenizer", min_length=1,
+                                description="consumer group the flow commits its snapshot "
+                                "offsets to, for lag tools (it resumes from its snapshots)")
 
     def client_config(self, **extra: object) -> dict[str, object]:
         """Base librdkafka config for this cluster, with ``extra`` merged over it."""

@@ -462,7 +462,8 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
                     "(MARQUEE_FLOW_FAULT; unset it to turn it off)", shared.drill.faults)
     source = KafkaBatchSource([kafka.bootstrap_servers], [kafka.events_topic], tail=settings.tail,
                               batch_size=settings.batch_size,
-                              add_config=consumer_config(settings.fetch_wait_ms))
+                              add_config=consumer_config(settings.fetch_wait_ms),
+                              group_id=kafka.consumer_group)
     data_dir = settings.data_dir
     sink = OutputSink(lambda: FeatureWriter(open_store(online=online, data_dir=data_dir)),
                       DataLayout(data_dir).tokens, key=str(data_dir.resolve()))

@@ -6,6 +6,11 @@ item (a list of ``confluent_kafka.Message``), and the flow's first step decodes 
 in one call. Offsets are snapshotted like ``KafkaSource`` does (the next offset to read), so
 recovery resumes exactly where the snapshot was taken.
 
+With a ``group_id``, each snapshot's offset is also committed to that consumer group,
+asynchronously (``streams.group_offsets``), so Kafka's lag tools see the flow's progress.
+Those offsets are for watching only: partitions are assigned, not subscribed, and a start
+reads from the snapshot (or the beginning), never from the committed offsets.
+
 The messages are not picklable; the step that reads them must run on the same worker (any
 non-keyed step does) and turn them into plain values before a keyed step.
 """
@@ -23,11 +28,13 @@ from confluent_kafka.admin import AdminClient
 
 from streams import metrics
 from streams.config import non_consumer
+from streams.group_offsets import GroupOffsets
 
 
 class _Partition(StatefulSourcePartition[list[Any], int]):
     def __init__(self, config: dict[str, Any], topic: str, partition: int, offset: int,
-                 batch_size: int, poll_s: float) -> None:
+                 batch_size: int, poll_s: float, offsets: GroupOffsets | None = None) -> None:
+        self.offsets = offsets
         self.consumer = Consumer(config)
         self.tp = TopicPartition(topic, partition)
         self.consumer.assign([TopicPartition(topic, partition, offset)])
@@ -65,10 +72,14 @@ class _Partition(StatefulSourcePartition[list[Any], int]):
         return [good]
 
     def snapshot(self) -> int:
+        if self.offsets is not None:  # for lag tools; sent, not waited for
+            self.offsets.commit(self.topic, self.tp.partition, self.offset)
         return self.offset
 
     def close(self) -> None:
         self.consumer.close()
+        if self.offsets is not None:
+            self.offsets.flush()  # the last snapshot's commit, bounded
 
 
 def partition_names(admin_config: dict[str, Any], topics: Iterable[str]) -> list[str]:
@@ -84,11 +95,16 @@ def partition_names(admin_config: dict[str, Any], topics: Iterable[str]) -> list
 
 
 class KafkaBatchSource(FixedPartitionedSource[list[Any], int]):
-    """Topics' partitions as input partitions; items are lists of ``confluent_kafka.Message``."""
+    """Topics' partitions as input partitions; items are lists of ``confluent_kafka.Message``.
+
+    ``group_id``: the consumer group each snapshot's offsets are committed to (None: no
+    commits).
+    """
 
     def __init__(self, brokers: Iterable[str], topics: Iterable[str], tail: bool = True,
                  batch_size: int = 5000, add_config: dict[str, Any] | None = None,
-                 poll_s: float = 0.001, starting_offset: int = OFFSET_BEGINNING) -> None:
+                 poll_s: float = 0.001, starting_offset: int = OFFSET_BEGINNING,
+                 group_id: str | None = None) -> None:
         if isinstance(brokers, str) or isinstance(topics, str):
             raise TypeError("brokers and topics must be lists of strings, not strings")
         self.brokers = list(brokers)
@@ -98,6 +114,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Any], int]):
         self.add_config = add_config or {}
         self.poll_s = poll_s
         self.starting_offset = starting_offset
+        self.offsets = GroupOffsets(self.admin_config(), group_id) if group_id else None
 
     def _config(self) -> dict[str, Any]:
         return {"bootstrap.servers": ",".join(self.brokers), **self.add_config}
@@ -121,4 +138,5 @@ class KafkaBatchSource(FixedPartitionedSource[list[Any], int]):
         config = {"group.id": "marquee-flow-unused", "enable.auto.commit": "false",
                   "enable.partition.eof": str(not self.tail).lower(), **self._config()}
         offset = self.starting_offset if resume_state is None else resume_state
-        return _Partition(config, topic, int(index), offset, self.batch_size, self.poll_s)
+        return _Partition(config, topic, int(index), offset, self.batch_size, self.poll_s,
+                          self.offsets)

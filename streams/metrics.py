@@ -41,6 +41,9 @@ CONSUMER_LAG = Gauge("marquee_consumer_lag_messages",
                      "high watermark - next offset to read, per events-topic partition this "
                      "process reads (NaN while the broker does not answer: unknown, not 0)",
                      ["partition"])
+OFFSET_COMMITS = Counter("marquee_offset_commits_total",
+                         "events-topic offsets committed to the consumer group after a "
+                         "snapshot (for lag tools), by result: ok, failed", ["result"])
 BROKER_UP = Gauge("marquee_broker_up",
                   "1 when the broker answered the flow's last metadata probe, else 0")
 
