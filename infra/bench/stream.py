@@ -37,7 +37,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
 from infra.synthetic import SyntheticWorld, WorldConfig
-from streams import metrics
+from streams import compiled, metrics
 from streams.config import KafkaSettings, non_consumer
 from streams.flow import consumer_config
 from streams.kafka_batches import KafkaBatchSource, partition_names
@@ -289,6 +289,7 @@ def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int =
     result = {
         "events": n, "online_store": online, "redis_url": redis_url, "workers": 1,
         "batch_size": batch_size,
+        "hot_modules": compiled.describe(),
         "flush_s": flush_s, "produce_events_per_s": n / produce_s,
         "floor_events_per_s": n / floor, "floor_cpu_us_per_event": floor_cpu / n * 1e6,
         "batch_floor_events_per_s": n / bfloor,
