@@ -129,9 +129,17 @@ class SyntheticWorld:
         habit = rng.choices(("evening_tv", "commuter", "mixed"), (0.45, 0.3, 0.25))[0]
         return _User(index, f"u{index:06d}", taste, habit, rng)
 
-    def events(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """All users' events merged in timestamp order (each user's stream is ordered)."""
-        streams = (self._user_events(self._make_user(i)) for i in range(self.config.n_users))
+    def events(self, limit: int | None = None,
+               per_user: int | None = None) -> Iterator[dict[str, Any]]:
+        """All users' events merged in timestamp order (each user's stream is ordered).
+
+        ``per_user`` keeps each user's first events only: a stream with every user in it
+        (``limit`` alone cuts the timeline, and with it the users whose first session comes
+        later). A user's events do not depend on the other users, so the first ``k`` users'
+        events are the same in every world with at least ``k`` users.
+        """
+        streams = (itertools.islice(self._user_events(self._make_user(i)), per_user)
+                   for i in range(self.config.n_users))
         merged = heapq.merge(*streams, key=lambda ev: ev["ts"])
         for count, event in enumerate(merged):
             if limit is not None and count >= limit:

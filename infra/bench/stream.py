@@ -1,233 +1,120 @@
-"""``marquee bench stream``: the flow's throughput into Feast and its freshness, beside the
-framework's floor (a Bytewax flow that reads the same topic and does nothing), same run.
+"""``marquee bench stream``: the flow's throughput into Feast, its CPU, memory, scale-out and
+freshness, each beside a floor measured in the same run.
 
-1. Produce N synthetic events to a fresh topic (embedded broker unless
-   ``KAFKA_BOOTSTRAP_SERVERS`` is set).
-2. Floors: a do-nothing Bytewax flow over the topic, one worker, to its end: with Bytewax's
-   ``KafkaSource`` (one item per message: "the framework's floor", as first measured) and
-   with the flow's own ``KafkaBatchSource`` (one item per poll: where the flow starts from).
-3. Full flow, one worker, to the end of the topic, Feast SQLite (or ``--online redis``) in a
-   temp dir: events/s per worker and CPU us per event. Feast is opened before the clock.
-   Redis is the one at ``MARQUEE_REDIS_URL`` when that is set, else a ``redis-server``
-   started for the run on a free port (``infra.redis_server``).
-4. Freshness: the full flow tailing a second topic while events are produced at a fixed rate
-   below capacity; p50/p99 of (online write - producer timestamp) over every event. Beside
-   it, the same produce at the same rate into a third topic read by a do-nothing flow: the
-   broker's and clients' share of freshness (its floor), same run.
+1. Generate N synthetic events from U users (each user's first N/U events, merged in time
+   order) and produce them to a fresh topic (embedded broker unless
+   ``KAFKA_BOOTSTRAP_SERVERS`` is set); the events of the first U/2 users go to a second.
+2. Floors: a do-nothing Bytewax flow over the topic, one worker, to its end markers: with
+   Bytewax's ``KafkaSource`` (one item per message: "the framework's floor") and with the
+   flow's own ``KafkaBatchSource`` (one item per poll: where the flow starts from).
+3. Full flow, one worker, Feast SQLite (or ``--online redis``) in a temp dir: events/s, CPU
+   us per event, resident memory when the input ended and each user's pickled state (what
+   Bytewax snapshots). Redis is the one at ``MARQUEE_REDIS_URL`` when that is set, else a
+   ``redis-server`` started for the run (``infra.redis_server``).
+4. Growth: the same flow over the U/2-user topic (same events per user); memory per 100,000
+   more users is the difference. Beside it, one user's state as their history grows.
+5. Scale-out: the flow as ``--processes`` Bytewax processes (one cluster over loopback) over
+   the topic's partitions; aggregate events/s and the ratio to one process.
+6. Freshness: the flow tailing a topic while events are produced at ``--fresh-rate``; p50/p99
+   of (online write - producer timestamp), unless the flow fell behind (then it says it was
+   over capacity). Beside it, the same produce read by a do-nothing flow: the broker's share.
+
+Every flow runs in a process of its own (``infra.bench.stream_child``), so its CPU and memory
+are its own; each phase also says how busy the machine and the broker were meanwhile.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSource
-from bytewax.dataflow import Dataflow
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from bytewax.testing import run_main
-
+from infra.bench import procfs
+from infra.bench.stream_child import Job, Phase, run_jobs
+from infra.bench.stream_flows import floor_flow, latency_flow, measured_flow
+from infra.bench.stream_memory import history_curve
+from infra.bench.stream_report import Measured, build_report
+from infra.bench.stream_sources import end_markers
 from infra.synthetic import SyntheticWorld, WorldConfig
-from streams import compiled, metrics
-from streams.config import KafkaSettings, non_consumer
-from streams.flow import consumer_config
-from streams.kafka_batches import KafkaBatchSource, partition_names
-from streams.produce import produce_events
+from streams.config import KafkaSettings
+from streams.contract.files import key_of
+from streams.produce import ProduceReport, produce_events
 from streams.topics import create_topics, delete_topics
 
-END = b"__marquee_bench_end__"
+HISTORY = (100, 1_000, 5_000, 20_000)  # one user's events at which their state is weighed
 
 
-class _Null(StatelessSinkPartition[Any]):
-    def write_batch(self, items: list[Any]) -> None:
-        pass
+class Progress:
+    """One line per phase on stderr, with the seconds since the start."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        """Say what starts now."""
+        if self.enabled:
+            print(f"[bench stream {time.perf_counter() - self.start:6.0f} s] {message}",
+                  file=sys.stderr, flush=True)
 
 
-class NullSink(DynamicSink[Any]):
-    """Drops everything (the floor flow's sink)."""
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Null:
-        """A partition that does nothing."""
-        return _Null()
-
-
-class _UntilEnd(StatefulSourcePartition[Any, Any]):
-    def __init__(self, inner: StatefulSourcePartition[Any, Any], batched: bool) -> None:
-        self.inner = inner
-        self.batched = batched
-        self.done = False
-
-    def next_batch(self) -> list[Any]:
-        if self.done:
-            raise StopIteration
-        batch = self.inner.next_batch()
-        msgs = batch[0] if self.batched and batch else batch
-        for i, msg in enumerate(msgs):
-            value = msg.value() if self.batched else getattr(msg, "value", None)
-            if value == END:
-                self.done = True
-                if self.batched:
-                    return [msgs[:i]] if i else []
-                return batch[:i]
-        return batch
-
-    def next_awake(self) -> Any:
-        return self.inner.next_awake()
-
-    def snapshot(self) -> Any:
-        return self.inner.snapshot()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class FloorKafkaSource(KafkaSource):
-    """Bytewax's ``KafkaSource``, except that its partition listing's admin client gets no
-    consumer-only properties (Bytewax hands it ``add_config`` whole, and librdkafka warns
-    about each).
+def generate(n_events: int, users: int, seed: int = 7) -> list[bytes]:
+    """``n_events`` events from ``users`` users, every user with their first
+    ``ceil(n_events / users)`` events, as the JSON the producers send.
     """
-
-    def __init__(self, brokers: list[str], topics: list[str], **kwargs: Any) -> None:
-        super().__init__(brokers, topics, **kwargs)
-        self.admin_config = non_consumer({"bootstrap.servers": ",".join(brokers),
-                                          **kwargs.get("add_config", {})})
-        self.topic_names = list(topics)
-
-    def list_parts(self) -> list[str]:
-        """The Kafka partitions, named as ``KafkaSource`` names them."""
-        return partition_names(self.admin_config, self.topic_names)
+    if not 1 <= users <= n_events:
+        raise ValueError(f"{users:,} users for {n_events:,} events: give --users between 1 "
+                         "and --events (each user needs at least one event)")
+    world = SyntheticWorld(WorldConfig(seed=seed, n_users=users))
+    per_user = -(-n_events // users)
+    return [json.dumps(e, separators=(",", ":")).encode()
+            for e in world.events(n_events, per_user=per_user)]
 
 
-class UntilEndSource(FixedPartitionedSource[Any, Any]):
-    """A tailing Kafka source whose partitions stop at an end marker (for timed runs); wraps
-    Bytewax's ``KafkaSource`` (one item per message) or ``KafkaBatchSource`` (one per poll).
+def first_users(events: list[bytes], users: int) -> list[bytes]:
+    """The events of synthetic users ``u000000`` .. ``u{users-1}``: with the same events per
+    user, the world of ``users`` users.
     """
-
-    def __init__(self, inner: FloorKafkaSource | KafkaBatchSource) -> None:
-        self.inner = inner
-        self.batched = isinstance(inner, KafkaBatchSource)
-
-    def list_parts(self) -> list[str]:
-        """The Kafka partitions."""
-        return self.inner.list_parts()
-
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _UntilEnd:
-        """Wrap the Kafka partition."""
-        return _UntilEnd(self.inner.build_part(step_id, for_part, resume_state), self.batched)
+    return [e for e in events if int((key_of(e) or b"u0")[1:]) < users]
 
 
-def _end_markers(kafka: KafkaSettings, topic: str, partitions: int) -> None:
-    from confluent_kafka import Producer
-
-    producer = Producer(kafka.client_config())
-    for p in range(partitions):
-        producer.produce(topic, value=END, partition=p)
-    producer.flush(30)
-
-
-def _produce(kafka: KafkaSettings, topic: str, events: list[bytes], rate: float | None) -> float:
+def _produce(kafka: KafkaSettings, topic: str, events: list[bytes],
+             rate: float | None) -> ProduceReport:
     report = produce_events(events, kafka, topic=topic, rate=rate, progress=False)
     if report.undelivered:
-        raise RuntimeError(f"bench: {report.summary()}")
-    _end_markers(kafka, topic, kafka.events_partitions)
-    return report.seconds
+        raise RuntimeError(f"bench stream: {report.summary()}")
+    return report
 
 
-def _source(kafka: KafkaSettings, topic: str, batch_size: int,
-            batched: bool = False) -> UntilEndSource:
-    if batched:
-        return UntilEndSource(KafkaBatchSource([kafka.bootstrap_servers], [topic], tail=True,
-                                               batch_size=batch_size,
-                                               add_config=consumer_config()))
-    return UntilEndSource(FloorKafkaSource([kafka.bootstrap_servers], [topic], tail=True,
-                                           batch_size=batch_size, add_config=consumer_config()))
-
-
-def floor_seconds(kafka: KafkaSettings, topic: str, batch_size: int,
-                  batched: bool = False) -> tuple[float, float]:
-    """Wall and CPU seconds for a do-nothing Bytewax flow to read the topic to its end
-    markers: Bytewax's own ``KafkaSource`` (one item per message) or, ``batched``, the flow's
-    ``KafkaBatchSource`` (one item per poll).
+def _feed(kafka: KafkaSettings, topic: str, events: list[bytes],
+          rate: float | None) -> tuple[ProduceReport, float]:
+    """Produce ``events`` (at ``rate``), note when the last was acknowledged, then end every
+    partition with an end marker.
     """
-    flow = Dataflow("floor")
-    stream = op.input("in", flow, _source(kafka, topic, batch_size, batched))
-    size = (lambda poll: len(poll)) if batched else (lambda m: len(m.value or b""))
-    op.output("out", op.map("len", stream, size), NullSink())
-    return _timed(flow)
+    report = _produce(kafka, topic, events, rate)
+    acked_at = time.time()
+    end_markers(kafka, topic, kafka.events_partitions)
+    return report, acked_at
 
 
-EPOCH = timedelta(seconds=10)  # Bytewax's default: state is snapshotted this often
-
-
-def _timed(flow: Dataflow) -> tuple[float, float]:
-    start, cpu = time.perf_counter(), time.process_time()
-    run_main(flow, epoch_interval=EPOCH)
-    return time.perf_counter() - start, time.process_time() - cpu
-
-
-def kafka_latency(kafka: KafkaSettings, topic: str, events: list[bytes], rate: float,
-                  batch_size: int) -> list[float]:
-    """Producer timestamp -> consumed by a do-nothing flow (seconds), while ``events`` are
-    produced at ``rate``: the part of freshness that is the broker's and the clients'.
+def _watched() -> dict[int, str]:
+    """The processes beside the measured flows: this one (``bench``: the producer in the
+    freshness phases) and the broker and Redis when it started them (its children that are
+    not the benchmark's own Python processes).
     """
-    seen: list[float] = []
-
-    def note(poll: list[Any]) -> int:
-        now = time.time() * 1000
-        seen.extend((now - m.timestamp()[1]) / 1000 for m in poll)
-        return len(poll)
-
-    flow = Dataflow("latency")
-    stream = op.input("in", flow, _source(kafka, topic, batch_size, batched=True))
-    op.output("out", op.map("note", stream, note), NullSink())
-    producer = threading.Thread(target=_produce, args=(kafka, topic, events, rate))
-    producer.start()
-    run_main(flow, epoch_interval=EPOCH)
-    producer.join()
-    return seen
-
-
-def full_flow(kafka: KafkaSettings, topic: str, data: Path, online: str, batch_size: int,
-              flush_s: float, redis_url: str | None = None) -> tuple[Dataflow, Any]:
-    """The production flow over ``topic`` with Feast opened already (outside the clock)."""
-    from feature_repo.store import FeatureWriter, open_store
-    from streams.flow import FlowSettings, build_flow, load_shared
-    from streams.sinks import DeadLetterSink, OutputSink, shared_writer
-
-    settings = FlowSettings(data_dir=data, flush_s=flush_s, batch_size=batch_size)
-    shared = load_shared(settings)
-    key = f"bench-{data}"
-    writer = shared_writer(key, lambda: FeatureWriter(open_store(online=online, data_dir=data,
-                                                                 redis_url=redis_url)))
-    sink = OutputSink(lambda: writer, data / "tokens", key=key)
-    dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic)
-    return build_flow(_source(kafka, topic, batch_size, batched=True), sink, dead, shared,
-                      "bench"), writer
-
-
-def _write_stats() -> dict[str, float]:
-    """user_tokens flushes, rows and seconds spent writing them, so far (from the metrics)."""
-    hist = {s.name: s.value for s in metrics.FEAST_WRITE_SECONDS.collect()[0].samples
-            if s.labels.get("feature_view") == "user_tokens"}
-    rows = [s.value for s in metrics.FEAST_ROWS.collect()[0].samples
-            if s.labels.get("feature_view") == "user_tokens" and s.name.endswith("_total")]
-    return {"flushes": hist.get("marquee_feast_write_seconds_count", 0.0),
-            "seconds": hist.get("marquee_feast_write_seconds_sum", 0.0),
-            "rows": rows[0] if rows else 0.0}
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
+    names = {"tansu": "broker", "redis-server": "redis"}
+    out = {os.getpid(): "bench"}
+    for pid, comm in procfs.children(os.getpid()).items():
+        if not comm.startswith("python"):
+            out[pid] = next((v for k, v in names.items() if comm.startswith(k)), comm)
+    return out
 
 
 @contextmanager
@@ -244,68 +131,145 @@ def _online(online: str) -> Iterator[str | None]:
         yield url
 
 
-def run_bench(n_events: int = 200_000, online: str = "sqlite", batch_size: int = 5000,
-              flush_s: float = 0.1, fresh_rate: float = 5000.0, fresh_seconds: float = 8.0,
-              out: Path | None = None) -> dict[str, Any]:
+class Bench:
+    """One run's broker, store, folders and settings: the phases are its methods."""
+
+    def __init__(self, kafka: KafkaSettings, root: Path, world: SyntheticWorld, online: str,
+                 redis_url: str | None, batch_size: int, flush_s: float) -> None:
+        self.kafka, self.root, self.world = kafka, root, world
+        self.online, self.redis_url = online, redis_url
+        self.batch_size, self.flush_s = batch_size, flush_s
+        self.watch = _watched()
+        self.topics: list[str] = []  # deleted at the end
+
+    def topic(self) -> str:
+        """A fresh topic with the events topic's partitions."""
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        create_topics(self.kafka, {name: self.kafka.events_partitions})
+        self.topics.append(name)
+        return name
+
+    def data(self, name: str) -> Path:
+        """A fresh data folder for one flow run, with the catalogue the flow reads."""
+        self.world.write_catalogue(self.root / name / "catalogue.jsonl")
+        return self.root / name
+
+    def floor(self, topic: str, batched: bool) -> Phase:
+        """A do-nothing flow over ``topic``."""
+        return run_jobs([Job("batch floor" if batched else "floor", floor_flow, {
+            "kafka": self.kafka, "topic": topic, "batch_size": self.batch_size,
+            "batched": batched})], watch=self.watch)
+
+    def flow_jobs(self, topic: str, data: Path, name: str, processes: int = 1,
+                  **extra: Any) -> list[Job]:
+        """The full flow as ``processes`` processes (one cluster over loopback)."""
+        from streams.launch import free_port
+
+        kwargs = {"kafka": self.kafka, "topic": topic, "data": data, "online": self.online,
+                  "batch_size": self.batch_size, "flush_s": self.flush_s,
+                  "redis_url": self.redis_url, **extra}
+        if processes == 1:
+            return [Job(name, measured_flow, kwargs)]
+        addresses = tuple(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        return [Job(f"{name} {i}", measured_flow, kwargs, addresses, i)
+                for i in range(processes)]
+
+    def flow(self, topic: str, data: Path, name: str, processes: int = 1,
+             **extra: Any) -> Phase:
+        """The full flow over ``topic`` to its end markers."""
+        return run_jobs(self.flow_jobs(topic, data, name, processes, **extra), watch=self.watch)
+
+    def fresh(self, events: list[bytes], rate: float, floor: bool) -> Phase:
+        """The full flow (or, ``floor``, the latency floor) tailing a new topic while
+        ``events`` are produced at ``rate``.
+        """
+        topic = self.topic()
+        if floor:
+            jobs = [Job("latency floor", latency_flow, {
+                "kafka": self.kafka, "topic": topic, "batch_size": self.batch_size})]
+        else:
+            jobs = self.flow_jobs(topic, self.data("fresh"), "freshness", freshness=True)
+        return run_jobs(jobs, lambda: _feed(self.kafka, topic, events, rate), self.watch)
+
+
+def run_bench(n_events: int = 1_000_000, online: str = "sqlite", batch_size: int = 5000,
+              flush_s: float = 0.1, fresh_rate: float = 20_000.0, fresh_seconds: float = 8.0,
+              out: Path | None = None, *, users: int = 100_000, processes: int = 2,
+              progress: bool = True) -> dict[str, Any]:
     """Run the benchmark; returns (and optionally writes) the figures."""
     from infra.broker import broker_for
 
     if online not in ("sqlite", "redis"):
         raise ValueError(f"online store {online!r}: choose sqlite or redis")
-    world = SyntheticWorld(WorldConfig(n_users=2000))
-    events = [json.dumps(e, separators=(",", ":")).encode() for e in world.events(n_events)]
-    n = len(events)
+    say = Progress(progress)
+    say(f"generating {n_events:,} events from {users:,} users")
+    start = time.perf_counter()
+    events = generate(n_events, users)
+    generate_s = time.perf_counter() - start
+    half = users // 2
+    small = first_users(events, half) if half else []
+    fresh_events = events[:int(fresh_rate * fresh_seconds)]
     with broker_for() as kafka, _online(online) as redis_url, \
             tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp)
-        for sub in ("a", "b"):
-            world.write_catalogue(data / sub / "catalogue.jsonl")
-        topics = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(3)]
-        create_topics(kafka, {t: kafka.events_partitions for t in topics})
+        if not 1 <= processes <= kafka.events_partitions:
+            raise ValueError(f"--processes {processes}: give 1 to "
+                             f"{kafka.events_partitions} (the topic's partitions; set "
+                             "MARQUEE_EVENTS_PARTITIONS for more)")
+        bench = Bench(kafka, Path(tmp), SyntheticWorld(WorldConfig(n_users=users)), online,
+                      redis_url, batch_size, flush_s)
         try:
-            produce_s = _produce(kafka, topics[0], events, None)
-            floor, floor_cpu = floor_seconds(kafka, topics[0], batch_size)
-            bfloor, bfloor_cpu = floor_seconds(kafka, topics[0], batch_size, batched=True)
-            flow, _ = full_flow(kafka, topics[0], data / "a", online, batch_size, flush_s,
-                                redis_url)
-            full, full_cpu = _timed(flow)
-
-            # Freshness: produce at a fixed rate while the flow tails the second topic.
-            metrics.FRESHNESS_SAMPLES = []
-            fresh_events = events[:int(fresh_rate * fresh_seconds)]
-            flow2, _ = full_flow(kafka, topics[1], data / "b", online, batch_size, flush_s,
-                                 redis_url)
-            producer = threading.Thread(target=_produce,
-                                        args=(kafka, topics[1], fresh_events, fresh_rate))
-            before = _write_stats()
-            producer.start()
-            run_main(flow2, epoch_interval=EPOCH)
-            producer.join()
-            writes = {k: v - before[k] for k, v in _write_stats().items()}
-            samples, metrics.FRESHNESS_SAMPLES = metrics.FRESHNESS_SAMPLES, None
-            kafka_only = kafka_latency(kafka, topics[2], fresh_events, fresh_rate, batch_size)
+            say(f"producing {len(events):,} events (and {len(small):,} of {half:,} users)")
+            main, growth = bench.topic(), bench.topic()
+            produce_s = _feed(kafka, main, events, None)[0].seconds
+            if small:
+                _feed(kafka, growth, small, None)
+            del events
+            say("floor: Bytewax KafkaSource, read and drop")
+            floor = bench.floor(main, batched=False)
+            say("floor: the flow's batch source, read and drop")
+            bfloor = bench.floor(main, batched=True)
+            say("flow into Feast, 1 process")
+            flow = bench.flow(main, bench.data("flow"), "flow", state=True)
+            grown = None
+            if small:
+                say(f"flow into Feast over {half:,} users (memory growth)")
+                grown = bench.flow(growth, bench.data("growth"), "growth", state=True)
+            cluster = None
+            if processes > 1:
+                say(f"flow into Feast, {processes} processes")
+                cluster = bench.flow(main, bench.data("cluster"), "flow", processes)
+            say(f"freshness: flow tailing {len(fresh_events):,} events at {fresh_rate:,.0f}/s")
+            fresh = bench.fresh(fresh_events, fresh_rate, floor=False)
+            say("freshness floor: do-nothing flow, same produce")
+            fresh_floor = bench.fresh(fresh_events, fresh_rate, floor=True)
         finally:
-            delete_topics(kafka, topics)
-    result = {
-        "events": n, "online_store": online, "redis_url": redis_url, "workers": 1,
-        "batch_size": batch_size,
-        "hot_modules": compiled.describe(),
-        "flush_s": flush_s, "produce_events_per_s": n / produce_s,
-        "floor_events_per_s": n / floor, "floor_cpu_us_per_event": floor_cpu / n * 1e6,
-        "batch_floor_events_per_s": n / bfloor,
-        "batch_floor_cpu_us_per_event": bfloor_cpu / n * 1e6,
-        "flow_events_per_s_per_worker": n / full, "flow_cpu_us_per_event": full_cpu / n * 1e6,
-        "flow_vs_floor": floor / full, "flow_vs_batch_floor": bfloor / full,
-        "freshness_rate_events_per_s": fresh_rate,
-        "freshness_events": len(samples), "freshness_p50_s": _pct(samples, 0.5),
-        "freshness_p99_s": _pct(samples, 0.99),
-        "freshness_floor_p50_s": _pct(kafka_only, 0.5),
-        "freshness_floor_p99_s": _pct(kafka_only, 0.99), "epoch_s": EPOCH.total_seconds(),
-        "freshness_user_flushes": writes["flushes"], "freshness_user_rows": writes["rows"],
-        "freshness_user_write_s": writes["seconds"],
-        "targets": {"events_per_s_per_worker": 50_000, "freshness_p99_s": 1.0},
-    }
+            delete_topics(kafka, bench.topics)
+    say("one user's state as their history grows")
+    history = history_curve(_long_history(max(HISTORY)), HISTORY)
+    fresh_report, fresh_acked = fresh.got[0], fresh.got[1]
+    measured = Measured(
+        events=n_events, users=users, online=online, redis_url=redis_url,
+        batch_size=batch_size, flush_s=flush_s, partitions=kafka.events_partitions,
+        generate_s=generate_s, produce_s=produce_s, floor=floor.runs[0],
+        batch_floor=bfloor.runs[0], flow=flow.runs[0], fresh=fresh.runs[0],
+        fresh_floor=fresh_floor.runs[0], fresh_rate=fresh_rate,
+        fresh_produced_rate=fresh_report.rate, fresh_produced_at=fresh_acked,
+        growth=grown.runs[0] if grown else None, growth_users=half, growth_events=len(small),
+        cluster=cluster.runs if cluster else [],
+        cores={name: phase.cores for name, phase in (
+            ("floor", floor), ("batch_floor", bfloor), ("flow", flow), ("growth", grown),
+            ("scale_out", cluster), ("freshness", fresh), ("freshness_floor", fresh_floor))
+            if phase is not None},
+        history=history)
+    result = build_report(measured)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _long_history(n: int) -> Iterator[bytes]:
+    """One synthetic user's first ``n`` events (over as many days as that takes)."""
+    world = SyntheticWorld(WorldConfig(n_users=1, days=max(n // 10, 30)))
+    for event in world.events(n):
+        yield json.dumps(event, separators=(",", ":")).encode()

@@ -88,3 +88,20 @@ def test_satisfaction_depends_on_taste(events):
     rates = [c["complete"] / (c["complete"] + c["stop"]) for c in outcome.values()
              if c.total() >= 5]
     assert min(rates) < 0.4 and max(rates) > 0.8
+
+
+def test_per_user_keeps_every_users_first_events_in_time_order():
+    world = SyntheticWorld(WorldConfig(seed=3, n_users=40, days=20))
+    got = list(world.events(per_user=5))
+    by_user = defaultdict(list)
+    for ev in got:
+        by_user[ev["user_id"]].append(ev)
+    assert len(by_user) == 40 and all(len(evs) == 5 for evs in by_user.values())
+    assert [e["ts"] for e in got] == sorted(e["ts"] for e in got)
+    full = defaultdict(list)
+    for ev in SyntheticWorld(WorldConfig(seed=3, n_users=40, days=20)).events():
+        full[ev["user_id"]].append(ev)
+    assert all(full[u][:5] == evs for u, evs in by_user.items())
+    # a smaller world's users are the same people: the first 10 users' events are unchanged
+    small = list(SyntheticWorld(WorldConfig(seed=3, n_users=10, days=20)).events(per_user=5))
+    assert small == [e for e in got if int(e["user_id"][1:]) < 10]
