@@ -8,9 +8,12 @@ not by how many events they ever sent.
 
 from __future__ import annotations
 
+import gc
 import pickle
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from types import FunctionType, ModuleType
 from typing import Any
 
 from streams.contract.tokenizer import UserTokenizer
@@ -96,7 +99,27 @@ def history_curve(events: Iterable[bytes], checkpoints: Sequence[int]) -> list[d
         tokens += len(tok.offer(ev)[0])  # type: ignore[arg-type]
         if marks and i == marks[0]:
             marks.pop(0)
+            blob = pickled(tok)
             out.append({"events": i, "tokens_released": tokens, "recent": len(tok.recent),
                         "open": len(tok.machine.drafts) + len(tok.buffer),
-                        "seen": len(tok.seen), "pickled_bytes": len(pickled(tok))})
+                        "seen": len(tok.seen), "pickled_bytes": len(blob),
+                        "memory_bytes": in_memory(blob)})
     return out
+
+
+def in_memory(blob: bytes) -> int:
+    """Bytes of the Python objects a pickled object becomes (``sys.getsizeof`` over every
+    object it reaches, once each): what a user costs in RAM. Objects the pickle leaves out,
+    such as the shared vocabulary, are not counted; classes and functions are not either.
+    """
+    seen: set[int] = set()
+    stack: list[Any] = [pickle.loads(blob)]
+    total = 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, type | ModuleType | FunctionType):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        stack.extend(gc.get_referents(obj))
+    return total

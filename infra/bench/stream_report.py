@@ -221,7 +221,8 @@ def _memory_lines(mem: dict[str, Any], events: int, users: int) -> list[str]:
                      f"dedupe ids, after {st['events_mean']:.1f} events (max {st['events_max']})")
     if mem.get("history"):
         lines.append("  one user as their history grows: " + "; ".join(
-            f"{h['events']:,} events -> {h['pickled_bytes']:,} B ({h['recent']} tokens kept)"
+            f"{h['events']:,} events -> {h['pickled_bytes']:,} B pickled, "
+            f"{h['memory_bytes']:,} B in memory ({h['recent']} tokens kept)"
             for h in mem["history"]))
     return lines
 

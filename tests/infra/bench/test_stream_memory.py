@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from infra.bench.stream_memory import growth_per, history_curve, pickled, state_sizes
+from infra.bench.stream_memory import (
+    growth_per,
+    history_curve,
+    in_memory,
+    pickled,
+    state_sizes,
+)
 from infra.synthetic import SyntheticWorld, WorldConfig
 from streams.contract.fast_events import decode_event
 from streams.contract.merge import TokenizerConfig
@@ -46,3 +52,9 @@ def test_one_users_state_stops_growing_with_their_history():
     # past the bound, twice the history costs no more state (a little slack for held events)
     assert curve[-1]["pickled_bytes"] < 1.2 * curve[1]["pickled_bytes"]
     assert curve[0]["pickled_bytes"] < curve[1]["pickled_bytes"]
+
+
+def test_in_memory_size_counts_the_objects_a_pickle_becomes():
+    small, big = pickled(list(range(10))), pickled([str(i) * 20 for i in range(10_000)])
+    assert 0 < in_memory(small) < 2_000
+    assert in_memory(big) > 10_000 * 60  # each of the 10,000 strings is at least 60 bytes
