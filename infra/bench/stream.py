@@ -191,6 +191,49 @@ class Bench:
             jobs = self.flow_jobs(topic, self.data("fresh"), "freshness", freshness=True)
         return run_jobs(jobs, lambda: _feed(self.kafka, topic, events, rate), self.watch)
 
+    def run(self, events: list[bytes], users: int, processes: int, fresh_rate: float,
+            fresh_seconds: float, say: Progress) -> Measured:
+        """Every phase, in order; ``events`` is emptied once produced."""
+        half = users // 2
+        small = first_users(events, half) if half else []
+        fresh_events = events[:int(fresh_rate * fresh_seconds)]
+        n = len(events)
+        say(f"producing {n:,} events (and {len(small):,} of {half:,} users)")
+        main, growth = self.topic(), self.topic()
+        produce_s = _feed(self.kafka, main, events, None)[0].seconds
+        if small:
+            _feed(self.kafka, growth, small, None)
+        events.clear()  # the children hold their own state; this list is not needed now
+        phases: dict[str, Phase] = {}
+        say("floor: Bytewax KafkaSource, read and drop")
+        phases["floor"] = self.floor(main, batched=False)
+        say("floor: the flow's batch source, read and drop")
+        phases["batch_floor"] = self.floor(main, batched=True)
+        say("flow into Feast, 1 process")
+        phases["flow"] = self.flow(main, self.data("flow"), "flow", state=True)
+        if small:
+            say(f"flow into Feast over {half:,} users (memory growth)")
+            phases["growth"] = self.flow(growth, self.data("growth"), "growth", state=True)
+        if processes > 1:
+            say(f"flow into Feast, {processes} processes")
+            phases["scale_out"] = self.flow(main, self.data("cluster"), "flow", processes)
+        say(f"freshness: flow tailing {len(fresh_events):,} events at {fresh_rate:,.0f}/s")
+        phases["freshness"] = fresh = self.fresh(fresh_events, fresh_rate, floor=False)
+        say("freshness floor: do-nothing flow, same produce")
+        phases["freshness_floor"] = self.fresh(fresh_events, fresh_rate, floor=True)
+        grown, cluster = phases.get("growth"), phases.get("scale_out")
+        return Measured(
+            events=n, users=users, online=self.online, redis_url=self.redis_url,
+            batch_size=self.batch_size, flush_s=self.flush_s,
+            partitions=self.kafka.events_partitions, generate_s=0.0, produce_s=produce_s,
+            floor=phases["floor"].runs[0], batch_floor=phases["batch_floor"].runs[0],
+            flow=phases["flow"].runs[0], fresh=fresh.runs[0],
+            fresh_floor=phases["freshness_floor"].runs[0], fresh_rate=fresh_rate,
+            fresh_produced_rate=fresh.got[0].rate, fresh_produced_at=fresh.got[1],
+            growth=grown.runs[0] if grown else None, growth_users=half,
+            growth_events=len(small), cluster=cluster.runs if cluster else [],
+            cores={name: phase.cores for name, phase in phases.items()})
+
 
 def run_bench(n_events: int = 1_000_000, online: str = "sqlite", batch_size: int = 5000,
               flush_s: float = 0.1, fresh_rate: float = 20_000.0, fresh_seconds: float = 8.0,
@@ -201,66 +244,26 @@ def run_bench(n_events: int = 1_000_000, online: str = "sqlite", batch_size: int
 
     if online not in ("sqlite", "redis"):
         raise ValueError(f"online store {online!r}: choose sqlite or redis")
+    partitions = KafkaSettings().events_partitions
+    if not 1 <= processes <= partitions:
+        raise ValueError(f"--processes {processes}: give 1 to {partitions} (the topic's "
+                         "partitions; set MARQUEE_EVENTS_PARTITIONS for more)")
     say = Progress(progress)
     say(f"generating {n_events:,} events from {users:,} users")
     start = time.perf_counter()
     events = generate(n_events, users)
     generate_s = time.perf_counter() - start
-    half = users // 2
-    small = first_users(events, half) if half else []
-    fresh_events = events[:int(fresh_rate * fresh_seconds)]
     with broker_for() as kafka, _online(online) as redis_url, \
             tempfile.TemporaryDirectory() as tmp:
-        if not 1 <= processes <= kafka.events_partitions:
-            raise ValueError(f"--processes {processes}: give 1 to "
-                             f"{kafka.events_partitions} (the topic's partitions; set "
-                             "MARQUEE_EVENTS_PARTITIONS for more)")
         bench = Bench(kafka, Path(tmp), SyntheticWorld(WorldConfig(n_users=users)), online,
                       redis_url, batch_size, flush_s)
         try:
-            say(f"producing {len(events):,} events (and {len(small):,} of {half:,} users)")
-            main, growth = bench.topic(), bench.topic()
-            produce_s = _feed(kafka, main, events, None)[0].seconds
-            if small:
-                _feed(kafka, growth, small, None)
-            del events
-            say("floor: Bytewax KafkaSource, read and drop")
-            floor = bench.floor(main, batched=False)
-            say("floor: the flow's batch source, read and drop")
-            bfloor = bench.floor(main, batched=True)
-            say("flow into Feast, 1 process")
-            flow = bench.flow(main, bench.data("flow"), "flow", state=True)
-            grown = None
-            if small:
-                say(f"flow into Feast over {half:,} users (memory growth)")
-                grown = bench.flow(growth, bench.data("growth"), "growth", state=True)
-            cluster = None
-            if processes > 1:
-                say(f"flow into Feast, {processes} processes")
-                cluster = bench.flow(main, bench.data("cluster"), "flow", processes)
-            say(f"freshness: flow tailing {len(fresh_events):,} events at {fresh_rate:,.0f}/s")
-            fresh = bench.fresh(fresh_events, fresh_rate, floor=False)
-            say("freshness floor: do-nothing flow, same produce")
-            fresh_floor = bench.fresh(fresh_events, fresh_rate, floor=True)
+            measured = bench.run(events, users, processes, fresh_rate, fresh_seconds, say)
         finally:
             delete_topics(kafka, bench.topics)
+    measured.generate_s = generate_s
     say("one user's state as their history grows")
-    history = history_curve(_long_history(max(HISTORY)), HISTORY)
-    fresh_report, fresh_acked = fresh.got[0], fresh.got[1]
-    measured = Measured(
-        events=n_events, users=users, online=online, redis_url=redis_url,
-        batch_size=batch_size, flush_s=flush_s, partitions=kafka.events_partitions,
-        generate_s=generate_s, produce_s=produce_s, floor=floor.runs[0],
-        batch_floor=bfloor.runs[0], flow=flow.runs[0], fresh=fresh.runs[0],
-        fresh_floor=fresh_floor.runs[0], fresh_rate=fresh_rate,
-        fresh_produced_rate=fresh_report.rate, fresh_produced_at=fresh_acked,
-        growth=grown.runs[0] if grown else None, growth_users=half, growth_events=len(small),
-        cluster=cluster.runs if cluster else [],
-        cores={name: phase.cores for name, phase in (
-            ("floor", floor), ("batch_floor", bfloor), ("flow", flow), ("growth", grown),
-            ("scale_out", cluster), ("freshness", fresh), ("freshness_floor", fresh_floor))
-            if phase is not None},
-        history=history)
+    measured.history = history_curve(_long_history(max(HISTORY)), HISTORY)
     result = build_report(measured)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
