@@ -43,6 +43,7 @@ from infra.bench.stream_memory import history_curve
 from infra.bench.stream_report import Measured, build_report
 from infra.bench.stream_sources import end_markers
 from infra.synthetic import SyntheticWorld, WorldConfig
+from streams import compiled
 from streams.config import KafkaSettings
 from streams.contract.files import key_of
 from streams.produce import ProduceReport, produce_events
@@ -232,7 +233,8 @@ class Bench:
             fresh_produced_rate=fresh.got[0].rate, fresh_produced_at=fresh.got[1],
             growth=grown.runs[0] if grown else None, growth_users=half,
             growth_events=len(small), cluster=cluster.runs if cluster else [],
-            cores={name: phase.cores for name, phase in phases.items()})
+            cores={name: phase.cores for name, phase in phases.items()},
+            hot_modules=compiled.describe())
 
 
 def run_bench(n_events: int = 1_000_000, online: str = "sqlite", batch_size: int = 5000,

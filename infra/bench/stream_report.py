@@ -44,6 +44,7 @@ class Measured:
     cluster: list[Run] = field(default_factory=list)
     cores: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> CpuWatch.stop
     history: list[dict[str, int]] = field(default_factory=list)
+    hot_modules: str = ""  # streams.compiled.describe(): compiled or pure-Python tokenizer
 
 
 def pct(values: list[float], q: float) -> float:
@@ -125,7 +126,7 @@ def build_report(m: Measured) -> dict[str, Any]:
     verdict = freshness_verdict(samples, m.fresh_rate, m.fresh_produced_rate)
     return {
         "events": n, "users": m.users, "online_store": m.online, "redis_url": m.redis_url,
-        "workers": 1, "partitions": m.partitions, "batch_size": m.batch_size,
+        "workers": 1, "partitions": m.partitions, "hot_modules": m.hot_modules, "batch_size": m.batch_size,
         "flush_s": m.flush_s, "generate_s": m.generate_s, "produce_events_per_s": n / m.produce_s,
         "floor_events_per_s": floor["events_per_s"],
         "floor_cpu_us_per_event": floor["cpu_us_per_event"], "floor_cores": floor["cores"],
@@ -173,7 +174,8 @@ def table(r: dict[str, Any]) -> list[str]:
     lines = [
         f"events: {r['events']:,} synthetic from {r['users']:,} users over {r['partitions']} "
         f"partitions, online store {r['online_store']} (generated in {r['generate_s']:.0f} s, "
-        f"produced at {r['produce_events_per_s']:,.0f} events/s)",
+        f"produced at {r['produce_events_per_s']:,.0f} events/s); hot modules "
+        f"{r.get('hot_modules') or '?'}",
         row.format("", "events/s", "CPU us/event", "cores", "beside"),
         row.format("floor: Bytewax KafkaSource (read + drop)", f"{r['floor_events_per_s']:,.0f}",
                    f"{r['floor_cpu_us_per_event']:.1f}", f"{r['floor_cores']:.2f}",
