@@ -218,25 +218,36 @@ class NoOp:
         return {"user_id": req.user_id}
 
 
+def deployment_options(settings: ServeSettings) -> dict[str, Any]:
+    """The ranking deployment's Ray Serve options as plain data: what ``build_app`` passes to
+    ``.options`` and what a ``serve deploy`` config file lists (one source for both).
+    """
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(_multiproc_dir(settings))}
+    return {
+        "num_replicas": settings.replicas,
+        "user_config": {"model_path": str(settings.model_path) if settings.model_path else None},
+        "health_check_period_s": settings.health_check_period_s,
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_queued_requests": settings.max_queued_requests,
+        "backpressure_config": {"status_code": 503, "retry_after_s": settings.retry_after_s},
+        "request_router_config": {"initial_backoff_s": min(0.001, settings.route_retry_max_s),
+                                  "max_backoff_s": settings.route_retry_max_s},
+        "ray_actor_options": {"num_cpus": 0, "runtime_env": {"env_vars": env}},
+    }
+
+
 def build_app(settings: ServeSettings) -> Any:
     """The bound application; the model path travels as ``user_config`` (rollover-able)."""
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(_multiproc_dir(settings))}
     init = settings.model_dump(mode="json", exclude={"model_path"})
-    user_config = {"model_path": str(settings.model_path) if settings.model_path else None}
-    from ray.serve.config import BackpressureConfig, RequestRouterConfig
+    return RankingService.options(**deployment_options(settings)).bind(init)
 
-    return RankingService.options(
-        num_replicas=settings.replicas, user_config=user_config,
-        health_check_period_s=settings.health_check_period_s,
-        max_ongoing_requests=settings.max_ongoing_requests,
-        max_queued_requests=settings.max_queued_requests,
-        backpressure_config=BackpressureConfig(status_code=503,
-                                               retry_after_s=settings.retry_after_s),
-        request_router_config=RequestRouterConfig(
-            initial_backoff_s=min(0.001, settings.route_retry_max_s),
-            max_backoff_s=settings.route_retry_max_s),
-        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}},
-    ).bind(init)
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Ray Serve application builder (``import_path: serve.app:app_builder`` in a config file
+    for ``serve deploy``/``serve run``): ``args`` are ``ServeSettings`` fields, on top of the
+    ``MARQUEE_*`` environment of the process that builds it.
+    """
+    return build_app(ServeSettings(**args))
 
 
 def _multiproc_dir(settings: ServeSettings) -> Path:
