@@ -178,8 +178,62 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
                 "(or KAFKA_BOOTSTRAP_SERVERS) and print events/s and ratios.")
     p.add_argument("--events", type=int, default=200_000, help="synthetic events to send")
     _register_bench_stream(bench)
+    _register_bench_tokenizer(bench)
     _register_bench_vocab(bench)
     _register_bench_quarantine(bench)
+
+
+def _register_bench_tokenizer(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench tokenizer``."""
+    p = command(
+        bench_sub, "tokenizer", _bench_tokenizer,
+        "the compiled hot modules vs their pure-Python reference: same output, CPU per event",
+        "Replay one generated stream (merges, duplicates, reordered, late, future and invalid "
+        "events; snapshots restored every few polls) through the flow's tokenizer steps "
+        "twice, in a process running the compiled modules and in one with "
+        "MARQUEE_PURE_PYTHON=1. Checks that every poll's user rows, tokens, item rows and dead "
+        "letters are byte for byte the same, and prints the CPU per event of each. Exits 1 "
+        "if they differ or if the compiled modules are not built.",
+        examples=("marquee bench tokenizer",
+                  "marquee bench tokenizer --events 1000000 --users 100000 --poll 5000"))
+    p.add_argument("--events", type=int, default=200_000, help="synthetic events")
+    p.add_argument("--users", type=int, default=20_000, help="synthetic users")
+    p.add_argument("--seed", type=int, default=7, help="world and noise seed")
+    p.add_argument("--poll", type=int, default=5000, help="messages per poll")
+    p.add_argument("--snapshot-every", type=int, default=20,
+                   help="polls between a snapshot and a restore from it")
+    p.add_argument("--repeats", type=int, default=2,
+                   help="runs of each path, in ABBA order; the mean CPU of each is reported")
+    out_path(p, Path("var/bench/tokenizer.json"), "JSON report")
+
+
+def _bench_tokenizer(args: argparse.Namespace) -> int:
+    from infra.bench.tokenizer import StreamSpec, run_bench
+
+    spec = StreamSpec(events=args.events, users=args.users, seed=args.seed, poll=args.poll,
+                      snapshot_every=args.snapshot_every)
+    try:
+        r = run_bench(spec, args.repeats, out=args.out)
+    except RuntimeError as exc:  # not built: nothing to compare, say how to build
+        print(f"marquee bench tokenizer: {exc}", file=sys.stderr)
+        return 1
+    counts = r["counts"]
+    dead = ", ".join(f"{k[5:]} {v:,}" for k, v in sorted(counts.items()) if k.startswith("dead:"))
+    print(f"stream: {r['messages']:,} messages, {args.users:,} users, {r['polls']} polls, "
+          f"{r['restores']} snapshot restores; {counts.get('tokens', 0):,} tokens "
+          f"({counts.get('merged_tokens', 0):,} merged), {counts.get('rows', 0):,} user rows; "
+          f"dead letters: {dead}")
+    print(f"pure Python: {r['pure_cpu_us_per_event']:6.1f} CPU us/event  ({r['paths']['pure']})")
+    print(f"compiled:    {r['compiled_cpu_us_per_event']:6.1f} CPU us/event  "
+          f"({r['paths']['compiled']}); {r['speedup']:.2f}x (best runs: "
+          f"{r['speedup_best_runs']:.2f}x; means of {r['repeats']} runs each)")
+    if r["identical"]:
+        print("outputs: identical, byte for byte, at every poll "
+              f"(stream {r['stream_sha256'][:12]})")
+    else:
+        print(f"outputs DIFFER from poll {r['first_difference']} on", file=sys.stderr)
+    print(f"wrote {args.out}")
+    return 0 if r["identical"] else 1
 
 
 def _register_bench_vocab(bench_sub: argparse._SubParsersAction) -> None:
