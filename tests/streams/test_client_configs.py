@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from infra.bench.stream import FloorKafkaSource
+from infra.bench.stream_sources import FloorKafkaSource
 from streams.config import CONSUMER_ONLY, KafkaSettings, non_consumer
 from streams.flow import consumer_config
 from streams.kafka_batches import KafkaBatchSource
