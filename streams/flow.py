@@ -77,6 +77,10 @@ class FlowSettings(BaseSettings):
                                 "input ends (replays); a tailing flow never ends")
     tail: bool = Field(default=True, description="keep waiting for new events")
     metrics_port: int = Field(default=0, ge=0, description="serve /metrics here (0 = off)")
+    state_dir: Path | None = Field(default=None, description="user shards keep their users' "
+                                   "snapshots here, versioned, so a snapshot writes only the "
+                                   "users it changed (set by `marquee flow` inside the "
+                                   "recovery directory; unset: snapshots carry every user)")
     bind_host: BindHost = bind_host_field("bind_host")
     max_lateness_ms: int = Field(default=10_000, ge=0, description="events are reordered "
                                  "within this window; older ones are dead-lettered as late")
@@ -217,7 +221,7 @@ class Router:
                 continue
             sl = slices.get(name)
             if sl is None:
-                sl = slices[name] = Slice()
+                sl = slices[name] = Slice(shard=name)
             sl.events.append(ev)
             sl.produced.append(produced)
             sl.origins.append((raw, key, partition, offset))
@@ -301,7 +305,7 @@ class TokenizeLogic(StatefulBatchLogic[Slice, Any, dict]):
         self.settings = s
         self.drill = shared.drill
         self.shard = UserShard(shared.vocab, s.tokenizer(), shared.durations, shared.item_shard,
-                               resume)
+                               resume, s.state_dir)
         now = datetime.now(UTC)  # owed before a crash: write at once
         self.rows_due = now if self.shard.dirty else None
         self.log_due = now if self.shard.tokens else None

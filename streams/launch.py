@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 FLOW = "streams.flow:from_env()"
+STATE_SUBDIR = "users"  # the user shards' state stores, inside the recovery directory
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class Launch:
         out = []
         for i in range(self.processes):
             env = {}
+            if self.recovery_dir is not None:
+                env["MARQUEE_FLOW_STATE_DIR"] = str(self.recovery_dir / STATE_SUBDIR)
             if self.metrics_port:
                 env["MARQUEE_FLOW_METRICS_PORT"] = str(self.metrics_port + i)
             argv = list(base)

@@ -43,6 +43,7 @@ class Slice:
     events: list[Event] = field(default_factory=list)
     produced: list[int] = field(default_factory=list)
     origins: list[tuple[bytes, bytes | None, int, int]] = field(default_factory=list)
+    shard: str = ""  # the user shard's name (its state store is named after it)
 
 
 @dataclass

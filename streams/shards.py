@@ -6,8 +6,11 @@ Here a key is a *shard* (``u07``: every user whose id hashes to 7): one call per
 batch runs a plain loop over its events. A user always hashes to the same shard, so each
 user still has exactly one tokenizer, whatever the number of workers or Kafka partitions.
 
-Snapshots pickle only the users (items) touched since the previous snapshot and reuse the
-bytes of the others, so their cost follows the traffic, not the shard's size.
+Snapshots pickle only the users (items) touched since the previous snapshot. With a state
+directory (set next to the recovery partitions by ``streams.launch``) a user shard writes those
+pickles to its ``streams.state_store`` and its snapshot is a version number, so the cost of a
+snapshot and the memory it needs follow the traffic, not the number of users; without one the
+snapshot carries every user's pickle (the bytes of untouched users are reused).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pickle
 import time
 import zlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from streams import metrics, refusals
@@ -26,6 +30,7 @@ from streams.contract.merge import TokenizerConfig
 from streams.contract.tokenizer import UserTokenizer
 from streams.contract.tokens import FACETS, Token, Vocab
 from streams.item_stats import COLUMNS, ItemCounter
+from streams.state_store import StateStore
 from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows
 
 SEQ_NAMES = [f"{facet}_seq" for facet in FACETS]
@@ -108,24 +113,52 @@ class UserShard:
     """
 
     def __init__(self, vocab: Vocab, config: TokenizerConfig, durations: Mapping[str, int],
-                 item_shard: ShardMap, state: dict[str, Any] | None = None) -> None:
+                 item_shard: ShardMap, state: dict[str, Any] | None = None,
+                 state_dir: Path | None = None) -> None:
         self.vocab, self.config, self.durations = vocab, config, durations
         self.item_shard = item_shard
+        self.state_dir = state_dir
+        self.store: StateStore | None = None
+        self.version = 0
         state = state or {}
         self.users: dict[str, UserTokenizer] = {}
-        for user_id, blob in state.get("users", {}).items():
-            tok = pickle.loads(blob)
-            tok.attach(vocab, durations)
-            self.users[user_id] = tok
-        self.pickles = _Pickles(dict(state.get("users", {})))
+        inline = state.get("users", {})
+        for user_id, blob in inline.items():
+            self._load(user_id, blob)
+        self.pickles = _Pickles(dict(inline))
+        if "version" in state:
+            if state_dir is None:
+                raise ValueError("this snapshot keeps its users in a state directory: run the "
+                                 "flow with the same --recovery-dir (marquee flow sets "
+                                 "MARQUEE_FLOW_STATE_DIR next to it)")
+            self._open(state["shard"], state["version"])
         self.dirty: dict[str, None] = dict.fromkeys(state.get("dirty", ()))  # rows owed
         self.produced: list[int] = list(state.get("produced", ()))
         self.tokens: list[Token] = list(state.get("tokens", ()))  # owed to the token log
+
+    def _load(self, user_id: str, blob: bytes) -> None:
+        tok = pickle.loads(blob)
+        tok.attach(self.vocab, self.durations)
+        self.users[user_id] = tok
+
+    def _open(self, shard: str, version: int) -> None:
+        """Open this shard's state store at ``version`` (0: a fresh shard) and load its users;
+        users held inline (a snapshot without a store) are written at the next snapshot.
+        """
+        assert self.state_dir is not None
+        self.store = StateStore(self.state_dir / f"{shard}.sqlite3")
+        self.shard, self.version = shard, version
+        for user_id, blob in self.store.resume(version):
+            self._load(user_id, blob)
+        self.pickles.touched.update(self.pickles.blobs)
+        self.pickles.blobs = {}
 
     def offer(self, sl: Slice) -> tuple[list[DeadLetter], dict[str, list[tuple[str, int, int]]]]:
         """Tokenize a slice; returns the refusals (late, duplicate) and the accepted events
         that count for item stats, as ``(item_id, column, ts)`` per item shard.
         """
+        if self.store is None and self.state_dir is not None:
+            self._open(sl.shard, 0)
         users, dirty, touched = self.users, self.dirty, self.pickles.touched
         produced, tokens = self.produced, self.tokens
         n_before = len(tokens)
@@ -203,9 +236,19 @@ class UserShard:
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything needed to resume: users, and what is still owed to the sinks."""
-        return {"users": self.pickles.snapshot(self.users), "dirty": list(self.dirty),
-                "produced": list(self.produced), "tokens": list(self.tokens)}
+        """Everything needed to resume: the users (their store's version, or their pickles),
+        and what is still owed to the sinks.
+        """
+        owed = {"dirty": list(self.dirty), "produced": list(self.produced),
+                "tokens": list(self.tokens)}
+        if self.store is None:
+            return {"users": self.pickles.snapshot(self.users), **owed}
+        touched, users = self.pickles.touched, self.users
+        self.version += 1
+        self.store.write(self.version, {user_id: pickle.dumps(
+            users[user_id], protocol=pickle.HIGHEST_PROTOCOL) for user_id in touched})
+        touched.clear()
+        return {"shard": self.shard, "version": self.version, **owed}
 
 
 class ItemShard:
