@@ -30,8 +30,8 @@ from streams.contract.merge import TokenizerConfig
 from streams.contract.tokenizer import UserTokenizer
 from streams.contract.tokens import FACETS, Token, Vocab
 from streams.item_stats import COLUMNS, ItemCounter
-from streams.state_store import StateStore
 from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows
+from streams.state_store import StateStore
 
 SEQ_NAMES = [f"{facet}_seq" for facet in FACETS]
 _COLUMN_OF = {action.value: column for action, column in COLUMNS.items()}

@@ -90,8 +90,9 @@ def _users(shard: UserShard) -> dict[str, tuple]:
     """Each user's tokenizer state as the flow sees it (row, dedupe ids, watermark, held and
     open events), comparable across shards.
     """
-    return {u: copy.deepcopy((UserShard.row(tok), tok.seen, tok.max_ts, tok.arrivals, tok.provisional(),
-                list(tok.recent))) for u, tok in sorted(shard.users.items())}
+    return {u: copy.deepcopy((UserShard.row(tok), tok.seen, tok.max_ts, tok.arrivals,
+                              tok.provisional(), list(tok.recent)))
+            for u, tok in sorted(shard.users.items())}
 
 
 def test_a_snapshot_writes_only_the_users_touched_since_the_previous_one(tmp_path: Path) -> None:
