@@ -179,8 +179,41 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--events", type=int, default=200_000, help="synthetic events to send")
     _register_bench_stream(bench)
     _register_bench_tokenizer(bench)
+    _register_bench_snapshots(bench)
     _register_bench_vocab(bench)
     _register_bench_quarantine(bench)
+
+
+def _register_bench_snapshots(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench snapshots``."""
+    p = command(
+        bench_sub, "snapshots", _bench_snapshots,
+        "what a recovery snapshot of the user shards costs, with and without the state store",
+        "Fill the flow's user shards with a generated stream's users, touch a share of them "
+        "and snapshot every shard, as an epoch does: once with every user's pickle in the "
+        "snapshot (pickled again and written to SQLite as Bytewax writes its partitions), "
+        "once with the versioned state store `marquee flow` uses with a recovery directory. "
+        "Prints seconds and bytes handed to Bytewax per snapshot.",
+        examples=("marquee bench snapshots", "marquee bench snapshots --users 100000"))
+    p.add_argument("--users", type=int, default=20_000, help="synthetic users")
+    p.add_argument("--events-per-user", type=int, default=10, help="each user's first events")
+    p.add_argument("--shards", type=int, default=16, help="user shards")
+    p.add_argument("--touched", type=float, default=0.1,
+                   help="share of the users an epoch changes")
+
+
+def _bench_snapshots(args: argparse.Namespace) -> int:
+    from infra.bench.snapshots import SnapshotSpec, run_bench
+
+    spec = SnapshotSpec(users=args.users, events_per_user=args.events_per_user,
+                        shards=args.shards, touched=args.touched)
+    print(f"{spec.users:,} users x {spec.events_per_user} events in {spec.shards} shards; "
+          f"snapshot after every user is new, then after {spec.touched:.0%} of them changed")
+    for r in run_bench(spec):
+        name = "state store    " if r["store"] else "every user    "
+        print(f"{name} first {r['first_s']:6.3f} s {r['first_bytes'] / 1e6:7.1f} MB   "
+              f"touched {r['touched_s']:6.3f} s {r['touched_bytes'] / 1e6:7.2f} MB  to Bytewax")
+    return 0
 
 
 def _register_bench_tokenizer(bench_sub: argparse._SubParsersAction) -> None:
