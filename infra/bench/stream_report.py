@@ -126,7 +126,8 @@ def build_report(m: Measured) -> dict[str, Any]:
     verdict = freshness_verdict(samples, m.fresh_rate, m.fresh_produced_rate)
     return {
         "events": n, "users": m.users, "online_store": m.online, "redis_url": m.redis_url,
-        "workers": 1, "partitions": m.partitions, "hot_modules": m.hot_modules, "batch_size": m.batch_size,
+        "workers": 1, "partitions": m.partitions, "hot_modules": m.hot_modules,
+        "batch_size": m.batch_size,
         "flush_s": m.flush_s, "generate_s": m.generate_s, "produce_events_per_s": n / m.produce_s,
         "floor_events_per_s": floor["events_per_s"],
         "floor_cpu_us_per_event": floor["cpu_us_per_event"], "floor_cores": floor["cores"],
