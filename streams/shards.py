@@ -20,6 +20,7 @@ import operator
 import pickle
 import time
 import zlib
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ from streams.state_store import StateStore
 SEQ_NAMES = [f"{facet}_seq" for facet in FACETS]
 _COLUMN_OF = {action.value: column for action, column in COLUMNS.items()}
 _N_EVENTS = operator.attrgetter("n_events")
+# With a state store, a user untouched for this many snapshots leaves memory (the store has
+# their state; their next event reads it back): memory follows the active users.
+RESIDENT_SNAPSHOTS = 3
 
 
 class ShardMap:
@@ -120,6 +124,9 @@ class UserShard:
         self.state_dir = state_dir
         self.store: StateStore | None = None
         self.version = 0
+        self.stored: dict[str, int] = {}  # user -> newest version in the store
+        self.written: deque[list[str]] = deque()  # users written by each recent snapshot
+        self.loaded: list[str] = []  # users read back since the last snapshot
         state = state or {}
         self.users: dict[str, UserTokenizer] = {}
         inline = state.get("users", {})
@@ -148,10 +155,21 @@ class UserShard:
         assert self.state_dir is not None
         self.store = StateStore(self.state_dir / f"{shard}.sqlite3")
         self.shard, self.version = shard, version
-        for user_id, blob in self.store.resume(version):
-            self._load(user_id, blob)
+        self.stored = self.store.versions(version)
         self.pickles.touched.update(self.pickles.blobs)
         self.pickles.blobs = {}
+
+    def user(self, user_id: str) -> UserTokenizer | None:
+        """``user_id``'s tokenizer: in memory, or read back from the store (None: new)."""
+        tok = self.users.get(user_id)
+        if tok is None and user_id in self.stored:
+            assert self.store is not None
+            blob = self.store.read(user_id)
+            assert blob is not None, f"{user_id} is in the state store's index but not in it"
+            self._load(user_id, blob)
+            self.loaded.append(user_id)
+            tok = self.users[user_id]
+        return tok
 
     def offer(self, sl: Slice) -> tuple[list[DeadLetter], dict[str, list[tuple[str, int, int]]]]:
         """Tokenize a slice; returns the refusals (late, duplicate) and the accepted events
@@ -164,9 +182,12 @@ class UserShard:
         n_before = len(tokens)
         refused: list[DeadLetter] = []
         counts: list[tuple[str, int, int]] = []
+        stored = self.stored
         for i, ev in enumerate(sl.events):
             user_id = ev.user_id
             tok = users.get(user_id)
+            if tok is None and user_id in stored:
+                tok = self.user(user_id)
             if tok is None:
                 tok = users[user_id] = UserTokenizer(user_id, self.vocab, self.config,
                                                      self.durations)
@@ -200,6 +221,8 @@ class UserShard:
 
     def finish(self) -> None:
         """End of input: close every open token (replays)."""
+        for user_id in self.stored.keys() - self.users.keys():
+            self.user(user_id)
         for user_id, tok in self.users.items():
             if tok.buffer or tok.machine.drafts:
                 out = tok.flush()
@@ -212,7 +235,9 @@ class UserShard:
         """The rows of every user whose sequence changed since the last call."""
         if not self.dirty:
             return None
-        rows = [self.row(self.users[user_id]) for user_id in self.dirty]
+        users = self.users
+        rows = [self.row(users.get(user_id) or self.user(user_id))  # type: ignore[arg-type]
+                for user_id in self.dirty]
         out = UserRows(rows, self.produced)
         self.dirty, self.produced = {}, []
         return out
@@ -244,11 +269,25 @@ class UserShard:
         if self.store is None:
             return {"users": self.pickles.snapshot(self.users), **owed}
         touched, users = self.pickles.touched, self.users
-        self.version += 1
-        self.store.write(self.version, {user_id: pickle.dumps(
+        self.version = version = self.version + 1
+        self.store.write(version, {user_id: pickle.dumps(
             users[user_id], protocol=pickle.HIGHEST_PROTOCOL) for user_id in touched})
+        self.stored.update(dict.fromkeys(touched, version))
+        self.written.append([*touched, *self.loaded])
         touched.clear()
-        return {"shard": self.shard, "version": self.version, **owed}
+        self.loaded = []
+        self._evict(version - RESIDENT_SNAPSHOTS)
+        return {"shard": self.shard, "version": version, **owed}
+
+    def _evict(self, upto: int) -> None:
+        """Drop from memory the users last written at or before version ``upto`` (their
+        state is in the store) and not owed a row.
+        """
+        while len(self.written) > RESIDENT_SNAPSHOTS:
+            stored, users, dirty = self.stored, self.users, self.dirty
+            for user_id in self.written.popleft():
+                if stored[user_id] <= upto and user_id not in dirty:
+                    users.pop(user_id, None)
 
 
 class ItemShard:

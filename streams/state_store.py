@@ -43,14 +43,19 @@ class StateStore:
         self.db.execute("PRAGMA synchronous=FULL")  # Bytewax commits the epoch right after
         self.db.executescript(_SCHEMA)
 
-    def resume(self, version: int) -> Iterator[tuple[str, bytes]]:
-        """Forget versions above ``version`` (0: start empty); yield each key's newest pickle
-        at or below it.
+    def versions(self, version: int) -> dict[str, int]:
+        """Forget versions above ``version`` (0: start empty); each key's newest version at
+        or below it (the pickles are read when needed, with ``read``).
         """
         self.db.execute("DELETE FROM state WHERE version > ?", (version,))
-        yield from self.db.execute(
-            "SELECT s.key, s.blob FROM state AS s JOIN (SELECT key, MAX(version) AS v "
-            "FROM state GROUP BY key) AS newest ON s.key = newest.key AND s.version = newest.v")
+        return dict(self.db.execute("SELECT key, MAX(version) FROM state GROUP BY key"))
+
+    def resume(self, version: int) -> Iterator[tuple[str, bytes]]:
+        """``versions``, then each key's newest pickle at or below ``version``."""
+        for key in self.versions(version):
+            blob = self.read(key)
+            assert blob is not None
+            yield key, blob
 
     def write(self, version: int, blobs: Mapping[str, bytes]) -> None:
         """Store ``blobs`` under ``version`` in one transaction (durable on return)."""

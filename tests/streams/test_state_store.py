@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import operator
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from streams.contract.fast_events import decode_event
 from streams.contract.tokens import Vocab
 from streams.flow import FlowSettings
 from streams.records import Slice
-from streams.shards import ShardMap, UserShard
+from streams.shards import RESIDENT_SNAPSHOTS, ShardMap, UserShard
 from streams.state_store import StateStore
 
 
@@ -88,8 +90,10 @@ def _shard(state: dict | None, state_dir: Path | None, vocab: Vocab) -> UserShar
 
 def _users(shard: UserShard) -> dict[str, tuple]:
     """Each user's tokenizer state as the flow sees it (row, dedupe ids, watermark, held and
-    open events), comparable across shards.
+    open events), comparable across shards; users held only in the store are read back.
     """
+    for user_id in list(shard.stored):
+        shard.user(user_id)
     return {u: copy.deepcopy((UserShard.row(tok), tok.seen, tok.max_ts, tok.arrivals,
                               tok.provisional(), list(tok.recent)))
             for u, tok in sorted(shard.users.items())}
@@ -152,3 +156,40 @@ def test_an_inline_snapshot_moves_into_the_store(tmp_path: Path) -> None:
 def test_a_store_snapshot_without_the_state_directory_names_the_fix() -> None:
     with pytest.raises(ValueError, match="--recovery-dir"):
         _shard({"shard": "u00", "version": 3}, None, Vocab())
+
+
+def test_idle_users_leave_memory_and_return_with_their_state(tmp_path: Path) -> None:
+    events = _events(50, 10)
+    half = len(events) // 2
+    vocab = Vocab()
+    live = _shard(None, tmp_path, vocab)
+    reference = _shard(None, None, vocab)
+    for shard in (live, reference):
+        shard.offer(_slice(events[:half]))
+        shard.take_rows()
+    everyone = set(live.users)
+    busy = Counter(e.user_id for e in events[half:]).most_common(1)[0][0]
+    busy_events = [e for e in events[half:] if e.user_id == busy]
+    rest = [e for e in events[half:] if e.user_id != busy]
+    live.snapshot()
+    for e in busy_events[:RESIDENT_SNAPSHOTS + 1]:  # one user active, snapshot after each
+        for shard in (live, reference):
+            shard.offer(_slice([e]))
+            shard.take_rows()
+        live.snapshot()
+    assert len(busy_events) > RESIDENT_SNAPSHOTS + 1 and len(everyone) > 20
+    assert set(live.users) == {busy}  # the idle ones were dropped from memory
+    assert set(live.stored) == everyone | {busy}
+    # They come back with their state: the same rows, tokens and state as never evicted.
+    later = rest + busy_events[RESIDENT_SNAPSHOTS + 1:]
+    later.sort(key=lambda e: e.ts)
+    for shard in (live, reference):
+        shard.offer(_slice(later))
+        shard.finish()
+    by_user = operator.itemgetter("user_id")
+    assert sorted(live.take_rows().rows, key=by_user) == sorted(reference.take_rows().rows,
+                                                                 key=by_user)
+    by_event = operator.attrgetter("user_id", "ts", "event_id")
+    assert sorted(live.take_tokens().tokens, key=by_event) == sorted(
+        reference.take_tokens().tokens, key=by_event)
+    assert _users(live) == _users(reference)
