@@ -7,13 +7,16 @@ Recovery needs one partition per worker, created before the first start.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +41,23 @@ class Launch:
     def ensure_recovery(self) -> None:
         """Create and initialise the recovery directory (one partition per worker) once; an
         existing one must have been made for as many workers as this launch has.
+
+        Safe when several cluster members start at once on a shared volume: each that finds
+        no partitions builds a full set in a directory of its own beside the target and
+        renames it into place; ``rename`` is atomic, so one set wins and the others are
+        discarded, and no member ever sees a half-made directory.
         """
         if self.recovery_dir is None:
             return
-        if self.recovery_dir.exists():
-            parts = len(list(self.recovery_dir.glob("part-*.sqlite3")))
-            if parts and parts != self.processes * self.workers:
-                raise ValueError(
-                    f"recovery directory {self.recovery_dir} was made for {parts} workers; this "
-                    f"launch has {self.processes * self.workers} (processes x workers). Start "
-                    "with the same --processes/--workers, or give a new --recovery-dir")
-            return
-        from bytewax.recovery import init_db_dir  # in-process: a subprocess costs seconds
-
-        self.recovery_dir.mkdir(parents=True)
-        init_db_dir(self.recovery_dir, self.processes * self.workers)
+        expected = self.processes * self.workers
+        if not _partitions(self.recovery_dir):
+            _build_aside(self.recovery_dir, expected)
+        parts = _partitions(self.recovery_dir)
+        if parts != expected:
+            raise ValueError(
+                f"recovery directory {self.recovery_dir} was made for {parts} workers; this "
+                f"launch has {expected} (processes x workers). Start "
+                "with the same --processes/--workers, or give a new --recovery-dir")
 
     def commands(self, addresses: str | None = None) -> list[tuple[list[str], dict[str, str]]]:
         """Each process's argv and the environment it adds (``addresses``: ``host:port;...``
@@ -77,6 +82,82 @@ class Launch:
                 argv += ["-i", str(i), "-a", addresses]
             out.append((argv, env))
         return out
+
+
+def _partitions(folder: Path) -> int:
+    return len(list(folder.glob("part-*.sqlite3"))) if folder.is_dir() else 0
+
+
+def _build_aside(folder: Path, count: int) -> None:
+    """Initialise ``count`` partitions in a sibling directory, then rename it to ``folder``
+    (replacing a missing or empty one; a full one made meanwhile by another member wins).
+    """
+    from bytewax.recovery import init_db_dir  # in-process: a subprocess costs seconds
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        init_db_dir(staging, count)
+        try:
+            os.rename(staging, folder)  # atomic; fails if folder is a non-empty directory
+        except OSError as exc:
+            if not _partitions(folder):
+                raise ValueError(f"recovery directory {folder} holds other files and no "
+                                 "partitions: give an empty or a new --recovery-dir") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def parse_addresses(text: str) -> list[str]:
+    """``host:port`` of every cluster member, in process-id order, from a comma- (or
+    Bytewax's semicolon-) separated list.
+    """
+    addresses = [a.strip() for a in text.replace(";", ",").split(",") if a.strip()]
+    bad = [a for a in addresses if not a.rpartition(":")[2].isdigit()]
+    if not addresses or bad:
+        raise ValueError(f"--addresses {text!r}: give host:port of every member, "
+                         "comma-separated, in process-id order (e.g. flow-0.flow:2101,"
+                         "flow-1.flow:2101)")
+    return addresses
+
+
+@dataclass(frozen=True)
+class Member:
+    """One process of a flow cluster whose members start on different hosts (a pod each):
+    its id and the address of every member, its own included.
+    """
+
+    process_id: int
+    addresses: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.process_id < len(self.addresses):
+            raise ValueError(f"--process-id {self.process_id}: the cluster has "
+                             f"{len(self.addresses)} addresses, so give 0.."
+                             f"{len(self.addresses) - 1}")
+
+    def command(self, launch: Launch) -> tuple[list[str], dict[str, str]]:
+        """The member's argv and environment. Its metrics port is ``launch.metrics_port``
+        itself (each member is on a host of its own).
+        """
+        if launch.processes != len(self.addresses):
+            raise ValueError(f"{len(self.addresses)} addresses for {launch.processes} "
+                             "processes")
+        single = replace(launch, metrics_port=None)
+        argv, env = single.commands(";".join(self.addresses))[self.process_id]
+        if launch.metrics_port:
+            env["MARQUEE_FLOW_METRICS_PORT"] = str(launch.metrics_port)
+        return argv, env
+
+
+def start_member(launch: Launch, member: Member, env: Mapping[str, str],
+                 **popen: Any) -> subprocess.Popen:
+    """Start one member of a multi-host cluster (recovery created once, whichever member
+    gets there first); the others are started the same way on their own hosts.
+    """
+    launch.ensure_recovery()
+    argv, extra = member.command(launch)
+    return subprocess.Popen(argv, env={**env, **extra}, **popen)
 
 
 # Ports handed out for listeners: below Linux's ephemeral range (32768-60999), which the

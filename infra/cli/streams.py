@@ -73,13 +73,20 @@ def _register_flow(sub: argparse._SubParsersAction) -> None:
         sub, "flow", _flow, "run the streaming tokenizer (Kafka -> tokens -> Feast + token log)",
         FLOW_HELP, examples=("marquee flow --metrics-port 9108",
                              "marquee flow --no-tail --finish-at-eof  # replay, then stop",
-                             "marquee flow --processes 2 --recovery-dir var/recovery"))
+                             "marquee flow --processes 2 --recovery-dir var/recovery",
+                             "marquee flow --process-id 1 --addresses flow-0.flow:2101,"
+                             "flow-1.flow:2101  # one member per host"))
     p.add_argument("--data-dir", type=Path, default=None,
                    help="default var (MARQUEE_FLOW_DATA_DIR)")
     p.add_argument("--online", choices=("sqlite", "redis"), default=None,
                    help="online store (default MARQUEE_ONLINE_STORE or sqlite)")
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--workers", type=int, default=1, help="worker threads per process")
+    p.add_argument("--process-id", type=int, default=None,
+                   help="run only this member of a cluster whose members start on their own "
+                   "hosts (needs --addresses; --processes is their count)")
+    p.add_argument("--addresses", default=None, metavar="HOST:PORT,...",
+                   help="every member's Bytewax address, in process-id order")
     p.add_argument("--recovery-dir", type=Path, default=None,
                    help="snapshot state here and resume from it (created if missing; "
                    "default DATA_DIR/recovery)")
@@ -96,7 +103,7 @@ def _flow(args: argparse.Namespace) -> int:
     import os
 
     from streams.flow import FlowSettings
-    from streams.launch import Launch, run
+    from streams.launch import Launch, Member, parse_addresses, run, start_member, wait
 
     env = dict(os.environ)
     if args.data_dir:
@@ -109,9 +116,17 @@ def _flow(args: argparse.Namespace) -> int:
         env["MARQUEE_FLOW_TAIL"] = "false"
     if args.finish_at_eof:
         env["MARQUEE_FLOW_FINISH_AT_EOF"] = "true"
-    return run(Launch(processes=args.processes, workers=args.workers,
-                      recovery_dir=recovery, snapshot_s=args.snapshot_interval,
-                      metrics_port=args.metrics_port), env)
+    if (args.process_id is None) != (args.addresses is None):
+        raise ValueError("--process-id and --addresses go together (one member of a cluster)")
+    if args.process_id is None:
+        return run(Launch(processes=args.processes, workers=args.workers,
+                          recovery_dir=recovery, snapshot_s=args.snapshot_interval,
+                          metrics_port=args.metrics_port), env)
+    member = Member(args.process_id, tuple(parse_addresses(args.addresses)))
+    launch = Launch(processes=len(member.addresses), workers=args.workers,
+                    recovery_dir=recovery, snapshot_s=args.snapshot_interval,
+                    metrics_port=args.metrics_port)
+    return wait([start_member(launch, member, env)])
 
 
 BENCH_STREAM_HELP = """\
