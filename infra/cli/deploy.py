@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra.cli.args import command
+
+if TYPE_CHECKING:
+    from infra.deploy.serve_config import ClusterShape
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +35,73 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None,
                    help="HTTP host of the proxies (default: MARQUEE_BIND_HOST, loopback; a "
                         "cluster behind a load balancer wants 0.0.0.0)")
+    add_shape(p)
+
+
+    p = command(
+        targets, "kubernetes", _kubernetes,
+        "Kubernetes manifests: KubeRay RayService, flow StatefulSet, Redis, Prometheus scraping",
+        "Manifests for Marquee on Kubernetes, from the MARQUEE_* settings: the ranking service "
+        "as a KubeRay RayService (serveConfigV2 = `marquee deploy serve-config`), the flow as a "
+        "StatefulSet of Bytewax processes (process id = pod ordinal, addresses from a headless "
+        "Service, recovery on the shared data volume), Redis with an append-only file on a "
+        "volume, a ReadWriteMany data volume, ServiceMonitors, and a plain Prometheus scrape "
+        "config in prometheus/. Every document is checked against the Kubernetes schemas and "
+        "the CRD schemas in infra/schemas/crds/ before it is written.",
+        examples=["marquee deploy kubernetes --out k8s --image registry.example/marquee:1.0",
+                  "marquee deploy kubernetes --out k8s --flow-processes 4 --ray-workers 3 "
+                  "--kafka my-kafka-bootstrap:9092 && kubectl apply -f k8s"])
+    p.add_argument("--out", type=Path, required=True, help="folder to write the files to")
+    p.add_argument("--image", default="marquee:latest",
+                   help="container image with Marquee installed (flow and Ray pods)")
+    p.add_argument("--kafka", default="kafka-bootstrap:9092",
+                   help="KAFKA_BOOTSTRAP_SERVERS of the pods")
+    p.add_argument("--flow-processes", type=int, default=2,
+                   help="flow pods (Bytewax processes); a new count needs a new recovery dir")
+    p.add_argument("--flow-workers", type=int, default=1, help="worker threads per flow pod")
+    p.add_argument("--ray-workers", type=int, default=2, help="Ray worker pods")
+    p.add_argument("--ray-workers-max", type=int, default=4,
+                   help="most Ray worker pods the autoscaler may add")
+    p.add_argument("--storage-class", default=None,
+                   help="storage class of the volumes (the data volume needs ReadWriteMany)")
+    add_shape(p)
+
+
+def _kubernetes(args: argparse.Namespace) -> int:
+    from infra.deploy.kubernetes import KubeShape, write
+    from infra.deploy.schemas import validate_file
+    from serve.config import ServeSettings
+
+    shape = KubeShape(image=args.image, kafka=args.kafka, flow_processes=args.flow_processes,
+                      flow_workers=args.flow_workers, ray_workers=args.ray_workers,
+                      ray_workers_max=args.ray_workers_max, storage_class=args.storage_class)
+    for path in write(args.out, ServeSettings(), shape, cluster_shape(args)):
+        if path.suffix == ".yaml":
+            validate_file(path)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _serve_config(args: argparse.Namespace) -> int:
+    from infra.deploy.serve_config import render, validate
+    from serve.config import ServeSettings
+
+    settings = ServeSettings()
+    if args.host is not None:
+        settings = ServeSettings(**{**settings.model_dump(), "host": args.host})
+    text = render(settings, cluster_shape(args))
+    validate(text)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def add_shape(p: argparse.ArgumentParser) -> None:
+    """The options of ``ClusterShape``: how the ranking replicas spread over Ray nodes."""
     p.add_argument("--autoscale", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
                    help="autoscale between MIN and MAX replicas instead of MARQUEE_REPLICAS")
     p.add_argument("--target-ongoing", type=float, default=8.0,
@@ -41,22 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="spread replicas: at most this many on one node")
 
 
-def _serve_config(args: argparse.Namespace) -> int:
-    from infra.deploy.serve_config import ClusterShape, render, validate
-    from serve.config import ServeSettings
+def cluster_shape(args: argparse.Namespace) -> ClusterShape:
+    """The ``ClusterShape`` the options say."""
+    from infra.deploy.serve_config import ClusterShape
 
-    settings = ServeSettings()
-    if args.host is not None:
-        settings = ServeSettings(**{**settings.model_dump(), "host": args.host})
-    shape = ClusterShape(autoscale=tuple(args.autoscale) if args.autoscale else None,
-                         target_ongoing=args.target_ongoing, num_cpus=args.num_cpus,
-                         max_replicas_per_node=args.max_replicas_per_node)
-    text = render(settings, shape)
-    validate(text)
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    return 0
+    return ClusterShape(autoscale=tuple(args.autoscale) if args.autoscale else None,
+                        target_ongoing=args.target_ongoing, num_cpus=args.num_cpus,
+                        max_replicas_per_node=args.max_replicas_per_node)
