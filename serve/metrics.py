@@ -4,14 +4,18 @@ Ray Serve runs each replica in its own process, so a plain registry would only s
 replica that happened to answer the scrape. The app sets ``PROMETHEUS_MULTIPROC_DIR`` for
 every replica (``runtime_env``) before this module is imported there; each process then
 writes its samples to files in that directory and ``GET /metrics`` on any replica merges them
-with ``MultiProcessCollector``. Without the variable (tests, one process) the default registry
-is used. Labels are low-cardinality only: route, status code, stage, model version, reason,
+with ``MultiProcessCollector``. Each host writes a folder of its own inside it (created here:
+a ``serve deploy`` cluster has no ``marquee up`` to make it): hosts that share the data volume
+would otherwise mix files of equal PIDs, and every host's ``/metrics`` would repeat the
+others' samples. Without the variable (tests, one process) the default registry is used.
+Labels are low-cardinality only: route, status code, stage, model version, reason,
 constraint family; never a user or an item.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from prometheus_client import (
@@ -24,6 +28,23 @@ from prometheus_client import (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _host_folder() -> None:
+    """Point ``MULTIPROC_ENV`` at this host's folder inside it, and make it (before any
+    metric below opens its file there).
+    """
+    base = os.environ.get(MULTIPROC_ENV)
+    if not base:
+        return
+    host = socket.gethostname() or "host"
+    folder = base if os.path.basename(os.path.normpath(base)) == host else os.path.join(base,
+                                                                                        host)
+    os.makedirs(folder, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = folder
+
+
+_host_folder()
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05,
                    0.1, 0.25, 0.5, 1.0, 2.5)
 
