@@ -30,7 +30,8 @@ def test_each_member_gets_its_id_all_addresses_and_the_same_metrics_port(tmp_pat
         assert argv[argv.index("-i") + 1] == str(i)
         assert argv[argv.index("-a") + 1] == ";".join(addresses)  # Bytewax's separator
         assert argv[argv.index("-r") + 1] == str(tmp_path / "r")
-        assert env == {"MARQUEE_FLOW_METRICS_PORT": "9101"}  # a host of its own: no offset
+        assert env == {"MARQUEE_FLOW_METRICS_PORT": "9101",  # a host of its own: no offset
+                       "MARQUEE_FLOW_STATE_DIR": str(tmp_path / "r" / "users")}
 
 
 def test_addresses_and_ids_that_cannot_work_are_refused_with_the_fix():
