@@ -227,7 +227,8 @@ def _bench_snapshots(args: argparse.Namespace) -> int:
     for r in run_bench(spec):
         name = "state store    " if r["store"] else "every user    "
         print(f"{name} first {r['first_s']:6.3f} s {r['first_bytes'] / 1e6:7.1f} MB   "
-              f"touched {r['touched_s']:6.3f} s {r['touched_bytes'] / 1e6:7.2f} MB  to Bytewax")
+              f"touched {r['touched_s']:6.3f} s {r['touched_bytes'] / 1e6:7.2f} MB  to Bytewax; "
+              f"{r['resident_users']:,} of {r['users']:,} users in memory")
     return 0
 
 
