@@ -66,7 +66,8 @@ class RankingService:
             from feature_repo.store import open_store
 
             store = open_store(data_dir=self.settings.data_dir,
-                               online=self.settings.online_store)
+                               online=self.settings.online_store,
+                               redis_timeout_s=self.settings.store_timeout_s)
         except Exception as exc:  # noqa: BLE001 - no store: serve degraded, say so
             log.warning("feature store unavailable at start (%s); serving degraded", exc)
         self.ranker = Ranker(self.settings, store, None)
