@@ -32,26 +32,21 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """``redis-server`` on ``host:port`` (loopback by default) with its working folder in
-    ``data_dir``, no snapshots and no append-only file unless ``persist`` (then an append-only
-    file fsynced every second, which a restart on the same folder reloads). Has what
-    ``infra.supervisor`` needs of a child.
+    """``redis-server`` on ``127.0.0.1:port`` with its working folder in ``data_dir``, no
+    snapshots and no append-only file. Has what ``infra.supervisor`` needs of a child.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 log_path: Path | None = None, host: str = "127.0.0.1",
-                 persist: bool = False) -> None:
+                 log_path: Path | None = None) -> None:
         self.data_dir = data_dir
-        self.host = host
         self.port = port or free_port()
         self.log_path = log_path
-        self.persist = persist
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """``redis://<host>:<port>/0``, the form ``MARQUEE_REDIS_URL`` takes."""
-        return f"redis://{self.host}:{self.port}/0"
+        """``redis://127.0.0.1:<port>/0``, the form ``MARQUEE_REDIS_URL`` takes."""
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start it and wait until it accepts connections; a failed start leaves nothing
@@ -60,10 +55,8 @@ class RedisServer:
         if self.alive():
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        durability = (["--appendonly", "yes", "--appendfsync", "everysec"] if self.persist
-                      else ["--appendonly", "no"])
-        cmd = [redis_binary(), "--port", str(self.port), "--bind", self.host,
-               "--dir", str(self.data_dir), "--save", "", *durability]
+        cmd = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+               "--dir", str(self.data_dir), "--save", "", "--appendonly", "no"]
         log = self.log_path.open("ab") if self.log_path else None
         try:
             self.process = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL,
@@ -76,7 +69,7 @@ class RedisServer:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 code = self.process.poll()
                 self.stop()
-                raise RuntimeError(f"redis-server did not start on {self.host}:{self.port} "
+                raise RuntimeError(f"redis-server did not start on 127.0.0.1:{self.port} "
                                    f"(exit code {code}; is the port in use?): {' '.join(cmd)}")
             time.sleep(0.05)
         return self
@@ -86,9 +79,9 @@ class RedisServer:
         import redis
 
         try:
-            info = redis.Redis(host=self.host, port=self.port, socket_timeout=0.5,
+            info = redis.Redis(port=self.port, socket_timeout=0.5,
                                socket_connect_timeout=0.5).info("server")
-        except redis.ConnectionError:  # BusyLoadingError too: still reading its file
+        except redis.ConnectionError:
             return False
         return self.process is not None and info.get("process_id") == self.process.pid
 
