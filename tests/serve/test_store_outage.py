@@ -36,7 +36,6 @@ def test_redis_killed_and_restarted_degrades_fast_and_recovers_by_itself(world, 
         writer = FeatureWriter(open_store(online="redis", data_dir=tmp_path / "w",
                                           redis_url=server.url))
         writer.write_users([user_row(u, t[-200:], t[-1].ts) for u, t in world.tokens.items()])
-        time.sleep(1.2)  # the append-only file is fsynced every second
         store = open_store(online="redis", data_dir=tmp_path / "r", redis_url=server.url,
                            redis_timeout_s=0.25)
         ranker = Ranker(world.settings(online_store="redis", store_retry_s=0.3), store, None)
