@@ -1,0 +1,235 @@
+"""A Ray cluster started the way a team runs one on its own machines, on network-namespace
+hosts (``infra.netns``): ``ray start --head`` on one host, ``ray start --address`` on the
+others, and the ranking app deployed with ``serve run CONFIG`` from the file ``marquee deploy
+serve-config`` generates. What the Ray cluster tests and ``marquee bench cluster`` start.
+
+Each node is minimal, for a 2-core machine: a CPU count given (replicas take 1 CPU each, so
+placement follows it), no dashboard, no log monitor, a small object store, a temp folder of
+its own (nodes share the file system, as the data folder and the model file need).
+Observing the cluster takes a Ray driver, which must run on a host of the cluster: ``Watch``
+runs one on the head (``python -m infra.ray_cluster watch``) that prints the nodes and
+replicas it sees a few times a second, as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from infra.netns import TestBed
+from serve.app import RAY_ENV_DEFAULTS
+from serve.config import ServeSettings
+from serve.replicas import APP, DEPLOYMENT
+
+GCS_PORT = 6379
+REPO = Path(__file__).resolve().parents[1]
+# Ray allows no less than this per node (bytes); the service passes no large objects.
+OBJECT_STORE_BYTES = 80 * 1024 * 1024
+
+
+def _bin(name: str) -> str:
+    """A console script of this interpreter's environment (``ray``, ``serve``)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+@dataclass(frozen=True)
+class RayNode:
+    """One ``ray start``: the head when ``head`` is None, else a worker joining ``head``."""
+
+    ip: str
+    temp_dir: Path
+    head: str | None = None
+    num_cpus: int = 1
+
+    def argv(self) -> list[str]:
+        """The ``ray start`` command line (returns once the node runs)."""
+        argv = [_bin("ray"), "start", "--node-ip-address", self.ip,
+                "--temp-dir", str(self.temp_dir), "--num-cpus", str(self.num_cpus),
+                "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats",
+                "--include-log-monitor", "false"]
+        if self.head is None:
+            return [*argv, "--head", "--port", str(GCS_PORT), "--include-dashboard", "false"]
+        return [*argv, "--address", f"{self.head}:{GCS_PORT}"]
+
+
+def node_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every Ray process on a node: Serve's process defaults (read by the
+    controller and proxies, as the generated config's header says), and this checkout first
+    on ``PYTHONPATH`` so that replicas import the same code as the caller.
+    """
+    env = dict(os.environ)
+    env.update(RAY_ENV_DEFAULTS)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.update(extra or {})
+    return env
+
+
+def cluster_config(settings: ServeSettings, spread: bool,
+                   env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``serve run`` config: what ``marquee deploy serve-config`` writes, one CPU per
+    replica, at most one replica per node when ``spread``, and ``env`` (e.g.
+    ``MARQUEE_REDIS_URL``) added to the app's runtime environment.
+    """
+    from infra.deploy.serve_config import ClusterShape, serve_config
+
+    shape = ClusterShape(num_cpus=1.0, max_replicas_per_node=1 if spread else None)
+    config = serve_config(settings, shape)
+    config["applications"][0]["runtime_env"]["env_vars"].update(env or {})
+    return config
+
+
+@dataclass
+class Watch:
+    """What a driver on the head sees, a few times a second: alive node addresses, Serve's
+    RUNNING replica count and the alive replica actors' node addresses (JSON lines on the
+    driver's stdout, kept here with their wall-clock time).
+    """
+
+    process: subprocess.Popen
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            with self._cond:
+                self.seen.append(item)
+                self._cond.notify_all()
+
+    def wait(self, ok: Callable[[dict[str, Any]], bool], timeout: float,
+             since: float = 0.0) -> dict[str, Any]:
+        """The first observation at or after ``since`` (wall clock) that ``ok`` accepts;
+        TimeoutError naming the last one seen.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for item in self.seen:
+                    if item["t"] >= since and ok(item):
+                        return item
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    last = self.seen[-1] if self.seen else None
+                    raise TimeoutError(f"not seen within {timeout} s; last: {last}")
+                self._cond.wait(min(left, 0.5))
+
+    def close(self) -> None:
+        """Stop the driver."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+
+
+class RayCluster:
+    """Ray on ``head`` and ``workers`` of a TestBed, and the ranking app on it."""
+
+    def __init__(self, bed: TestBed, root: Path, head: str = "ray-head",
+                 workers: Sequence[str] = ("ray-worker",), num_cpus: int = 1) -> None:
+        self.bed, self.root, self.head, self.workers = bed, root, head, list(workers)
+        self.num_cpus = num_cpus
+        self.env = node_env()
+
+    @property
+    def gcs(self) -> str:
+        """The head's GCS address (what ``ray start --address`` and drivers connect to)."""
+        return f"{self.bed.address(self.head)}:{GCS_PORT}"
+
+    def node(self, host: str) -> RayNode:
+        """The ``ray start`` of ``host``."""
+        head = None if host == self.head else self.bed.address(self.head)
+        return RayNode(self.bed.address(host), self.root / host, head, self.num_cpus)
+
+    def start_node(self, host: str, timeout: float = 120) -> float:
+        """``ray start`` on ``host``; the seconds it took."""
+        t0 = time.monotonic()
+        self._call(host, self.node(host).argv(), timeout)
+        return time.monotonic() - t0
+
+    def start(self) -> RayCluster:
+        """The head, then each worker."""
+        for host in [self.head, *self.workers]:
+            self.start_node(host)
+        return self
+
+    def deploy(self, settings: ServeSettings, spread: bool = True,
+               env: Mapping[str, str] | None = None, name: str = "serve.yaml") -> Path:
+        """``serve run --non-blocking`` of the generated config, from the head; the file."""
+        path = self.root / name
+        path.write_text(yaml.safe_dump(cluster_config(settings, spread, env), sort_keys=False))
+        self._call(self.head, [_bin("serve"), "run", "--address", self.gcs, "--non-blocking",
+                               str(path)], timeout=180)
+        return path
+
+    def watch(self, app: str = APP, every_s: float = 0.2) -> Watch:
+        """A driver on the head reporting nodes and replicas (see ``Watch``)."""
+        argv = [sys.executable, "-m", "infra.ray_cluster", "watch", "--address", self.gcs,
+                "--app", app, "--every", str(every_s)]
+        process = self.bed.background(self.head, argv, env=self.env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True)
+        return Watch(process)
+
+    def _call(self, host: str, argv: list[str], timeout: float) -> None:
+        proc = self.bed.run(host, argv, env=self.env, capture_output=True, text=True,
+                            timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:3])} on {host} exited {proc.returncode}: "
+                               f"{(proc.stdout + proc.stderr)[-3000:]}")
+
+
+def observe(app: str, deployment: str = DEPLOYMENT) -> dict[str, Any]:
+    """One observation (in a driver connected to the cluster)."""
+    import ray
+
+    from serve.replicas import replicas, running
+
+    nodes = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+    try:
+        count = running(app, deployment)
+    except Exception:  # noqa: BLE001 - the controller may be restarting; say 0
+        count = 0
+    return {"t": time.time(), "nodes": nodes, "running": count,
+            "replicas": sorted(r.node_ip for r in replicas(app, deployment))}
+
+
+def _watch(address: str, app: str, every_s: float) -> None:
+    import ray
+
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    while True:
+        print(json.dumps(observe(app)), flush=True)
+        time.sleep(every_s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m infra.ray_cluster watch --address HEAD:6379``: JSON lines until killed."""
+    parser = argparse.ArgumentParser(prog="python -m infra.ray_cluster")
+    sub = parser.add_subparsers(dest="command", required=True)
+    watch = sub.add_parser("watch", help="print nodes and replicas as JSON lines")
+    watch.add_argument("--address", required=True)
+    watch.add_argument("--app", default=APP)
+    watch.add_argument("--every", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    _watch(args.address, args.app, args.every)
+
+
+if __name__ == "__main__":
+    main()
