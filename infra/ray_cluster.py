@@ -92,9 +92,9 @@ def cluster_config(settings: ServeSettings, spread: bool,
 
 @dataclass
 class Watch:
-    """What a driver on the head sees, a few times a second: alive node addresses, Serve's
-    RUNNING replica count and the alive replica actors' node addresses (JSON lines on the
-    driver's stdout, kept here with their wall-clock time).
+    """What a driver on the head sees, a few times a second: alive nodes (address, id), Serve's
+    RUNNING replica count, the alive replica actors' node addresses and pids (JSON lines on
+    the driver's stdout, kept here with their wall-clock time).
     """
 
     process: subprocess.Popen
@@ -201,13 +201,14 @@ def observe(app: str, deployment: str = DEPLOYMENT) -> dict[str, Any]:
 
     from serve.replicas import replicas, running
 
-    nodes = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+    nodes = sorted([n["NodeManagerAddress"], n["NodeID"]] for n in ray.nodes() if n["Alive"])
     try:
         count = running(app, deployment)
     except Exception:  # noqa: BLE001 - the controller may be restarting; say 0
         count = 0
+    alive = replicas(app, deployment)
     return {"t": time.time(), "nodes": nodes, "running": count,
-            "replicas": sorted(r.node_ip for r in replicas(app, deployment))}
+            "replicas": sorted(r.node_ip for r in alive), "pids": sorted(r.pid for r in alive)}
 
 
 def _watch(address: str, app: str, every_s: float) -> None:
