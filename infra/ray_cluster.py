@@ -28,11 +28,13 @@ from typing import Any
 import yaml
 
 from infra.netns import TestBed
+from serve.app import NOOP_APP_NAME as NOOP_APP
 from serve.app import RAY_ENV_DEFAULTS
 from serve.config import ServeSettings
 from serve.replicas import APP, DEPLOYMENT
 
 GCS_PORT = 6379
+NOOP_DEPLOYMENT = "NoOp"
 REPO = Path(__file__).resolve().parents[1]
 # Ray allows no less than this per node (bytes); the service passes no large objects.
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
@@ -77,16 +79,26 @@ def node_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def cluster_config(settings: ServeSettings, spread: bool,
-                   env: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   env: Mapping[str, str] | None = None, noop: bool = False) -> dict[str, Any]:
     """The ``serve run`` config: what ``marquee deploy serve-config`` writes, one CPU per
     replica, at most one replica per node when ``spread``, and ``env`` (e.g.
-    ``MARQUEE_REDIS_URL``) added to the app's runtime environment.
+    ``MARQUEE_REDIS_URL``) added to the app's runtime environment. ``noop`` adds the no-op
+    floor (``NOOP_APP`` at ``/noop``) with as many replicas, placed the same way.
     """
     from infra.deploy.serve_config import ClusterShape, serve_config
 
     shape = ClusterShape(num_cpus=1.0, max_replicas_per_node=1 if spread else None)
     config = serve_config(settings, shape)
-    config["applications"][0]["runtime_env"]["env_vars"].update(env or {})
+    app = config["applications"][0]
+    app["runtime_env"]["env_vars"].update(env or {})
+    if noop:
+        floor = {"name": NOOP_DEPLOYMENT, "num_replicas": settings.replicas,
+                 "ray_actor_options": {"num_cpus": 0}}
+        if spread:
+            floor["max_replicas_per_node"] = 1
+        config["applications"].append({
+            "name": NOOP_APP, "route_prefix": "/noop", "import_path": "serve.app:noop_builder",
+            "runtime_env": app["runtime_env"], "deployments": [floor]})
     return config
 
 
@@ -171,18 +183,24 @@ class RayCluster:
         return self
 
     def deploy(self, settings: ServeSettings, spread: bool = True,
-               env: Mapping[str, str] | None = None, name: str = "serve.yaml") -> Path:
-        """``serve run --non-blocking`` of the generated config, from the head; the file."""
+               env: Mapping[str, str] | None = None, noop: bool = False,
+               name: str = "serve.yaml") -> Path:
+        """``serve run --non-blocking`` of the generated config (``cluster_config``), from the
+        head; the file.
+        """
         path = self.root / name
-        path.write_text(yaml.safe_dump(cluster_config(settings, spread, env), sort_keys=False))
+        path.write_text(yaml.safe_dump(cluster_config(settings, spread, env, noop),
+                                       sort_keys=False))
         self._call(self.head, [_bin("serve"), "run", "--address", self.gcs, "--non-blocking",
                                str(path)], timeout=180)
         return path
 
-    def watch(self, app: str = APP, every_s: float = 0.2) -> Watch:
+    def watch(self, apps: Sequence[str] = (APP,), every_s: float = 0.2) -> Watch:
         """A driver on the head reporting nodes and replicas (see ``Watch``)."""
         argv = [sys.executable, "-m", "infra.ray_cluster", "watch", "--address", self.gcs,
-                "--app", app, "--every", str(every_s)]
+                "--every", str(every_s)]
+        for app in apps:
+            argv += ["--app", app]
         process = self.bed.background(self.head, argv, env=self.env, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, text=True)
         return Watch(process)
@@ -195,28 +213,39 @@ class RayCluster:
                                f"{(proc.stdout + proc.stderr)[-3000:]}")
 
 
-def observe(app: str, deployment: str = DEPLOYMENT) -> dict[str, Any]:
-    """One observation (in a driver connected to the cluster)."""
-    import ray
+DEPLOYMENTS = {APP: DEPLOYMENT, NOOP_APP: NOOP_DEPLOYMENT}
 
+
+def _replicas(app: str) -> dict[str, Any]:
     from serve.replicas import replicas, running
 
-    nodes = sorted([n["NodeManagerAddress"], n["NodeID"]] for n in ray.nodes() if n["Alive"])
+    deployment = DEPLOYMENTS.get(app, DEPLOYMENT)
     try:
         count = running(app, deployment)
     except Exception:  # noqa: BLE001 - the controller may be restarting; say 0
         count = 0
     alive = replicas(app, deployment)
-    return {"t": time.time(), "nodes": nodes, "running": count,
-            "replicas": sorted(r.node_ip for r in alive), "pids": sorted(r.pid for r in alive)}
+    return {"running": count, "replicas": sorted(r.node_ip for r in alive),
+            "pids": sorted(r.pid for r in alive)}
 
 
-def _watch(address: str, app: str, every_s: float) -> None:
+def observe(apps: Sequence[str]) -> dict[str, Any]:
+    """One observation (in a driver connected to the cluster): the first app's replicas at
+    the top level, every app's under ``apps``.
+    """
+    import ray
+
+    nodes = sorted([n["NodeManagerAddress"], n["NodeID"]] for n in ray.nodes() if n["Alive"])
+    each = {app: _replicas(app) for app in apps}
+    return {"t": time.time(), "nodes": nodes, **each[apps[0]], "apps": each}
+
+
+def _watch(address: str, apps: Sequence[str], every_s: float) -> None:
     import ray
 
     ray.init(address=address, log_to_driver=False, configure_logging=False)
     while True:
-        print(json.dumps(observe(app)), flush=True)
+        print(json.dumps(observe(apps)), flush=True)
         time.sleep(every_s)
 
 
@@ -226,10 +255,11 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     watch = sub.add_parser("watch", help="print nodes and replicas as JSON lines")
     watch.add_argument("--address", required=True)
-    watch.add_argument("--app", default=APP)
+    watch.add_argument("--app", action="append", help="a Serve app (repeat; default: the "
+                       "ranking app)")
     watch.add_argument("--every", type=float, default=0.2)
     args = parser.parse_args(argv)
-    _watch(args.address, args.app, args.every)
+    _watch(args.address, args.app or [APP], args.every)
 
 
 if __name__ == "__main__":

@@ -251,6 +251,13 @@ def app_builder(args: dict[str, Any]) -> Any:
     return build_app(ServeSettings(**args))
 
 
+def noop_builder(args: dict[str, Any]) -> Any:
+    """The no-op floor as a Serve application builder (``import_path:
+    serve.app:noop_builder``), for benchmarks that deploy from a config file; ``args`` unused.
+    """
+    return NoOp.options(ray_actor_options={"num_cpus": 0}).bind()
+
+
 def _multiproc_dir(settings: ServeSettings) -> Path:
     return (settings.data_dir / "prometheus-multiproc").resolve()
 

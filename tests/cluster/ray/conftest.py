@@ -15,10 +15,7 @@ from pathlib import Path
 import pytest
 
 from infra import netns
-
-HOSTS = ["ray-head", "ray-worker", "redis", "client"]
-HTTP_PORT = 8000
-REDIS_PORT = 6379
+from infra.bench.cluster import HOSTS, HTTP_PORT, REDIS_PORT
 
 
 @dataclass
@@ -56,21 +53,15 @@ def ray_bed() -> Iterator[RayBed]:
         pytest.skip(reason)
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (make system-deps)")
-    from feature_repo.store import FeatureWriter, open_store
-    from infra.bench.sample_world import SampleWorld
+    from infra.bench.cluster import redis_world
     from infra.ray_cluster import RayCluster
 
     # Short: Ray's unix sockets live under each node's temp folder (108-byte path limit).
     root = Path(tempfile.mkdtemp(prefix="mqray-", dir="/tmp"))
     try:
         with netns.TestBed(HOSTS) as bed:
-            redis_url = f"redis://{bed.address('redis')}:{REDIS_PORT}/0"
-            world = SampleWorld(root / "world")
+            world, redis_url = redis_world(bed, root)
             rb = RayBed(bed, None, None, world, root / "redis", redis_url)
-            rb.start_redis()
-            with bed.inside("client"):
-                world.write_features(FeatureWriter(open_store(
-                    online="redis", data_dir=root / "writer", redis_url=redis_url)))
             rb.cluster = RayCluster(bed, root / "ray").start()
             settings = world.settings(online_store="redis", replicas=2, host="0.0.0.0",
                                       port=HTTP_PORT)
