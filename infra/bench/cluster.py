@@ -12,6 +12,7 @@ network (proxy -> replica across hosts), not a speed-up.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -65,11 +66,23 @@ def _measure(bed: TestBed, base: str, users: list[str], clients: tuple[int, ...]
 def run_bench(seconds: float = 5.0, clients: tuple[int, ...] = (1, 16), users: int = 30,
               out: Path | None = None) -> dict[str, Any]:
     """Both topologies, each measured beside its no-op floor; the report (written to ``out``)."""
+    report: dict[str, Any] = {"seconds": seconds, "clients": list(clients), "replicas": 2}
+    root = Path(tempfile.mkdtemp(prefix="mqbench-", dir="/tmp"))  # Ray's socket paths
+    try:
+        _run(report, root, seconds, clients, users)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _run(report: dict[str, Any], root: Path, seconds: float, clients: tuple[int, ...],
+         users: int) -> None:
     from infra.ray_cluster import NOOP_APP, RayCluster
     from serve.replicas import APP
 
-    report: dict[str, Any] = {"seconds": seconds, "clients": list(clients), "replicas": 2}
-    root = Path(tempfile.mkdtemp(prefix="mqbench-", dir="/tmp"))  # Ray's socket paths
     with TestBed(HOSTS) as bed:
         world, redis_url = redis_world(bed, root, users)
         head, worker = bed.address("ray-head"), bed.address("ray-worker")
@@ -96,10 +109,6 @@ def run_bench(seconds: float = 5.0, clients: tuple[int, ...] = (1, 16), users: i
                                 **_measure(bed, base, world.users, clients, seconds)}
         finally:
             watch.close()
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-    return report
 
 
 def print_report(report: dict[str, Any]) -> None:
