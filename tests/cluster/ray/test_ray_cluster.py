@@ -124,7 +124,7 @@ def test_killing_the_worker_host_under_load_leaves_the_head_answering(ray_bed):
     assert len(failed) <= len(in_flight), failed
     assert all(c.sent < kill_at for c in failed), [(c.sent - kill_at, c.status) for c in failed]
     # The head's replica answers through the whole gap (the client keeps 20 requests/s).
-    assert _longest_silence(calls, kill_at, full["t"]) < 1.5
+    assert _longest_silence(calls, kill_at, full["t"]) < 3.0
     gone = [o for o in watch.seen if o["t"] > kill_at
             and not any(i == old_node for _, i in o["nodes"])]
     print(json.dumps({
