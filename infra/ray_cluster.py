@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -65,14 +66,19 @@ class RayNode:
         return [*argv, "--address", f"{self.head}:{GCS_PORT}"]
 
 
-def node_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of every Ray process on a node: Serve's process defaults (read by the
-    controller and proxies, as the generated config's header says), and this checkout first
+def node_env(token: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every Ray process on a node, and of the drivers: Serve's process
+    defaults (read by the controller and proxies, as the generated config's header says),
+    Ray's token authentication with ``token`` (without an explicit mode, Ray turns token auth
+    on for a head when ``~/.ray/auth_token`` exists, and a driver without the token is then
+    refused: the cluster must not depend on what a home folder holds), and this checkout first
     on ``PYTHONPATH`` so that replicas import the same code as the caller.
     """
     env = dict(os.environ)
     env.update(RAY_ENV_DEFAULTS)
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+                "RAY_USAGE_STATS_ENABLED": "0"})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.update(extra or {})
     return env
@@ -158,7 +164,7 @@ class RayCluster:
                  workers: Sequence[str] = ("ray-worker",), num_cpus: int = 1) -> None:
         self.bed, self.root, self.head, self.workers = bed, root, head, list(workers)
         self.num_cpus = num_cpus
-        self.env = node_env()
+        self.env = node_env(secrets.token_hex(32))  # one token per cluster
 
     @property
     def gcs(self) -> str:

@@ -25,10 +25,11 @@ def test_head_and_worker_start_lines():
     assert worker[worker.index("--node-ip-address") + 1] == "10.213.0.11"
 
 
-def test_nodes_import_this_checkout_and_read_serves_defaults():
-    env = node_env({"X": "1"})
+def test_nodes_import_this_checkout_read_serves_defaults_and_share_a_token():
+    env = node_env("t0k", {"X": "1"})
     assert env["PYTHONPATH"].split(":")[0] == str(Path(__file__).resolve().parents[2])
     assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["X"] == "1"
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "t0k"
 
 
 def test_spread_config_passes_rays_schema_with_one_replica_per_node_and_the_floor():
