@@ -111,8 +111,8 @@ def cluster_config(settings: ServeSettings, spread: bool,
 @dataclass
 class Watch:
     """What a driver on the head sees, a few times a second: alive nodes (address, id), Serve's
-    RUNNING replica count, the alive replica actors' node addresses and pids (JSON lines on
-    the driver's stdout, kept here with their wall-clock time).
+    RUNNING replica count, the alive replica actors' node addresses and pids, and both as
+    pairs (JSON lines on the driver's stdout, kept here with their wall-clock time).
     """
 
     process: subprocess.Popen
@@ -232,7 +232,8 @@ def _replicas(app: str) -> dict[str, Any]:
         count = 0
     alive = replicas(app, deployment)
     return {"running": count, "replicas": sorted(r.node_ip for r in alive),
-            "pids": sorted(r.pid for r in alive)}
+            "pids": sorted(r.pid for r in alive),
+            "placed": sorted([r.node_ip, r.pid] for r in alive)}
 
 
 def observe(apps: Sequence[str]) -> dict[str, Any]:

@@ -270,9 +270,14 @@ def _multiproc_dir(settings: ServeSettings) -> Path:
 #   loop (a second thread per process fought the first for the GIL), proxy -> replica over
 #   gRPC, buffered request logs, GC frozen after start. Its direct ingress (replicas on their
 #   own ports, no proxy) stays off: clients would need a load balancer in front.
+# - On a cluster, a proxy routes to replicas on every node, not first to its own node's: with
+#   Ray's preference, clients entering through one proxy left another node's replica idle
+#   until the local one had max_ongoing_requests in flight (docs/design.md). No effect on one
+#   node.
 RAY_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
                     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+                    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+                    "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
 
 
 def init_ray(num_cpus: int | None = None, bind_host: str = LOOPBACK) -> None:

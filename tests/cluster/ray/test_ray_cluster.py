@@ -40,6 +40,24 @@ def _ips(seen: dict) -> list[str]:
     return sorted(ip for ip, _ in seen["nodes"])
 
 
+def _answered_by_pid(world) -> dict[int, float]:
+    """``/v1/rank`` requests each replica process counted (its Prometheus multiprocess file;
+    the hosts share the file system, and the files are named by pid).
+    """
+    from prometheus_client.mmap_dict import MmapedDict
+
+    out = {}
+    for path in (world.data_dir / "prometheus-multiproc").glob("*/counter_*.db"):
+        values = MmapedDict(str(path), read_mode=True)
+        try:
+            out[int(path.stem.split("_")[1])] = sum(
+                v for key, v, *_ in values.read_all_values()
+                if '"marquee_requests_total"' in key and "/v1/rank" in key)
+        finally:
+            values.close()
+    return out
+
+
 def _longest_silence(calls, start: float, end: float) -> float:
     """The longest stretch in [start, end] with no request answered 200 (s)."""
     done = sorted([start, *(c.done for c in calls if c.status == 200 and start < c.done < end),
@@ -104,8 +122,12 @@ def test_killing_the_worker_host_under_load_leaves_the_head_answering(ray_bed):
     bed, watch, cluster = ray_bed.bed, ray_bed.watch, ray_bed.cluster
     head, worker = bed.address("ray-head"), bed.address("ray-worker")
     old_node = next(i for ip, i in watch.seen[-1]["nodes"] if ip == worker)
+    placed = dict((ip, pid) for ip, pid in watch.seen[-1]["placed"])
+    counted = _answered_by_pid(ray_bed.world)
     load = SteadyLoad(bed, "client", ray_bed.url, _bodies(ray_bed.world)).start()
-    time.sleep(2)
+    time.sleep(3)
+    served = {ip: _answered_by_pid(ray_bed.world).get(pid, 0) - counted.get(pid, 0)
+              for ip, pid in placed.items()}
     kill_at = time.time()
     killed = set(bed.kill("ray-worker"))
     time.sleep(DOWN_S)
@@ -120,6 +142,9 @@ def test_killing_the_worker_host_under_load_leaves_the_head_answering(ray_bed):
 
     failed = failures(calls)
     in_flight = [c for c in calls if c.sent < kill_at < c.done]
+    # The head's proxy spreads requests over both nodes (Ray's default would keep them on the
+    # head's replica, and this kill would cost nothing): the worker's replica had its share.
+    assert served[worker] >= 0.2 * sum(served.values()) > 0, served
     # Only requests on the worker's replica when it died may fail; none sent afterwards.
     assert len(failed) <= len(in_flight), failed
     assert all(c.sent < kill_at for c in failed), [(c.sent - kill_at, c.status) for c in failed]
@@ -128,7 +153,9 @@ def test_killing_the_worker_host_under_load_leaves_the_head_answering(ray_bed):
     gone = [o for o in watch.seen if o["t"] > kill_at
             and not any(i == old_node for _, i in o["nodes"])]
     print(json.dumps({
-        "calls": len(calls), "failed": len(failed), "in_flight_at_kill": len(in_flight),
+        "calls": len(calls), "failed": [c.status for c in failed],
+        "in_flight_at_kill": len(in_flight),
+        "answered_before_kill": {"head": served[head], "worker": served[worker]},
         "ray_start_s": round(start_s, 2), "joined_after_restart_s": round(
             joined["t"] - restart_at, 2),
         "full_after_restart_s": round(full["t"] - restart_at, 2),
