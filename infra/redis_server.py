@@ -32,15 +32,18 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """``redis-server`` on ``127.0.0.1:port`` with its working folder in ``data_dir``, no
-    snapshots and no append-only file. Has what ``infra.supervisor`` needs of a child.
+    """``redis-server`` on ``127.0.0.1:port`` with its working folder in ``data_dir``. With
+    ``persist`` every write is in its append-only file before it is acknowledged (``appendfsync
+    always``), so a SIGKILL loses nothing acknowledged; without, no snapshots and no
+    append-only file. Has what ``infra.supervisor`` needs of a child.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, persist: bool = False) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.log_path = log_path
+        self.persist = persist
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,8 +58,10 @@ class RedisServer:
         if self.alive():
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        durability = (["--appendonly", "yes", "--appendfsync", "always"] if self.persist
+                      else ["--appendonly", "no"])
         cmd = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-               "--dir", str(self.data_dir), "--save", "", "--appendonly", "no"]
+               "--dir", str(self.data_dir), "--save", "", *durability]
         log = self.log_path.open("ab") if self.log_path else None
         try:
             self.process = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL,

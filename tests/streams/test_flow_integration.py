@@ -89,8 +89,9 @@ def run_flow(kafka, data, recovery, timeout=120, processes=1, **extra) -> None:
     assert code == 0, err.read_text()[-3000:]
 
 
-def snapshot_of(data: Path, events: list[dict]) -> dict:
-    store = open_store(online="sqlite", data_dir=data)
+def snapshot_of(data: Path, events: list[dict], online: str = "sqlite",
+                redis_url: str | None = None) -> dict:
+    store = open_store(online=online, data_dir=data, redis_url=redis_url)
     users = sorted({e["user_id"] for e in events})
     items = sorted({e["item_id"] for e in events if e["item_id"]})
     tokens = read_tokens(data / "tokens")
@@ -114,16 +115,16 @@ def clean_run(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory):
     delete_topics(topics, [topics.events_topic, topics.dead_letter_topic])
 
 
-def consumed(folder: Path) -> int:
-    """``marquee_events_consumed_total`` of the flow process that wrote its samples to
-    ``folder`` (``PROMETHEUS_MULTIPROC_DIR``): read from the files, which outlive the process,
-    so even a killed or finished flow tells how many messages it read."""
+def consumed(folder: Path, name: str = "marquee_events_consumed_total") -> int:
+    """``marquee_events_consumed_total`` (or counter ``name``) of the flow process that wrote
+    its samples to ``folder`` (``PROMETHEUS_MULTIPROC_DIR``): read from the files, which
+    outlive the process, so even a killed or finished flow tells how many messages it read."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(folder))
-    return int(registry.get_sample_value("marquee_events_consumed_total") or 0)
+    return int(registry.get_sample_value(name) or 0)
 
 
 def counted_by(folder: Path) -> dict[str, str]:
@@ -194,6 +195,55 @@ def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, k
     # Dead letters carry their reasons (at least once: the restart may repeat some).
     dlq = [json.loads(r.value) for r in read_all(topics, topics.dead_letter_topic)]
     assert {d["reason"] for d in dlq} == {"invalid_event", "invalid_device", "duplicate"}
+
+
+def test_redis_killed_mid_stream_the_flow_waits_and_goes_on_when_it_is_back(clean_run, kafka,
+                                                                           tmp_path):
+    """Redis (append-only, fsync always) is SIGKILLed while the flow writes to it and started
+    again 3 s later: the same flow process waits, then reads on to the end of the topic, and
+    the rows equal those of a run on SQLite that never lost its store."""
+    from infra.redis_server import RedisServer
+
+    _, events, world, want = clean_run
+    topics = fresh_topics(kafka)
+    _, _, first, rest = world_and_stream()
+    total = len(first) + len(rest)
+    produce(topics, first)
+    data = tmp_path / "outage"
+    recovery = prepare(data, world)
+    counts = data / "metrics"
+    redis = RedisServer(tmp_path / "redis", persist=True).start()
+    store = {"MARQUEE_ONLINE_STORE": "redis", "MARQUEE_REDIS_URL": redis.url}
+    (proc,) = launch.start(Launch(recovery_dir=recovery, snapshot_s=1),
+                           flow_env(topics, data, MARQUEE_FLOW_BATCH_SIZE="20",
+                                    MARQUEE_FLOW_TAIL="true", **store, **counted_by(counts)),
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: consumed(counts) >= len(first) // 2, "a quarter of the stream",
+                   proc)
+        redis.kill()
+        produce(topics, rest)
+        time.sleep(3)
+        assert proc.poll() is None, "the flow exited while Redis was away"
+        stalled = consumed(counts)
+        assert stalled < total, "the flow read the whole topic without its store"
+        assert consumed(counts, "marquee_online_store_retries_total") > 0
+        redis.start()
+        wait_until(lambda: consumed(counts) >= total, "the end of the topic", proc)
+        # Let the last rows reach Redis; the tailing flow never ends by itself.
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    try:
+        # A finishing run closes the still-open tokens, as the reference run did at its end.
+        run_flow(topics, data, recovery, **store)
+        got = snapshot_of(data, events, online="redis", redis_url=redis.url)
+    finally:
+        redis.stop()
+    assert got["tokens"] == want["tokens"]
+    assert got["users"] == want["users"]
+    assert got["items"] == want["items"]
 
 
 def test_dead_letters_name_their_source_partition_offset_and_problems(clean_run):
