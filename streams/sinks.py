@@ -146,7 +146,8 @@ class OutputSink(DynamicSink[Any]):
         here, so an online store that cannot be reached stops the flow at its start, with
         the store, its address and the fix named (``feature_repo.reach``).
         """
-        self.writer()
+        if self.writer() is not None:
+            metrics.STORE_UP.set(1)
         return _OutputPartition(self, worker_index)
 
 
