@@ -251,9 +251,10 @@ def _register_bench_online_store(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, default=200,
                    help="tokens per row (200 = the most a row holds)")
     p.add_argument("--batch", type=int, default=500, help="rows per write")
-    p.add_argument("--reads", type=int, default=2_000, help="single-user reads timed")
+    p.add_argument("--reads", type=int, default=10_000, help="single-user reads timed")
     p.add_argument("--persist", action="store_true",
                    help="Redis with its append-only file, fsync always")
+    out_path(p, Path("var/bench/redis.json"), "JSON report")
 
 
 def _bench_online_store(args: argparse.Namespace) -> int:
@@ -261,7 +262,7 @@ def _bench_online_store(args: argparse.Namespace) -> int:
 
     spec = OnlineStoreSpec(users=args.users, tokens=args.tokens, batch=args.batch,
                            reads=args.reads, persist=args.persist)
-    r = run_bench(spec)
+    r = run_bench(spec, args.out)
     print(f"Redis {r['redis_version']}{' (append-only, fsync always)' if spec.persist else ''}: "
           f"{spec.users:,} user rows of {spec.tokens} tokens in writes of {spec.batch}, "
           f"{spec.reads:,} single-user reads")
@@ -269,7 +270,9 @@ def _bench_online_store(args: argparse.Namespace) -> int:
         print(f"{name:16} write {f['rows_per_s']:9,.0f} rows/s {f['write_cpu_us_per_row']:6.1f} "
               f"CPU us/row {f['bytes_per_row']:7,.0f} B/row   read {f['reads_per_s']:7,.0f}/s "
               f"p50 {f['read_p50_ms']:.2f} p99 {f['read_p99_ms']:.2f} ms "
-              f"{f['read_cpu_us']:6.1f} CPU us")
+              f"{f['read_cpu_us']:6.1f} CPU us; redis-server "
+              f"{f['server_us_per_row']:.1f} CPU us/row written, "
+              f"{f['server_us_per_read']:.1f} per read")
     return 0
 
 
