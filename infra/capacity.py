@@ -39,12 +39,12 @@ def default_figures() -> dict[str, Figure]:
             84_100, "acknowledged events/s per broker (Tansu; one producing client)",
             "marquee bench broker"),
         "redis_us_per_row": Figure(
-            4.0, "redis-server CPU us per user row written (20-token rows)",
-            "marquee bench redis --tokens 20"),
+            7.0, "redis-server CPU us per user row written (200-token rows, no append-only "
+            "file)", "marquee bench redis"),
         "redis_us_per_read": Figure(
-            10.0, "redis-server CPU us per user-row read (one ranking)", "marquee bench redis"),
+            38.0, "redis-server CPU us per user-row read (one ranking)", "marquee bench redis"),
         "redis_bytes_per_user": Figure(
-            2_879, "Redis memory per user row at its largest (200 tokens)",
+            2_815, "Redis memory per user row at its largest (200 tokens)",
             "marquee bench redis"),
         "proxy_requests_per_s": Figure(
             205, "requests/s through one Ray Serve proxy to a no-op deployment (32 clients; "

@@ -29,7 +29,7 @@ def test_redis_is_bound_by_memory_or_cpu_whichever_needs_more_shards() -> None:
     assert lots_of_users["Redis shards"].bound == "memory"
     busy = parts(Load(events_per_s=10**7, rankings_per_s=0, users=1_000))
     assert busy["Redis shards"].bound.startswith("CPU")
-    assert busy["Redis shards"].units == 58  # 1e7 x 4 us = 40 cores of commands / 0.7
+    assert busy["Redis shards"].units == 100  # 1e7 x 7 us = 70 cores of commands / 0.7
 
 
 def test_ray_nodes_are_bound_by_the_proxy_unless_replicas_cost_more() -> None:
