@@ -76,3 +76,12 @@ def test_the_ladder_keeps_the_ratios_and_the_markdown_names_every_part() -> None
 def test_a_bad_load_names_the_fix() -> None:
     with pytest.raises(ValueError, match="--utilization"):
         Load(utilization=0)
+
+
+def test_docs_capacity_shows_the_plan_of_the_recorded_figures() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "capacity.md").read_text()
+    figures = default_figures()
+    assert render(plan(Load(), figures), scales(figures, Load()), figures) in doc, (
+        "docs/capacity.md is stale: paste `marquee capacity --bench-dir /nonexistent` into it")
