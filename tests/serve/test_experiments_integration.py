@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from serve import app
+from serve.experiment_config import ExperimentConfigError
 from serve.experiments import allocate
 from serve.rankings_log import RankingRecord
 from streams.consume import read_all
@@ -103,6 +104,11 @@ def test_switching_to_interleaving_under_load_drops_no_request(experiment_app, w
                 else:
                     seen.append([i["variant"] for i in r.json()["items"]])
 
+    bad = folder / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "mode": "interleave",
+                               "variants": [{"name": "a", "model": "popular"}]}))
+    with pytest.raises(ExperimentConfigError, match="at least 2"):  # refused before deploying
+        app.set_experiment(settings, bad, name=NAME, route_prefix=PREFIX)
     workers = [threading.Thread(target=load, args=(seen, world.users[i]))
                for i, seen in enumerate(per_client)]
     for w in workers:
