@@ -5,6 +5,11 @@ in-session events tokenized with the flow's own ``tokenize_session`` -> the ONNX
 (batched by the caller) -> candidates from the full-catalogue scores minus seen and unreleased
 titles -> exposure-aware adjustment from ``item_stats`` -> the goal re-ranker -> response.
 
+Experiments: each request gets its ``arms``, the variants that rank it (the default model
+without an experiment, the user's A/B arm, or two teams to interleave; ``serve.experiments``),
+each an ONNX model of its own or the popular control. Inference batches per model; the teams'
+candidate lists are team-draft interleaved before the re-rank, and every item keeps its team.
+
 Degrade, don't fail: an unknown user gets popular and fresh titles; an unreachable feature
 store leaves the in-session events only (``degraded``); no model gives popular titles
 (``degraded``) while ``/readyz`` says not ready.
