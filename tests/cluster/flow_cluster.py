@@ -145,7 +145,7 @@ class FlowMembers:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     starts: int = 0
     restarts: int = 0
-    exits: list[tuple[str, int | None]] = field(default_factory=list)
+    exits: list[tuple[str, int | None, float]] = field(default_factory=list)  # host, code, when
 
     @property
     def launch(self) -> Launch:
@@ -200,7 +200,9 @@ class FlowMembers:
         while not done():
             assert time.monotonic() < deadline, f"not done after {timeout}s: {self.logs()}"
             if self.exited():
-                self.exits += [(h, p.poll()) for h, p in self.procs.items()]
+                now = time.monotonic()
+                self.exits += [(h, p.poll(), now) for h, p in self.procs.items()
+                               if p.poll() is not None]
                 self.stop()
                 self.restarts += 1
                 time.sleep(backoff)
