@@ -11,6 +11,8 @@ the topic as a replay does (every open token closed) so that the token log can b
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import time
@@ -36,7 +38,9 @@ from tests.streams.flow_runs import ROOT, flow_env, prepare, world_and_stream
 
 RATE = 200.0  # events/s of the second half: 642 events, about 3.2 s
 LINK_DOWN_S = 5.0
-REDIS_AWAY_S = 8.0
+# Longer than redis-py's retries (10, backoff capped at 1 s: at most about 4.3 s), so the
+# members' writes fail and they exit; MARQUEE_CLUSTER_REDIS_AWAY_S tries other outages.
+REDIS_AWAY_S = float(os.environ.get("MARQUEE_CLUSTER_REDIS_AWAY_S", "8"))
 
 
 @dataclass
@@ -108,13 +112,23 @@ def faulted_run(cluster: FlowCluster, ref: Reference, tmp: Path, fault: str,
     assert reports and reports[0].delivered == len(ref.rest), reports
     members.finish()
     got = cluster.snapshot(members.data, ref.events, members.db)
-    cost = {"fault": fault, **diff(got, ref.want),
+    cost = {"fault": fault, **diff(got, ref.want), **quarantined(members.data),
             "fault_to_topic_consumed_s": round(caught_up - fault_at, 2),
             "restarts": members.restarts,
             "exit_codes": sorted({code for _, code, _ in members.exits}),
             **seen}
     assert got == ref.want, cost
     return cost
+
+
+def quarantined(data: Path) -> dict[str, int]:
+    """What the flow's quarantine made of the crashes: message ranges it replayed one at a
+    time (suspects) and messages it judged poison (dead-lettered, so missing from Feast).
+    """
+    def entries(name: str) -> int:
+        return sum(len(json.loads(f.read_text())) for f in data.glob(f"quarantine/*/{name}"))
+
+    return {"suspect_ranges": entries("suspects.json"), "poison": entries("poison.json")}
 
 
 def test_events_from_the_client_land_in_redis_through_both_flow_hosts(
