@@ -110,9 +110,12 @@ def faulted_run(cluster: FlowCluster, ref: Reference, tmp: Path, fault: str,
     caught_up = time.monotonic()
     producer.join()
     assert reports and reports[0].delivered == len(ref.rest), reports
+    # Read before the finishing run, whose start follows a SIGKILL of the tailing members.
+    suspects = quarantined(members.data)["suspect_ranges"]
     members.finish()
     got = cluster.snapshot(members.data, ref.events, members.db)
     cost = {"fault": fault, **diff(got, ref.want), **quarantined(members.data),
+            "suspect_ranges": suspects,
             "fault_to_topic_consumed_s": round(caught_up - fault_at, 2),
             "restarts": members.restarts,
             "exit_codes": sorted({code for _, code, _ in members.exits}),
