@@ -91,16 +91,16 @@ def snapshot_of(data: Path, events: list[dict], online: str = "sqlite",
             "vocab": Vocab.load(data / "vocab.json").tables}  # snapshot and journal
 
 
-def consumed(folder: Path) -> int:
-    """``marquee_events_consumed_total`` of the flow process that wrote its samples to
-    ``folder`` (``PROMETHEUS_MULTIPROC_DIR``): read from the files, which outlive the process,
-    so even a killed or finished flow tells how many messages it read."""
+def consumed(folder: Path, name: str = "marquee_events_consumed_total") -> int:
+    """``marquee_events_consumed_total`` (or counter ``name``) of the flow process that wrote
+    its samples to ``folder`` (``PROMETHEUS_MULTIPROC_DIR``): read from the files, which
+    outlive the process, so even a killed or finished flow tells how many messages it read."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(folder))
-    return int(registry.get_sample_value("marquee_events_consumed_total") or 0)
+    return int(registry.get_sample_value(name) or 0)
 
 
 def counted_by(folder: Path) -> dict[str, str]:

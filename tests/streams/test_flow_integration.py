@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -106,6 +107,56 @@ def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, k
     # Dead letters carry their reasons (at least once: the restart may repeat some).
     dlq = [json.loads(r.value) for r in read_all(topics, topics.dead_letter_topic)]
     assert {d["reason"] for d in dlq} == {"invalid_event", "invalid_device", "duplicate"}
+
+
+def test_redis_killed_mid_stream_the_flow_waits_and_goes_on_when_it_is_back(clean_run, kafka,
+                                                                           tmp_path):
+    """Redis (append-only, fsync always) is SIGKILLed while the flow writes to it and started
+    again once the flow retries: the same flow process waits, then reads on to the end, and
+    the rows equal those of a run on SQLite that never lost its store."""
+    from infra.redis_server import RedisServer
+
+    _, events, world, want = clean_run
+    topics = fresh_topics(kafka)
+    _, _, first, rest = world_and_stream()
+    total = len(first) + len(rest)
+    produce(topics, first)
+    data = tmp_path / "outage"
+    recovery = prepare(data, world)
+    counts = data / "metrics"
+    redis = RedisServer(tmp_path / "redis", persist=True).start()
+    store = {"MARQUEE_ONLINE_STORE": "redis", "MARQUEE_REDIS_URL": redis.url}
+    (proc,) = launch.start(Launch(recovery_dir=recovery, snapshot_s=1),
+                           flow_env(topics, data, MARQUEE_FLOW_BATCH_SIZE="20",
+                                    MARQUEE_FLOW_TAIL="true", **store, **counted_by(counts)),
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: consumed(counts) >= len(first) // 2, "a quarter of the stream",
+                   proc)
+        redis.kill()
+        produce(topics, rest)
+        # redis-py retries a few seconds by itself (10 tries, up to 1 s apart) before the
+        # flow sees the error and retries in turn.
+        wait_until(lambda: consumed(counts, "marquee_online_store_retries_total") >= 2,
+                   "the flow's retries of a write", proc, timeout=60)
+        assert proc.poll() is None, "the flow exited while Redis was away"
+        assert consumed(counts) < total, "the flow read the whole topic without its store"
+        redis.start()
+        wait_until(lambda: consumed(counts) >= total, "the end of the topic", proc)
+        # Let the last rows reach Redis; the tailing flow never ends by itself.
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    try:
+        # A finishing run closes the still-open tokens, as the reference run did at its end.
+        run_flow(topics, data, recovery, **store)
+        got = snapshot_of(data, events, online="redis", redis_url=redis.url)
+    finally:
+        redis.stop()
+    assert got["tokens"] == want["tokens"]
+    assert got["users"] == want["users"]
+    assert got["items"] == want["items"]
 
 
 def test_dead_letters_name_their_source_partition_offset_and_problems(clean_run):
