@@ -38,8 +38,9 @@ from tests.streams.flow_runs import ROOT, flow_env, prepare, world_and_stream
 
 RATE = 200.0  # events/s of the second half: 642 events, about 3.2 s
 LINK_DOWN_S = 5.0
-# Longer than redis-py's retries (10, backoff capped at 1 s: at most about 4.3 s), so the
-# members' writes fail and they exit; MARQUEE_CLUSTER_REDIS_AWAY_S tries other outages.
+# Longer than redis-py's own retries (10, backoff capped at 1 s: at most about 4.3 s), so the
+# flow's wait for its store (MARQUEE_FLOW_STORE_OUTAGE_S) is what carries the members through;
+# MARQUEE_CLUSTER_REDIS_AWAY_S tries other outages.
 REDIS_AWAY_S = float(os.environ.get("MARQUEE_CLUSTER_REDIS_AWAY_S", "8"))
 
 
