@@ -160,7 +160,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
         onnx, reused = train_and_export(layout, minutes=cfg.train_minutes, data_key=world_key)
         print(f"      {'reused' if reused else 'exported'} {onnx}", flush=True)
         step(5, total, f"Ray Serve ranking app on port {cfg.serve_port}")
-        url = start_service(layout, onnx, port=cfg.serve_port)
+        url = start_service(layout, onnx, port=cfg.serve_port, kafka=kafka)
         try:
             wait_ready(url)
             print(f"      {url}/docs (OpenAPI), {url}/metrics", flush=True)

@@ -242,9 +242,23 @@ class TestBed:
         return proc.stdout
 
     def background(self, host: str, argv: Sequence[str], **popen: Any) -> subprocess.Popen:
-        """Start ``argv`` on the host in a session of its own (``os.killpg`` reaches it all)."""
+        """Start ``argv`` on the host in a session of its own (``os.killpg`` reaches it all).
+
+        Returns once the process is in the host's namespace (``ip netns exec`` forks in the
+        machine's and moves over), so ``pids`` and ``kill`` see it from then on.
+        """
         popen.setdefault("start_new_session", True)
-        return subprocess.Popen(self.argv(host, argv), **popen)
+        proc = subprocess.Popen(self.argv(host, argv), **popen)
+        inode = os.stat(NETNS_DIR / self.namespace(host)).st_ino
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if os.stat(f"/proc/{proc.pid}/ns/net").st_ino == inode:
+                    break
+            except FileNotFoundError:
+                break
+            time.sleep(0.002)
+        return proc
 
     @contextmanager
     def inside(self, host: str) -> Iterator[None]:

@@ -143,15 +143,19 @@ def train_and_export(layout: Layout, minutes: float | None = 1.0, reuse: bool = 
 
 
 def start_service(layout: Layout, model_path: Path | None, port: int = 8000,
-                  replicas: int | None = None) -> str:
+                  replicas: int | None = None, kafka: KafkaSettings | None = None) -> str:
     """Start the Ray Serve ranking app over this layout's features and model; returns its URL.
 
-    ``replicas=None`` leaves the count to ``MARQUEE_REPLICAS`` (default 1).
+    ``replicas=None`` leaves the count to ``MARQUEE_REPLICAS`` (default 1); ``kafka`` is the
+    broker and topic the rankings log goes to (default: ``KAFKA_BOOTSTRAP_SERVERS``).
     """
     from serve.app import start
     from serve.config import ServeSettings
 
-    over = {} if replicas is None else {"replicas": replicas}
+    over: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
+    if kafka is not None:
+        over |= {"bootstrap_servers": kafka.bootstrap_servers,
+                 "rankings_topic": kafka.rankings_topic}
     return start(ServeSettings(data_dir=layout.root, model_path=model_path, port=port, **over))
 
 

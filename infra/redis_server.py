@@ -5,8 +5,6 @@ The benchmark and the tests start one when they need Redis and nobody gave them 
 (``MARQUEE_REDIS_URL``), the way ``infra.broker`` starts Tansu when ``KAFKA_BOOTSTRAP_SERVERS``
 is unset. Data goes to a folder of the caller's (a temp dir) and nothing is saved to disk:
 the online store is rebuilt by replaying the flow, so a throwaway Redis loses nothing.
-``persist=True`` turns on the append-only file, fsynced at every write, for tests that kill
-Redis and expect every acknowledged write back after a restart on the same folder.
 ``make system-deps`` (``infra/install-system-deps.sh``) installs ``redis-server``.
 """
 
@@ -35,9 +33,10 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """``redis-server`` on ``host:port`` with its working folder in ``data_dir``, no
-    snapshots, and an append-only file only with ``persist``. Has what ``infra.supervisor``
-    needs of a child.
+    """``redis-server`` on ``host:port`` with its working folder in ``data_dir``. With
+    ``persist`` every write is in its append-only file before it is acknowledged (``appendfsync
+    always``), so a SIGKILL loses nothing acknowledged; without, no snapshots and no
+    append-only file. Has what ``infra.supervisor`` needs of a child.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None,
@@ -62,10 +61,10 @@ class RedisServer:
         if self.alive():
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        durability = (["--appendonly", "yes", "--appendfsync", "always"] if self.persist
+                      else ["--appendonly", "no"])
         cmd = [redis_binary(), "--port", str(self.port), "--bind", self.host,
-               "--dir", str(self.data_dir), "--save", ""]
-        cmd += (["--appendonly", "yes", "--appendfsync", "always"] if self.persist
-                else ["--appendonly", "no"])
+               "--dir", str(self.data_dir), "--save", "", *durability]
         if self.host != "127.0.0.1":
             # Without a password Redis answers only loopback clients unless told otherwise;
             # a host address is one a caller chose to serve other hosts on.

@@ -200,7 +200,7 @@ def _seed_train_serve(cfg: DemoConfig, kafka: KafkaSettings, layout: Layout) -> 
     print(f"      {'reused' if reused else 'exported'} {onnx}", flush=True)
     replicas = serve_replicas(cfg.serve_replicas)
     step(4, total, f"Ray Serve ranking app on port {cfg.serve_port}, {replicas} replicas")
-    url = start_service(layout, onnx, port=cfg.serve_port, replicas=replicas)
+    url = start_service(layout, onnx, port=cfg.serve_port, replicas=replicas, kafka=kafka)
     wait_ready(url)
     print(f"      {_replica_line(replicas)}", flush=True)
     step(5, total, f"a ranking for u000007 (POST {url}/v1/rank)")

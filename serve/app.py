@@ -3,11 +3,14 @@
 The deployment parses, times, counts and calls; the logic lives in ``serve.ranker``. ONNX
 inference goes through ``@ray_serve.batch`` so concurrent requests share one model call; a
 request alone in the replica calls the model directly (the queue's hop is latency only). The model
-path is ``user_config``: changing it (``rollover``) calls ``reconfigure`` on the running
-replicas, which load the new file beside the old one and swap, so no request is dropped.
+path and the experiment config are ``user_config``: changing either (``rollover``,
+``set_experiment``) calls ``reconfigure`` on the running replicas, which load the new files
+beside the old ones and swap, so no request is dropped. Every answered ranking is logged to
+Kafka (``serve.rankings_log``) without waiting for the broker.
 
 Library entry points (what the CLI and the demo call): ``build_app(settings)``,
-``start(settings) -> url``, ``rollover(settings, model_path)`` and ``stop()``.
+``start(settings) -> url``, ``rollover(settings, model_path)``,
+``set_experiment(settings, spec)`` and ``stop()``.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route signatures at runtime
@@ -24,8 +27,9 @@ from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from ray import serve as ray_serve  # `serve` is this package
 
-from serve import http_guard, metrics
+from serve import http_guard, metrics, rankings_log
 from serve.config import ServeSettings
+from serve.experiment_config import load_experiment, parse_experiment
 from serve.replicas import APP, DEPLOYMENT
 from serve.schemas import (
     ApiError,
@@ -72,19 +76,41 @@ class RankingService:
             log.warning("feature store unavailable at start (%s); serving degraded", exc)
         self.ranker = Ranker(self.settings, store, None)
         self.model_path: str | None = None
+        self.experiment: dict[str, Any] | None = None  # as last configured
+        self.rankings = self._rankings_log()
         self._ranking = 0  # requests between features and inference (batch when > 1)
         self.infer.set_max_batch_size(self.settings.batch_max_size)
         self.infer.set_batch_wait_timeout_s(self.settings.batch_wait_s)
         api.state.model_version = self.ranker.version
         http_guard.publish_limits(api, self.settings.k_max, self.settings.max_body_bytes)
 
+    def _rankings_log(self) -> rankings_log.RankingsLog | None:
+        if not self.settings.rankings_log:
+            return None
+        try:
+            return rankings_log.RankingsLog(self.settings.bootstrap_servers,
+                                            self.settings.rankings_topic,
+                                            self.settings.rankings_queue_max)
+        except Exception as exc:  # noqa: BLE001 - a bad client config must not stop serving
+            log.warning("rankings log off: %s", exc)
+            return None
+
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Load ``user_config["model_path"]`` (a rollover) without stopping service."""
+        """Load ``user_config["model_path"]`` (a rollover) and ``user_config["experiment"]``
+        (a new experiment config) without stopping service: requests keep the old model or
+        experiment until the new one is loaded, then the next request gets the new one.
+        """
         path = user_config.get("model_path")
         if path and path != self.model_path:
             version = await asyncio.to_thread(self.ranker.load_model, Path(path))
             self.model_path = path
             api.state.model_version = version
+        experiment = user_config.get("experiment")
+        if experiment != self.experiment:
+            parsed = parse_experiment(experiment, "user_config.experiment")
+            plan = await asyncio.to_thread(self.ranker.build_plan, parsed)
+            self.ranker.plan = plan
+            self.experiment = experiment
 
     @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def infer(self, prepared: list[Any]) -> list[Any]:
@@ -144,6 +170,8 @@ class RankingService:
             response.latency_ms["total"] = (time.perf_counter() - t0) * 1e3
         metrics.REQUEST_SECONDS.labels("total", response.model_version).observe(
             time.perf_counter() - t0)
+        if self.rankings is not None:
+            self.rankings.produce(response.user_id, rankings_log.record(prepared, response))
         return response
 
     def _expired(self, timeout_ms: int, t0: float) -> Response:
@@ -224,9 +252,12 @@ def deployment_options(settings: ServeSettings) -> dict[str, Any]:
     ``.options`` and what a ``serve deploy`` config file lists (one source for both).
     """
     env = {"PROMETHEUS_MULTIPROC_DIR": str(_multiproc_dir(settings))}
+    experiment = load_experiment(settings.experiments)  # refused here, before any deploy
     return {
         "num_replicas": settings.replicas,
-        "user_config": {"model_path": str(settings.model_path) if settings.model_path else None},
+        "user_config": {"model_path": str(settings.model_path) if settings.model_path else None,
+                        "experiment": experiment.model_dump(mode="json", exclude_none=True)
+                        if experiment is not None else None},
         "health_check_period_s": settings.health_check_period_s,
         "max_ongoing_requests": settings.max_ongoing_requests,
         "max_queued_requests": settings.max_queued_requests,
@@ -239,7 +270,9 @@ def deployment_options(settings: ServeSettings) -> dict[str, Any]:
 
 def build_app(settings: ServeSettings) -> Any:
     """The bound application; the model path travels as ``user_config`` (rollover-able)."""
-    init = settings.model_dump(mode="json", exclude={"model_path"})
+    # The model and the experiment travel as user_config (reconfigure); a change to the rest
+    # of the settings starts new replicas.
+    init = settings.model_dump(mode="json", exclude={"model_path", "experiments"})
     return RankingService.options(**deployment_options(settings)).bind(init)
 
 
@@ -337,10 +370,23 @@ def start(settings: ServeSettings, noop: bool = False) -> str:
     return f"http://{settings.host}:{settings.port}"
 
 
-def rollover(settings: ServeSettings, model_path: Path) -> None:
+def rollover(settings: ServeSettings, model_path: Path, name: str = APP_NAME,
+             route_prefix: str = "/") -> None:
     """Serve ``model_path`` from now on: an in-place ``user_config`` update (``reconfigure``)."""
     ray_serve.run(build_app(settings.model_copy(update={"model_path": model_path})),
-                  name=APP_NAME, route_prefix="/")
+                  name=name, route_prefix=route_prefix)
+
+
+def set_experiment(settings: ServeSettings, spec: str | Path | None, name: str = APP_NAME,
+                   route_prefix: str = "/") -> None:
+    """Run the experiment of ``spec`` (a config file, a JSON object, or None to end it) from
+    now on: validated here (``ExperimentConfigError`` naming the fix, nothing deployed), then
+    an in-place ``user_config`` update like ``rollover``.
+    """
+    spec = None if spec is None else str(spec)
+    load_experiment(spec)
+    ray_serve.run(build_app(settings.model_copy(update={"experiments": spec})),
+                  name=name, route_prefix=route_prefix)
 
 
 def handle() -> Any:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serve.constraints import Constraints
 from serve.rerank import RerankConfig
+from streams.config import DEFAULT_BOOTSTRAP
 from streams.contract.listen import BindHost, bind_host_field
 from streams.contract.settings import ENV_FILE
 
@@ -79,6 +80,23 @@ class ServeSettings(BaseSettings):
         default_factory=Constraints,
         description="business constraints applied to every list (a request adds to them)")
 
+    experiments: str | None = Field(
+        None, description="the experiment config: a YAML or JSON file (or a JSON object) with "
+        "name, mode (ab | interleave) and variants (each a model file or `popular`); "
+        "validated at start (serve.experiment_config)")
+    rankings_log: bool = Field(True, description="log every served ranking to "
+                               "MARQUEE_RANKINGS_TOPIC (never blocks a request)")
+    bootstrap_servers: str = Field(
+        DEFAULT_BOOTSTRAP, validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS",
+                                                         "bootstrap_servers"),
+        description="host:port[,host:port...] of the Kafka-protocol broker")
+    rankings_topic: str = Field("marquee.rankings", min_length=1,
+                                description="topic of the rankings log")
+    rankings_queue_max: int = Field(
+        100_000, ge=1, le=10_000_000, description="ranking records a replica holds for the "
+        "broker at most; past this a record is dropped and counted "
+        "(marquee_rankings_logged_total{result=\"dropped\"})")
+
     @model_validator(mode="after")
     def _k(self) -> ServeSettings:
         if self.k_default > self.k_max:
@@ -88,8 +106,11 @@ class ServeSettings(BaseSettings):
 
     def summary(self) -> str:
         """One log line of the effective settings."""
+        logged = f"{self.rankings_topic}@{self.bootstrap_servers}" if self.rankings_log else "off"
         return (f"serve: model={self.model_path} data_dir={self.data_dir} "
                 f"online={self.online_store or 'default'} replicas={self.replicas} "
                 f"onnx_threads={self.onnx_threads} batch={self.batch_max_size}/"
                 f"{self.batch_wait_s * 1e3:g}ms exposure_strength={self.exposure_strength} "
-                f"rerank={self.rerank.mode}/{self.rerank.solver}")
+                f"rerank={self.rerank.mode}/{self.rerank.solver} experiments="
+                f"{self.experiments or 'none'} rankings_log="
+                f"{logged}")

@@ -74,6 +74,12 @@ SHOWN = Counter("marquee_shown_items_total",
                 "items returned; segment popular = over-exposed titles, new = new titles, "
                 "cold = titles the model knows by metadata only; "
                 "shares are ratios of these", ["segment"])
+EXPERIMENT_REQUESTS = Counter(
+    "marquee_experiment_requests_total", "rankings served per experiment variant (an "
+    "interleaved list counts once under each of its two teams)", ["experiment", "variant"])
+RANKINGS_LOGGED = Counter(
+    "marquee_rankings_logged_total", "ranking records by outcome: delivered (acknowledged), "
+    "failed (not acknowledged in time), dropped (the local queue was full)", ["result"])
 COVERAGE = Gauge("marquee_catalogue_coverage_ratio",
                  "distinct titles shown since start / catalogue size (per replica; max merged)",
                  multiprocess_mode="max")

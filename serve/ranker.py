@@ -5,6 +5,11 @@ in-session events tokenized with the flow's own ``tokenize_session`` -> the ONNX
 (batched by the caller) -> candidates from the full-catalogue scores minus seen and unreleased
 titles -> exposure-aware adjustment from ``item_stats`` -> the goal re-ranker -> response.
 
+Experiments: each request gets its ``arms``, the variants that rank it (the default model
+without an experiment, the user's A/B arm, or two teams to interleave; ``serve.experiments``),
+each an ONNX model of its own or the popular control. Inference batches per model; the teams'
+candidate lists are team-draft interleaved before the re-rank, and every item keeps its team.
+
 Degrade, don't fail: an unknown user gets popular and fresh titles; an unreachable feature
 store leaves the in-session events only (``degraded``); no model gives popular titles
 (``degraded``) while ``/readyz`` says not ready.
@@ -16,7 +21,8 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,8 @@ import numpy as np
 
 from serve import metrics
 from serve.config import ServeSettings
+from serve.experiment_config import Experiment, Mode
+from serve.experiments import allocate, team_draft
 from serve.rerank import Candidate, GoalReranker, RerankResult
 from serve.schemas import Check, RankedItemOut, RankRequest, RankResponse
 from streams.contract.catalogue import read_catalogue
@@ -32,6 +40,8 @@ from streams.contract.tokens import DAY_MS, FACETS, Vocab
 
 log = logging.getLogger(__name__)
 SEEN_ACTIONS = ("watch", "complete", "abandon")
+DEFAULT_VARIANT = "default"  # the variant name of every list when no experiment runs
+POPULAR_VERSION = "popular"  # the model version of the popular-titles control
 
 
 @dataclass
@@ -60,6 +70,36 @@ class ItemInfo:
                 setattr(self, name, type(getattr(self, name))(value))
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One variant as the ranker uses it: its model (None: the popular control, or no model
+    loaded yet) and the model's id tables, built once when the model is loaded.
+    """
+
+    name: str
+    model: Any | None = None
+    control: bool = False  # popular titles by design (not a degraded answer)
+    items: list[str] = field(default_factory=list)  # model id -> item id
+    ids: dict[str, int] = field(default_factory=dict)  # item id -> model id (>= 2)
+    release: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def version(self) -> str:
+        """The model version this arm serves (``popular`` for the control)."""
+        if self.model is not None:
+            return self.model.version
+        return POPULAR_VERSION if self.control else "none"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The running experiment with its variants' arms (swapped whole on a config change)."""
+
+    experiment: Experiment
+    arms: dict[str, Arm]
+    weights: tuple[float, ...]
+
+
 @dataclass
 class Prepared:
     """One request after feature assembly, ready for (batched) inference."""
@@ -76,6 +116,9 @@ class Prepared:
     candidates: list[str] | None = None  # the request's, known to the catalogue, deduplicated
     unknown: list[str] = field(default_factory=list)  # the request's, known to no catalogue
     excluded: int = 0  # known candidates left out: watched or not released yet
+    request_id: str = ""
+    arms: list[Arm] = field(default_factory=list)  # one, or the two interleaved teams
+    plan: Plan | None = None  # the experiment that chose ``arms`` (None: no experiment)
 
 
 _SHOWN = {segment: metrics.SHOWN.labels(segment) for segment in ("all", "popular", "new",
@@ -146,7 +189,6 @@ class Ranker:
                  model: Any | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.model = model
         vocab_path = DataLayout(settings.data_dir).vocab
         self.vocab = (Vocab.load(vocab_path) if vocab_path.exists()
                       else model.vocab if model is not None else Vocab())
@@ -160,32 +202,38 @@ class Ranker:
         self.reranker = GoalReranker(settings.rerank, settings.constraints)
         self._shown: set[str] = set()
         self._store_retry_at = -math.inf  # while the store is away: when to try it again
+        self.plan: Plan | None = None  # the running experiment (swapped whole)
         self._set_model(model)
 
     # ---- model ---------------------------------------------------------------------------
     @property
     def version(self) -> str:
         """The served model's version ("none" when no model is loaded)."""
-        return self.model.version if self.model is not None else "none"
+        return self.default.version
+
+    @property
+    def model(self) -> Any | None:
+        """The model of ``model_path`` (what serves when no experiment runs)."""
+        return self.default.model
+
+    def arm(self, name: str, model: Any | None, control: bool = False) -> Arm:
+        """``model`` with its id tables for this catalogue (``model=None``: no model)."""
+        if model is None:
+            return Arm(name, None, control)
+        names = model.vocab.items_by_id()
+        ids = {item: i for i, item in enumerate(names) if i >= 2}
+        release = np.zeros(model.n_items, dtype=np.int64)
+        for item, i in ids.items():
+            if i < model.n_items and item in self.catalogue.items:
+                release[i] = self.catalogue.items[item].release_ms
+        return Arm(name, model, control, names, ids, release)
 
     def _set_model(self, model: Any | None) -> None:
-        self.model = model
-        if model is None:
-            return
-        names = model.vocab.items_by_id()
-        self._model_items = names  # model id -> item id
-        self._model_ids = {name: i for i, name in enumerate(names) if i >= 2}
-        release = np.zeros(model.n_items, dtype=np.int64)
-        for name, i in self._model_ids.items():
-            if i < model.n_items and name in self.catalogue.items:
-                release[i] = self.catalogue.items[name].release_ms
-        self._release = release
+        self.default = self.arm(DEFAULT_VARIANT, model)
 
     def load_model(self, path: Path, threads: int | None = None) -> str:
         """Load an ONNX model and swap it in (the old one serves until the swap)."""
-        from models.onnx_runtime import OnnxRanker
-
-        model = OnnxRanker(path, threads=threads or self.settings.onnx_threads)
+        model = self._open(path, threads)
         old = self.version
         self._set_model(model)
         metrics.MODEL_INFO.labels(old).set(0)
@@ -193,13 +241,58 @@ class Ranker:
         log.info("model %s -> %s (%s)", old, model.version, path)
         return model.version
 
+    def _open(self, path: Path, threads: int | None = None) -> Any:
+        from models.onnx_runtime import OnnxRanker
+
+        return OnnxRanker(path, threads=threads or self.settings.onnx_threads)
+
+    def build_plan(self, experiment: Experiment | None) -> Plan | None:
+        """Load the experiment's models (a file already loaded for the running plan or as
+        the default model is reused, not opened again); swap it in with ``self.plan = ...``.
+        """
+        if experiment is None:
+            return None
+        loaded = {str(Path(a.model.path).resolve()): a.model
+                  for a in [self.default, *(self.plan.arms.values() if self.plan else [])]
+                  if a.model is not None}
+        arms = {}
+        for v in experiment.variants:
+            if not v.is_model:
+                arms[v.name] = self.arm(v.name, None, control=True)
+                continue
+            key = str(Path(v.model).resolve())
+            if key not in loaded:
+                loaded[key] = self._open(Path(v.model))
+            arms[v.name] = self.arm(v.name, loaded[key])
+        log.info("experiment %s (%s): %s", experiment.name, experiment.mode.value,
+                 ", ".join(f"{n}={a.version}" for n, a in arms.items()))
+        return Plan(experiment, arms, tuple(v.weight for v in experiment.variants))
+
+    def arms_for(self, user_id: str) -> tuple[list[Arm], Plan | None]:
+        """The variants that rank for this user now: the A/B arm of the user, the two
+        interleaved teams, or the default model when no experiment runs.
+        """
+        plan = self.plan
+        if plan is None:
+            return [self.default], None
+        arms = list(plan.arms.values())
+        if plan.experiment.mode is Mode.INTERLEAVE:
+            return arms, plan
+        return [arms[allocate(plan.experiment.hash_salt, user_id, plan.weights)]], plan
+
     def checks(self) -> dict[str, Check]:
         """Each dependency as it is now: the model loaded, the feature store answering a
         read (a probe key, so it costs one lookup).
         """
-        model = (Check(ok=True, detail=f"model {self.version}") if self.model is not None
-                 else Check(ok=False, detail="no model loaded; set model_path (marquee serve "
-                            "--model) or roll one over"))
+        plan = self.plan
+        if plan is not None:  # every request is ranked by the experiment's variants
+            model = Check(ok=True, detail=f"experiment {plan.experiment.name}: " + ", ".join(
+                f"{n}={a.version}" for n, a in plan.arms.items()))
+        elif self.model is not None:
+            model = Check(ok=True, detail=f"model {self.version}")
+        else:
+            model = Check(ok=False, detail="no model loaded; set model_path (marquee serve "
+                          "--model) or roll one over")
         if self.store is None:
             return {"model": model, "feature_store": Check(
                 ok=False, detail="not opened at start; see the replica log, check "
@@ -248,8 +341,10 @@ class Ranker:
         now = max(times) if times else int(time.time() * 1000)
         if not seq["item"] and fallback is None:
             fallback = "unknown_user"
+        arms, plan = self.arms_for(req.user_id)
         p = Prepared(req, k, seq, history, now, degraded, fallback,
-                     {"features": t1 - t0, "tokenize": time.perf_counter() - t1})
+                     {"features": t1 - t0, "tokenize": time.perf_counter() - t1},
+                     request_id=uuid.uuid4().hex, arms=arms, plan=plan)
         if req.candidates is not None:  # an id no catalogue holds is reported, never ranked
             requested = list(dict.fromkeys(req.candidates))
             p.candidates = [c for c in requested if c in self.catalogue.items]
@@ -277,36 +372,49 @@ class Ranker:
         return row
 
     # ---- stage 2: inference (batched) ----------------------------------------------------
-    def infer(self, batch: list[Prepared]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """One ONNX call for the requests that have a sequence and a model."""
-        out: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(batch)
-        todo = [i for i, p in enumerate(batch) if p.seq["item"] and self.model is not None]
-        if todo:
+    def infer(self, batch: list[Prepared]
+              ) -> list[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """One ONNX call per model for the requests that have a sequence: per request,
+        variant name -> (user embedding, top ids, top scores); a variant without a model (or
+        a request without a sequence) has no entry.
+        """
+        out: list[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = [{} for _ in batch]
+        groups: dict[int, list[tuple[int, Arm]]] = {}
+        for i, p in enumerate(batch):
+            if p.seq["item"]:
+                for arm in p.arms:
+                    if arm.model is not None:
+                        groups.setdefault(id(arm.model), []).append((i, arm))
+        for jobs in groups.values():
             t0 = time.perf_counter()
-            model = self.model
-            length = min(model.max_len, max(len(batch[i].seq["item"]) for i in todo))
-            arrays = {f: np.zeros((len(todo), length), np.int64) for f in FACETS}
-            mask = np.zeros((len(todo), model.n_items), np.float32)
-            for row, i in enumerate(todo):
+            model = jobs[0][1].model
+            length = min(model.max_len, max(len(batch[i].seq["item"]) for i, _ in jobs))
+            arrays = {f: np.zeros((len(jobs), length), np.int64) for f in FACETS}
+            mask = np.zeros((len(jobs), model.n_items), np.float32)
+            for row, (i, arm) in enumerate(jobs):
                 p = batch[i]
                 for f in FACETS:
                     tail = p.seq[f][-length:]
                     arrays[f][row, length - len(tail):] = tail
-                mask[row, self._release > p.now_ms] = 1.0  # not released yet
-                seen = [self._model_ids[n] for n in p.history if n in self._model_ids]
+                mask[row, arm.release > p.now_ms] = 1.0  # not released yet
+                seen = [arm.ids[n] for n in p.history if n in arm.ids]
                 mask[row, [s for s in seen if s < model.n_items]] = 1.0
             emb, ids, scores = model.rank(arrays, mask)
-            metrics.BATCH_SIZE.observe(len(todo))
+            metrics.BATCH_SIZE.observe(len(jobs))
             spent = time.perf_counter() - t0
-            for row, i in enumerate(todo):
-                out[i] = (emb[row], ids[row], scores[row])
-                batch[i].timings["inference"] = spent
-        return out  # type: ignore[return-value]
+            for row, (i, arm) in enumerate(jobs):
+                out[i][arm.name] = (emb[row], ids[row], scores[row])
+                timings = batch[i].timings
+                timings["inference"] = timings.get("inference", 0.0) + spent
+        return out
 
     # ---- stage 3: candidates, exposure, re-rank ------------------------------------------
-    def finish(self, p: Prepared, inferred: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    def finish(self, p: Prepared,
+               inferred: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None
                ) -> RankResponse:
-        """Candidates -> exposure adjustment -> goal re-rank -> the response."""
+        """Candidates per variant -> exposure adjustment -> (interleaving) -> goal re-rank ->
+        the response.
+        """
         t0 = time.perf_counter()
         stats_ok = self.catalogue.refresh()
         if not stats_ok and self.store is not None and not p.degraded:
@@ -314,32 +422,54 @@ class Ranker:
         if p.candidates is not None:  # the same titles a full ranking leaves out (after refresh)
             keep = [c for c in p.candidates if self._eligible(c, p)]
             p.excluded, p.candidates = len(p.candidates) - len(keep), keep
-        if inferred is None:
-            if self.model is None:
-                p.degraded, p.fallback = True, "no_model"
-            scored = self._popular(p)
+        lists = []
+        for arm in p.arms:
+            got = (inferred or {}).get(arm.name)
+            if got is None:
+                if arm.model is None and not arm.control:
+                    p.degraded, p.fallback = True, "no_model"
+                scored = self._popular(p)
+            else:
+                scored = self._scored(p, arm, *got)
+            lists.append(self._candidates(scored, p))
+        if len(lists) == 1:
+            cands, teams = lists[0], None
         else:
-            scored = self._scored(p, *inferred)
-        cands = self._candidates(scored, p)
+            cands, teams = self._interleave(p, lists)
         t1 = time.perf_counter()
         result = self.reranker.rerank(cands, p.k, p.request.goal) if cands else None
         t2 = time.perf_counter()
         p.timings.update({"candidates": t1 - t0, "rerank": t2 - t1})
-        return self._response(p, result)
+        return self._response(p, result, teams)
 
-    def _scored(self, p: Prepared, emb: np.ndarray, ids: np.ndarray, scores: np.ndarray
-                ) -> list[tuple[str, float]]:
+    def _interleave(self, p: Prepared, lists: list[list[Candidate]]
+                    ) -> tuple[list[Candidate], dict[str, str]]:
+        """Team-draft interleave the two variants' candidate lists (each best first, by its
+        exposure-adjusted score) into one list scored by its interleaved rank, and the team
+        of each item, for the re-ranker to choose from.
+        """
+        a, b = (sorted(c, key=lambda x: -x.score) for c in lists)
+        by_id = {c.item_id: c for c in b} | {c.item_id: c for c in a}
+        merged = team_draft([c.item_id for c in a], [c.item_id for c in b], p.request_id)
+        names = (p.arms[0].name, p.arms[1].name)
+        n = len(merged)
+        cands = [replace(by_id[item], score=float(n - rank))
+                 for rank, (item, _) in enumerate(merged)]
+        return cands, {item: names[team] for item, team in merged}
+
+    def _scored(self, p: Prepared, arm: Arm, emb: np.ndarray, ids: np.ndarray,
+                scores: np.ndarray) -> list[tuple[str, float]]:
+        model, model_ids = arm.model, arm.ids
         if p.candidates is not None:
-            known = [c for c in p.candidates if c in self._model_ids
-                     and self._model_ids[c] < self.model.n_items]
-            vecs = self.model.item_embeddings[[self._model_ids[c] for c in known]]
+            known = [c for c in p.candidates if c in model_ids and model_ids[c] < model.n_items]
+            vecs = model.item_embeddings[[model_ids[c] for c in known]]
             got = dict(zip(known, (vecs @ emb).tolist(), strict=True))
             floor = min(got.values(), default=0.0) - 1.0  # cold titles: last, but rankable
             return [(c, got.get(c, floor)) for c in p.candidates]
-        out = []
+        out, names = [], arm.items
         for i, s in zip(ids.tolist(), scores.tolist(), strict=True):
-            if s > -1e8 and 2 <= i < len(self._model_items):
-                out.append((self._model_items[i], s))
+            if s > -1e8 and 2 <= i < len(names):
+                out.append((names[i], s))
         return out
 
     def _popular(self, p: Prepared) -> list[tuple[str, float]]:
@@ -383,17 +513,23 @@ class Ranker:
                                  item_id in history or info.series in watched_series))
         return out
 
-    def _response(self, p: Prepared, result: RerankResult | None) -> RankResponse:
+    def _response(self, p: Prepared, result: RerankResult | None,
+                  teams: dict[str, str] | None) -> RankResponse:
         items = result.items if result else []
         reports = result.constraints if result else []
         out_items = []
+        only = p.arms[0].name
         for it in items:
             info = self.catalogue.items.get(it.item_id, ItemInfo())
-            out_items.append(RankedItemOut.of(it, info.genre, info.kind))
-        self._record(p, result, out_items)
+            team = teams[it.item_id] if teams is not None else only
+            out_items.append(RankedItemOut.of(it, info.genre, info.kind, team))
+        version = "+".join(a.version for a in p.arms)
+        self._record(p, result, out_items, version)
         explain = p.request.explain
         return RankResponse(
-            user_id=p.request.user_id, model_version=self.version, items=out_items,
+            request_id=p.request_id, user_id=p.request.user_id, model_version=version,
+            experiment=p.plan.experiment.name if p.plan is not None else None,
+            variants=[a.name for a in p.arms], items=out_items,
             binding=[c for c in reports if c.binding], relaxed=[c for c in reports if c.relaxed],
             explanation=result.explanation if result else "no candidates",
             degraded=p.degraded, fallback=p.fallback,
@@ -404,8 +540,11 @@ class Ranker:
             excluded_candidates=p.excluded if p.candidates is not None else None)
 
     def _record(self, p: Prepared, result: RerankResult | None,
-                items: list[RankedItemOut]) -> None:
-        version = self.version
+                items: list[RankedItemOut], version: str) -> None:
+        if p.plan is not None:
+            name = p.plan.experiment.name
+            for arm in p.arms:  # interleaving: once under each team
+                metrics.EXPERIMENT_REQUESTS.labels(name, arm.name).inc()
         for stage, seconds in p.timings.items():
             metrics.REQUEST_SECONDS.labels(stage, version).observe(seconds)
         if p.fallback:
@@ -422,8 +561,8 @@ class Ranker:
                 if c.relaxed:
                     metrics.RERANK_RELAXATIONS.labels(c.family).inc()
         cat, default, new_ms = self.catalogue, ItemInfo(), self.settings.new_title_days * DAY_MS
-        known, ids = (self.model.known_items, self._model_ids) if self.model is not None \
-            else (None, {})
+        arm = next((a for a in p.arms if a.model is not None), None)
+        known, ids = (arm.model.known_items, arm.ids) if arm is not None else (None, {})
         popular = new = cold = 0
         for it in items:  # one pass: this runs on every response
             info = cat.items.get(it.item_id, default)
@@ -445,15 +584,16 @@ class Ranker:
     # ---- similar items -------------------------------------------------------------------
     def similar(self, item_id: str, k: int) -> list[tuple[str, float]]:
         """Nearest titles by cosine in the model's item space (KeyError: unknown item)."""
-        if self.model is None:
+        arm = self.default
+        if arm.model is None:
             raise LookupError("no model loaded")
-        idx = self._model_ids.get(item_id)
-        if idx is None or idx >= self.model.n_items:
+        idx = arm.ids.get(item_id)
+        if idx is None or idx >= arm.model.n_items:
             raise KeyError(item_id)
-        vecs = self.model.item_embeddings
+        vecs = arm.model.item_embeddings
         norms = np.linalg.norm(vecs, axis=1) + 1e-9
         sims = vecs @ vecs[idx] / (norms * norms[idx])
         sims[:2] = -np.inf
         sims[idx] = -np.inf
         top = np.argsort(-sims)[:k]
-        return [(self._model_items[i], float(sims[i])) for i in top if np.isfinite(sims[i])]
+        return [(arm.items[i], float(sims[i])) for i in top if np.isfinite(sims[i])]

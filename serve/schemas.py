@@ -70,18 +70,28 @@ class RankedItemOut(RankedItem):
 
     genre: Annotated[str, Field(description="the title's genre")] = ""
     kind: Annotated[str, Field(description="movie | series | episode")] = ""
+    variant: Annotated[str, Field(description="the variant that placed the item: the A/B "
+                                  "arm, the interleaving team, or `default` without an "
+                                  "experiment")] = "default"
 
     @classmethod
-    def of(cls, item: RankedItem, genre: str, kind: str) -> RankedItemOut:
-        """The re-ranker's item with its catalogue attributes."""
-        return cls(**vars(item), genre=genre, kind=kind)
+    def of(cls, item: RankedItem, genre: str, kind: str, variant: str) -> RankedItemOut:
+        """The re-ranker's item with its catalogue attributes and its variant."""
+        return cls(**vars(item), genre=genre, kind=kind, variant=variant)
 
 
 class RankResponse(BaseModel):
     """The ranked list and how it was made."""
 
+    request_id: str = Field(pattern="^[0-9a-f]{32}$", description="this answer's id: send it "
+                            "back as the request_id of the events about its items "
+                            "(impression, click, play...)")
     user_id: str
-    model_version: str
+    model_version: str = Field(description="the model that ranked (interleaving: both, "
+                               "joined by +; `popular` for the popular-titles control)")
+    experiment: str | None = Field(default=None, description="the running experiment, if any")
+    variants: list[str] = Field(description="the variants that made the list: the user's A/B "
+                                "arm, the two interleaved teams, or `default`")
     items: list[RankedItemOut]
     binding: list[ConstraintReport]
     relaxed: list[ConstraintReport]

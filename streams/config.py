@@ -55,7 +55,12 @@ class KafkaSettings(BaseSettings):
     dead_letter_topic: str = Field(default="marquee.events.dlq",
                                    description="topic of rejected events, each with its reasons")
     events_partitions: int = Field(default=4, ge=1, description="partitions of the events "
-                                   "topic when Marquee creates it")
+                                   "topic when Marquee creates it (and of the rankings topic: "
+                                   "both are keyed by user_id, so a user's events and rankings "
+                                   "share a partition number)")
+    rankings_topic: str = Field(default="marquee.rankings",
+                                description="topic the ranking service logs every served "
+                                "ranking to (request id, user, experiment, variants, items)")
     consumer_group: str = Field(default="marquee-tokenizer", min_length=1,
                                 description="consumer group the flow commits its snapshot "
                                 "offsets to, for lag tools (it resumes from its snapshots)")

@@ -77,6 +77,10 @@ class FlowSettings(BaseSettings):
                                 "input ends (replays); a tailing flow never ends")
     tail: bool = Field(default=True, description="keep waiting for new events")
     metrics_port: int = Field(default=0, ge=0, description="serve /metrics here (0 = off)")
+    store_outage_s: float = Field(default=300.0, ge=0, description="a write the online store "
+                                  "fails is tried again (the flow waits, reading nothing) for "
+                                  "this long before the process exits to restart from recovery "
+                                  "(0 = exit at once)")
     state_dir: Path | None = Field(default=None, description="user shards keep their users' "
                                    "snapshots here, versioned, so a snapshot writes only the "
                                    "users it changed (set by `marquee flow` inside the "
@@ -486,7 +490,8 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
                               group_id=kafka.consumer_group)
     data_dir = settings.data_dir
     sink = OutputSink(lambda: FeatureWriter(open_store(online=online, data_dir=data_dir)),
-                      DataLayout(data_dir).tokens, key=str(data_dir.resolve()))
+                      DataLayout(data_dir).tokens, key=str(data_dir.resolve()),
+                      outage_s=settings.store_outage_s)
     dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic,
                           settings.dead_letter_max_bytes)
     if settings.metrics_port:

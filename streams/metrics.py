@@ -44,6 +44,11 @@ CONSUMER_LAG = Gauge("marquee_consumer_lag_messages",
 OFFSET_COMMITS = Counter("marquee_offset_commits_total",
                          "events-topic offsets committed to the consumer group after a "
                          "snapshot (for lag tools), by result: ok, failed", ["result"])
+STORE_UP = Gauge("marquee_online_store_up",
+                 "1 when the flow's last online-store write succeeded, 0 while it waits for "
+                 "the store to come back (MARQUEE_FLOW_STORE_OUTAGE_S)")
+STORE_RETRIES = Counter("marquee_online_store_retries_total",
+                        "online-store writes tried again after the store failed them")
 BROKER_UP = Gauge("marquee_broker_up",
                   "1 when the broker answered the flow's last metadata probe, else 0")
 

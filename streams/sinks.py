@@ -9,6 +9,7 @@ Writing at once also means no row waits in a buffer for the next item (freshness
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,13 @@ from streams.contract.tokens import Token
 from streams.dead_letters import kafka_key
 from streams.records import DeadLetter, ItemRows, TokenBatch, UserRows
 from streams.shards import PACER
+
+log = logging.getLogger(__name__)
+# Tries of a failed online-store write: 0.05 s, doubling to 1 s between tries, one log line
+# per 10 s of waiting.
+RETRY_FIRST_S = 0.05
+RETRY_MAX_S = 1.0
+RETRY_LOG_EVERY_S = 10.0
 
 _STORES: dict[str, Any] = {}
 _STORES_LOCK = threading.Lock()
@@ -70,13 +78,13 @@ class _OutputPartition(_Stateless[Any]):
         if users:
             with metrics.FEAST_WRITE_SECONDS.labels(feature_view="user_tokens").time():
                 if writer is not None:
-                    writer.write_users(list(users.values()))
+                    self.sink.until_written(writer.write_users, list(users.values()))
             metrics.FEAST_ROWS.labels(feature_view="user_tokens").inc(len(users))
             metrics.observe_freshness_many(time.time() * 1000, produced)
         if items:
             with metrics.FEAST_WRITE_SECONDS.labels(feature_view="item_stats").time():
                 if writer is not None:
-                    writer.write_items(list(items.values()))
+                    self.sink.until_written(writer.write_items, list(items.values()))
             metrics.FEAST_ROWS.labels(feature_view="item_stats").inc(len(items))
 
 
@@ -86,13 +94,46 @@ class OutputSink(DynamicSink[Any]):
 
     ``open_writer`` returns a ``feature_repo.store.FeatureWriter`` (or None to skip Feast, as
     a do-nothing baseline does); it is called once per process and ``key``.
+
+    A write the store fails (``OnlineStoreUnreachable``: Redis restarting, a network cut) is
+    tried again for up to ``outage_s``: the worker waits, so the flow reads nothing more and
+    snapshots nothing past the unwritten rows, and resumes by itself when the store answers.
+    Past ``outage_s`` the error ends the process, which restarts from its last snapshot.
     """
 
     def __init__(self, open_writer: Callable[[], Any] | None, log_dir: Path | None,
-                 key: str = "default") -> None:
+                 key: str = "default", outage_s: float = 0.0) -> None:
         self.open_writer = open_writer
         self.log_dir = log_dir
         self.key = key
+        self.outage_s = outage_s
+
+    def until_written(self, write: Callable[[list[dict[str, Any]]], None],
+                      rows: list[dict[str, Any]]) -> None:
+        """``write(rows)``, tried again while the store is unreachable, up to ``outage_s``."""
+        from feature_repo.reach import OnlineStoreUnreachable
+
+        deadline = time.monotonic() + self.outage_s
+        pause = RETRY_FIRST_S
+        warned = 0.0
+        while True:
+            try:
+                write(rows)
+            except OnlineStoreUnreachable as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                metrics.STORE_UP.set(0)
+                metrics.STORE_RETRIES.inc()
+                if time.monotonic() - warned > RETRY_LOG_EVERY_S:
+                    warned = time.monotonic()
+                    log.warning("%s; waiting for it (up to MARQUEE_FLOW_STORE_OUTAGE_S="
+                                "%.0f s) before exiting to restart from recovery", exc,
+                                self.outage_s)
+                time.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_S)
+                continue
+            metrics.STORE_UP.set(1)
+            return
 
     def writer(self) -> Any:
         """The process's Feast writer (opened on first use)."""
@@ -105,7 +146,8 @@ class OutputSink(DynamicSink[Any]):
         here, so an online store that cannot be reached stops the flow at its start, with
         the store, its address and the fix named (``feature_repo.reach``).
         """
-        self.writer()
+        if self.writer() is not None:
+            metrics.STORE_UP.set(1)
         return _OutputPartition(self, worker_index)
 
 

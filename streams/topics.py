@@ -59,7 +59,8 @@ def wait_for_topics(settings: KafkaSettings, names: list[str], timeout: float = 
 
 def marquee_topics(settings: KafkaSettings) -> dict[str, int]:
     """The topics Marquee needs, with partition counts."""
-    return {settings.events_topic: settings.events_partitions, settings.dead_letter_topic: 1}
+    return {settings.events_topic: settings.events_partitions, settings.dead_letter_topic: 1,
+            settings.rankings_topic: settings.events_partitions}
 
 
 def partition_count(settings: KafkaSettings, topic: str) -> int:

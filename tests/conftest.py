@@ -43,13 +43,17 @@ def topic(kafka: KafkaSettings) -> Iterator[str]:
 
 @pytest.fixture
 def kafka_topics(kafka: KafkaSettings) -> Iterator[KafkaSettings]:
-    """Settings whose events and dead-letter topics are fresh uuid-named topics for one test."""
+    """Settings whose events, dead-letter and rankings topics are fresh uuid-named topics for
+    one test."""
     suffix = uuid.uuid4().hex[:12]
     settings = kafka.model_copy(update={"events_topic": f"events-{suffix}",
-                                        "dead_letter_topic": f"dlq-{suffix}"})
-    create_topics(settings, {settings.events_topic: 4, settings.dead_letter_topic: 1})
+                                        "dead_letter_topic": f"dlq-{suffix}",
+                                        "rankings_topic": f"rankings-{suffix}"})
+    create_topics(settings, {settings.events_topic: 4, settings.dead_letter_topic: 1,
+                             settings.rankings_topic: 4})
     yield settings
-    delete_topics(settings, [settings.events_topic, settings.dead_letter_topic])
+    delete_topics(settings, [settings.events_topic, settings.dead_letter_topic,
+                             settings.rankings_topic])
 
 
 @pytest.fixture(scope="session")

@@ -279,7 +279,7 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
     assert train_and_export(layout, minutes=None, epochs=4, progress=False) == (onnx, True)
 
     # ONNX + Feast -> Ray Serve
-    url = start_service(layout, onnx, port=free_port())
+    url = start_service(layout, onnx, port=free_port(), kafka=kafka)
     wait_ready(url)
     traffic = Traffic(url)
     user = "u000003"
@@ -288,6 +288,8 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
     assert len(first["items"]) == 20
     assert json.loads((layout.model_dir / "metrics.json").read_text())  # training wrote metrics
     assert first["model_version"].startswith("demo-")
+    logged = read_all(kafka, kafka.rankings_topic, expected=1, timeout=30)  # the rankings log
+    assert first["request_id"] in {json.loads(r.value)["request_id"] for r in logged}
 
     # In-session events (not in the store): the user finishes episode 1 of a series they
     # never watched; the ranking must move episode 2 of that series up.

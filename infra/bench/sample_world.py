@@ -69,7 +69,9 @@ class SampleWorld:
             "duration_s": t.duration_s} for t in self.catalogue.values()])
 
     def settings(self, **overrides: object) -> ServeSettings:
-        """Settings serving this world on a free port (override anything)."""
+        """Settings serving this world on a free port (override anything); the rankings log
+        is off unless an override turns it on with a broker's address.
+        """
         base = {"data_dir": self.data_dir, "model_path": self.model_a, "online_store": "sqlite",
-                "port": free_port()}
+                "port": free_port(), "rankings_log": False}
         return ServeSettings(**{**base, **overrides})

@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     deploy = sub.add_parser("deploy", help="write deployment files for a cluster",
                             description="Deployment files generated from the MARQUEE_* settings, "
                                         "so they match what `marquee up` runs.")
+    register_capacity(sub)
     targets = deploy.add_subparsers(dest="target", metavar="TARGET", required=True)
     p = command(
         targets, "serve-config", _serve_config,
@@ -65,6 +66,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage-class", default=None,
                    help="storage class of the volumes (the data volume needs ReadWriteMany)")
     add_shape(p)
+
+
+def register_capacity(sub: argparse._SubParsersAction) -> None:
+    """Add ``capacity``."""
+    p = command(
+        sub, "capacity", _capacity,
+        "how many hosts of each kind a load needs, from the measured per-unit figures",
+        "Flow workers and partitions, brokers, Redis shards (CPU or memory, whichever binds) "
+        "and Ray nodes (proxy or replica CPU) for --events-per-s, --rankings-per-s and --users, "
+        "each unit at --utilization of its measured capacity, then the same ratios at 1k to "
+        "1M events/s. The figures are those of docs/results.md, replaced by the benchmarks' "
+        "reports in --bench-dir (marquee bench stream|broker|redis|serve write them there) and "
+        "by --figures FILE (JSON: name -> value). Prints markdown (docs/capacity.md is its "
+        "output with the default figures).",
+        examples=("marquee capacity",
+                  "marquee capacity --events-per-s 200000 --rankings-per-s 5000 --users 2e7",
+                  "marquee capacity --figures my-hosts.json --cores-per-host 32"))
+    p.add_argument("--events-per-s", type=float, default=1_000_000, help="events produced")
+    p.add_argument("--rankings-per-s", type=float, default=50_000, help="/v1/rank requests")
+    p.add_argument("--users", type=float, default=1e8, help="users with a row online")
+    p.add_argument("--cores-per-host", type=int, default=16, help="cores of every host")
+    p.add_argument("--redis-memory-gb", type=float, default=64.0,
+                   help="memory of a Redis host (75%% of it for rows)")
+    p.add_argument("--utilization", type=float, default=0.7,
+                   help="share of a unit's measured capacity to plan for (headroom for faults)")
+    p.add_argument("--bench-dir", type=Path, default=Path("var/bench"),
+                   help="benchmark reports to take figures from (missing: the defaults)")
+    p.add_argument("--figures", type=Path, default=None, help="JSON of figures to override")
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    from infra.capacity import Load, load_figures, plan, render, scales
+
+    figures = load_figures(args.bench_dir, args.figures)
+    load = Load(events_per_s=args.events_per_s, rankings_per_s=args.rankings_per_s,
+                users=int(args.users), cores_per_host=args.cores_per_host,
+                redis_memory_gb=args.redis_memory_gb, utilization=args.utilization)
+    sys.stdout.write(render(plan(load, figures), scales(figures, load), figures))
+    return 0
 
 
 def _kubernetes(args: argparse.Namespace) -> int:

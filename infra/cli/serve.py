@@ -109,13 +109,16 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="listen address (MARQUEE_BIND_HOST)")
     p.add_argument("--port", type=int, default=None, help="HTTP port (MARQUEE_PORT)")
     p.add_argument("--replicas", type=int, default=None, help="replicas (MARQUEE_REPLICAS)")
+    p.add_argument("--experiments", default=None,
+                   help="experiment config, YAML or JSON (MARQUEE_EXPERIMENTS); the file is "
+                        "watched: a change is validated and applied without dropping requests")
 
 
 def _settings(args: argparse.Namespace):  # noqa: ANN202 - lazy import of the settings type
     from serve.config import ServeSettings
 
     over = {"model_path": args.model, "data_dir": args.data_dir, "host": args.host,
-            "port": args.port, "replicas": args.replicas}
+            "port": args.port, "replicas": args.replicas, "experiments": args.experiments}
     return ServeSettings(**{k: v for k, v in over.items() if v is not None})
 
 
@@ -128,11 +131,40 @@ def _serve(args: argparse.Namespace) -> int:
     url = app.start(settings)
     print(f"serving on {url} (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops",
           flush=True)
+    watched = _experiment_file(settings.experiments)
+    seen = _mtime(watched)
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(2 if watched else 3600)
+            if watched and _mtime(watched) != seen:
+                seen = _mtime(watched)
+                _apply_experiment(app, settings, watched)
     finally:
         app.stop()
+
+
+def _experiment_file(spec: str | None) -> Path | None:
+    """The experiment config file to watch (None: none, or inline JSON)."""
+    return Path(spec) if spec and not spec.lstrip().startswith("{") else None
+
+
+def _mtime(path: Path | None) -> float | None:
+    try:
+        return path.stat().st_mtime if path else None
+    except OSError:
+        return None
+
+
+def _apply_experiment(app, settings, path: Path) -> None:  # noqa: ANN001 - lazy imports
+    """Validate the changed config and roll it out; a bad one is reported, the running kept."""
+    from serve.experiment_config import ExperimentConfigError
+
+    try:
+        app.set_experiment(settings, path if path.exists() else None)
+    except ExperimentConfigError as exc:
+        print(f"{exc}\nthe running experiment is kept", flush=True)
+        return
+    print(f"experiment config {path} applied", flush=True)
 
 
 def _bench_serve(args: argparse.Namespace) -> int:

@@ -195,6 +195,7 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     _register_bench_stream(bench)
     _register_bench_tokenizer(bench)
     _register_bench_snapshots(bench)
+    _register_bench_online_store(bench)
     _register_bench_vocab(bench)
     _register_bench_quarantine(bench)
 
@@ -229,6 +230,49 @@ def _bench_snapshots(args: argparse.Namespace) -> int:
         print(f"{name} first {r['first_s']:6.3f} s {r['first_bytes'] / 1e6:7.1f} MB   "
               f"touched {r['touched_s']:6.3f} s {r['touched_bytes'] / 1e6:7.2f} MB  to Bytewax; "
               f"{r['resident_users']:,} of {r['users']:,} users in memory")
+    return 0
+
+
+def _register_bench_online_store(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench redis``."""
+    p = command(
+        bench_sub, "redis", _bench_online_store,
+        "what one Redis gives the online store: user rows written and read per second, bytes "
+        "per row",
+        "Start a redis-server, write --users user rows (--tokens tokens each, the flow's row "
+        "layout) through Feast in batches of --batch, then read --reads of them one user at a "
+        "time, as a ranking does. Beside each, the floor: the same hashes written and read "
+        "with plain redis-py pipelines (no Feast) from the same client. Prints rows/s, CPU "
+        "per row, Redis memory per row and read p50/p99; `marquee capacity` uses these "
+        "figures.",
+        examples=("marquee bench redis", "marquee bench redis --users 100000 --tokens 50",
+                  "marquee bench redis --persist  # append-only file, fsync always"))
+    p.add_argument("--users", type=int, default=20_000, help="user rows written")
+    p.add_argument("--tokens", type=int, default=200,
+                   help="tokens per row (200 = the most a row holds)")
+    p.add_argument("--batch", type=int, default=500, help="rows per write")
+    p.add_argument("--reads", type=int, default=10_000, help="single-user reads timed")
+    p.add_argument("--persist", action="store_true",
+                   help="Redis with its append-only file, fsync always")
+    out_path(p, Path("var/bench/redis.json"), "JSON report")
+
+
+def _bench_online_store(args: argparse.Namespace) -> int:
+    from infra.bench.online_store import OnlineStoreSpec, run_bench
+
+    spec = OnlineStoreSpec(users=args.users, tokens=args.tokens, batch=args.batch,
+                           reads=args.reads, persist=args.persist)
+    r = run_bench(spec, args.out)
+    print(f"Redis {r['redis_version']}{' (append-only, fsync always)' if spec.persist else ''}: "
+          f"{spec.users:,} user rows of {spec.tokens} tokens in writes of {spec.batch}, "
+          f"{spec.reads:,} single-user reads")
+    for name, f in (("Feast rows   ", r["feast"]), ("floor (redis-py)", r["floor"])):
+        print(f"{name:16} write {f['rows_per_s']:9,.0f} rows/s {f['write_cpu_us_per_row']:6.1f} "
+              f"CPU us/row {f['bytes_per_row']:7,.0f} B/row   read {f['reads_per_s']:7,.0f}/s "
+              f"p50 {f['read_p50_ms']:.2f} p99 {f['read_p99_ms']:.2f} ms "
+              f"{f['read_cpu_us']:6.1f} CPU us; redis-server "
+              f"{f['server_us_per_row']:.1f} CPU us/row written, "
+              f"{f['server_us_per_read']:.1f} per read")
     return 0
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION = 1
+REQUEST_ID_PATTERN = "^[0-9a-f]{32}$"  # what /v1/rank answers: uuid4().hex
 
 
 class Action(StrEnum):
@@ -80,6 +81,10 @@ class InteractionEvent(BaseModel):
     watch_seconds: float = Field(default=0.0, ge=0.0, le=86_400.0)
     session_id: str | None = Field(default=None, max_length=128)
     value: float | None = None
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN,
+                                   description="the request_id of the /v1/rank answer that "
+                                   "showed the item (impressions, and the clicks and plays "
+                                   "that follow); joins the event to the logged ranking")
 
     @field_validator("ts", mode="before")
     @classmethod
@@ -123,6 +128,8 @@ FIXES: dict[str, str] = {
     "watch_seconds": "seconds watched as a number in [0, 86400]",
     "session_id": "an optional string (<= 128 chars)",
     "value": "an optional number (a rating, say)",
+    "request_id": "the request_id of the /v1/rank answer that showed the item, as it was "
+                  "answered (32 lowercase hex digits); omit it when no ranking showed it",
 }
 
 

@@ -18,7 +18,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from streams.contract.events import Action, InteractionEvent, Problem, validate_event
+from streams.contract.events import (
+    REQUEST_ID_PATTERN,
+    Action,
+    InteractionEvent,
+    Problem,
+    validate_event,
+)
 
 
 def _text(low: int, high: int) -> object:
@@ -44,6 +50,8 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     session_id: _text(0, 128) | None = None  # type: ignore[valid-type]
     value: float | None = None
     v: Literal[1] = 1
+    # Last: a snapshot pickled before the field existed still unpickles (defaults fill in).
+    request_id: Annotated[str, msgspec.Meta(pattern=REQUEST_ID_PATTERN)] | None = None
 
     @classmethod
     def of(cls, model: InteractionEvent) -> Event:
@@ -52,7 +60,8 @@ class Event(msgspec.Struct, forbid_unknown_fields=True, gc=False):
                    ts=model.ts, device=model.device, surface=model.surface,
                    item_id=model.item_id, position=model.position,
                    watch_seconds=model.watch_seconds, session_id=model.session_id,
-                   value=model.value, v=model.v)
+                   value=model.value, v=model.v,
+                   request_id=model.request_id)
 
     def to_model(self) -> InteractionEvent:
         """The pydantic model (validated again), e.g. for tests and the service."""

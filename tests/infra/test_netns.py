@@ -15,7 +15,9 @@ import pytest
 from infra import netns
 from infra.netns import SUBNET, TestBed
 
-pytestmark = pytest.mark.skipif(bool(netns.unavailable()), reason=str(netns.unavailable()))
+UNAVAILABLE = netns.unavailable()
+pytestmark = [pytest.mark.cluster,
+              pytest.mark.skipif(bool(UNAVAILABLE), reason=str(UNAVAILABLE))]
 
 # A TCP echo server on the given address; prints "ready" once it listens.
 ECHO = """

@@ -12,8 +12,9 @@ from infra.broker import EmbeddedBroker
 from infra.netns import TestBed
 from infra.redis_server import RedisServer
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(bool(netns.unavailable()), reason=str(netns.unavailable()))]
+UNAVAILABLE = netns.unavailable()
+pytestmark = [pytest.mark.integration, pytest.mark.cluster,
+              pytest.mark.skipif(bool(UNAVAILABLE), reason=str(UNAVAILABLE))]
 
 
 def test_broker_and_redis_serve_other_hosts_on_their_addresses(tmp_path):

@@ -10,93 +10,33 @@ present once, nothing lost, nothing doubled.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from feature_repo.store import open_store, read_items, read_users
-from infra.synthetic import SyntheticWorld, WorldConfig
 from streams import launch
 from streams.config import KafkaSettings
 from streams.consume import read_all
-from streams.contract.tokens import Vocab
 from streams.launch import Launch
 from streams.produce import produce_events
-from streams.token_log import read_tokens
+from tests.streams.flow_runs import (
+    ROOT,
+    consumed,
+    counted_by,
+    flow_env,
+    fresh_topics,
+    prepare,
+    produce,
+    run_flow,
+    snapshot_of,
+    wait_until,
+    world_and_stream,
+)
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def world_and_stream() -> tuple[SyntheticWorld, list[dict], list[bytes], list[bytes]]:
-    """The world, its events, and the stream as two halves: the first 1500 events plus
-    three bad records, then the rest."""
-    world = SyntheticWorld(WorldConfig(n_users=40, days=3))
-    events = list(world.events())
-    noise = [b"{broken", json.dumps({**events[0], "event_id": "bad-1", "device": ""}).encode(),
-             json.dumps(events[10]).encode()]  # a duplicate
-    first = [json.dumps(e).encode() for e in events[:1500]] + noise
-    return world, events, first, [json.dumps(e).encode() for e in events[1500:]]
-
-
-def produce(kafka: KafkaSettings, records: list[bytes]) -> None:
-    report = produce_events(records, kafka, progress=False)
-    assert report.delivered == len(records)
-
-
-def fresh_topics(kafka: KafkaSettings) -> KafkaSettings:
-    import uuid
-
-    from streams.topics import create_topics
-
-    suffix = uuid.uuid4().hex[:12]
-    topics = kafka.model_copy(update={"events_topic": f"events-{suffix}",
-                                      "dead_letter_topic": f"dlq-{suffix}"})
-    create_topics(topics, {topics.events_topic: 4, topics.dead_letter_topic: 1})
-    return topics
-
-
-def flow_env(kafka: KafkaSettings, data: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "MARQUEE_EVENTS_TOPIC": kafka.events_topic,
-            "MARQUEE_DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
-            "MARQUEE_FLOW_DATA_DIR": str(data), "MARQUEE_FLOW_TAIL": "false",
-            "MARQUEE_FLOW_FINISH_AT_EOF": "true", "MARQUEE_FLOW_FLUSH_S": "0.05",
-            "MARQUEE_FLOW_LOG_FLUSH_S": "0.2",
-            "MARQUEE_ONLINE_STORE": "sqlite", "PYTHONPATH": str(ROOT), **extra}
-
-
-def prepare(data: Path, world: SyntheticWorld) -> Path:
-    """The catalogue in ``data``; the recovery directory the flow's launch creates there
-    (one partition per worker) on its first start."""
-    world.write_catalogue(data / "catalogue.jsonl")
-    return data / "recovery"
-
-
-def run_flow(kafka, data, recovery, timeout=120, processes=1, **extra) -> None:
-    err = data / "flow.err"
-    with err.open("wb") as log:
-        code = launch.run(Launch(processes=processes, recovery_dir=recovery, snapshot_s=1),
-                          flow_env(kafka, data, **extra), timeout=timeout, cwd=ROOT,
-                          stdout=subprocess.DEVNULL, stderr=log)
-    assert code == 0, err.read_text()[-3000:]
-
-
-def snapshot_of(data: Path, events: list[dict]) -> dict:
-    store = open_store(online="sqlite", data_dir=data)
-    users = sorted({e["user_id"] for e in events})
-    items = sorted({e["item_id"] for e in events if e["item_id"]})
-    tokens = read_tokens(data / "tokens")
-    return {"users": read_users(store, users), "items": read_items(store, items),
-            "tokens": tokens.to_dict("records"),
-            "vocab": Vocab.load(data / "vocab.json").tables}  # snapshot and journal
 
 
 @pytest.fixture(scope="module")
@@ -112,33 +52,6 @@ def clean_run(kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory):
     run_flow(topics, tmp / "clean", prepare(tmp / "clean", world))
     yield topics, events, world, snapshot_of(tmp / "clean", events)
     delete_topics(topics, [topics.events_topic, topics.dead_letter_topic])
-
-
-def consumed(folder: Path) -> int:
-    """``marquee_events_consumed_total`` of the flow process that wrote its samples to
-    ``folder`` (``PROMETHEUS_MULTIPROC_DIR``): read from the files, which outlive the process,
-    so even a killed or finished flow tells how many messages it read."""
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(folder))
-    return int(registry.get_sample_value("marquee_events_consumed_total") or 0)
-
-
-def counted_by(folder: Path) -> dict[str, str]:
-    """The environment that makes a flow process keep its metrics in ``folder``."""
-    folder.mkdir(parents=True)
-    return {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
-
-
-def wait_until(check: Callable[[], bool], what: str, proc: subprocess.Popen,
-               timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert proc.poll() is None, f"the tailing flow died before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, kafka, tmp_path):
@@ -194,6 +107,56 @@ def test_sigkill_mid_stream_then_restart_equals_a_run_without_crash(clean_run, k
     # Dead letters carry their reasons (at least once: the restart may repeat some).
     dlq = [json.loads(r.value) for r in read_all(topics, topics.dead_letter_topic)]
     assert {d["reason"] for d in dlq} == {"invalid_event", "invalid_device", "duplicate"}
+
+
+def test_redis_killed_mid_stream_the_flow_waits_and_goes_on_when_it_is_back(clean_run, kafka,
+                                                                           tmp_path):
+    """Redis (append-only, fsync always) is SIGKILLed while the flow writes to it and started
+    again once the flow retries: the same flow process waits, then reads on to the end, and
+    the rows equal those of a run on SQLite that never lost its store."""
+    from infra.redis_server import RedisServer
+
+    _, events, world, want = clean_run
+    topics = fresh_topics(kafka)
+    _, _, first, rest = world_and_stream()
+    total = len(first) + len(rest)
+    produce(topics, first)
+    data = tmp_path / "outage"
+    recovery = prepare(data, world)
+    counts = data / "metrics"
+    redis = RedisServer(tmp_path / "redis", persist=True).start()
+    store = {"MARQUEE_ONLINE_STORE": "redis", "MARQUEE_REDIS_URL": redis.url}
+    (proc,) = launch.start(Launch(recovery_dir=recovery, snapshot_s=1),
+                           flow_env(topics, data, MARQUEE_FLOW_BATCH_SIZE="20",
+                                    MARQUEE_FLOW_TAIL="true", **store, **counted_by(counts)),
+                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: consumed(counts) >= len(first) // 2, "a quarter of the stream",
+                   proc)
+        redis.kill()
+        produce(topics, rest)
+        # redis-py retries a few seconds by itself (10 tries, up to 1 s apart) before the
+        # flow sees the error and retries in turn.
+        wait_until(lambda: consumed(counts, "marquee_online_store_retries_total") >= 2,
+                   "the flow's retries of a write", proc, timeout=60)
+        assert proc.poll() is None, "the flow exited while Redis was away"
+        assert consumed(counts) < total, "the flow read the whole topic without its store"
+        redis.start()
+        wait_until(lambda: consumed(counts) >= total, "the end of the topic", proc)
+        # Let the last rows reach Redis; the tailing flow never ends by itself.
+        time.sleep(1.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    try:
+        # A finishing run closes the still-open tokens, as the reference run did at its end.
+        run_flow(topics, data, recovery, **store)
+        got = snapshot_of(data, events, online="redis", redis_url=redis.url)
+    finally:
+        redis.stop()
+    assert got["tokens"] == want["tokens"]
+    assert got["users"] == want["users"]
+    assert got["items"] == want["items"]
 
 
 def test_dead_letters_name_their_source_partition_offset_and_problems(clean_run):

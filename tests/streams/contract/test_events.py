@@ -111,3 +111,19 @@ def test_a_huge_unknown_field_name_is_cut_in_the_problem():
     _, problems = validate_event({**GOOD, "x" * 100_000: 1})
     assert len(problems) == 1 and problems[0].message == "unknown field"
     assert problems[0].field == "x" * 128 + "..."
+
+
+def test_request_id_is_optional_and_checked():
+    rid = "0123456789abcdef0123456789abcdef"
+    event, problems = validate_event({**GOOD, "request_id": rid})
+    assert problems == [] and event.request_id == rid
+    assert validate_event(GOOD)[0].request_id is None  # events without one stay valid
+    again, _ = validate_event(event.to_json())
+    assert again == event
+    for bad in ("", "0123", rid.upper(), rid + "0", "g" * 32, 12, True):
+        event, problems = validate_event({**GOOD, "request_id": bad})
+        assert event is None and [p.field for p in problems] == ["request_id"], bad
+        assert "/v1/rank" in problems[0].fix
+    validator = jsonschema.Draft202012Validator(json_schema())
+    assert not list(validator.iter_errors({**GOOD, "request_id": rid}))
+    assert list(validator.iter_errors({**GOOD, "request_id": "nope"}))

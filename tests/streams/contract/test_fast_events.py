@@ -17,7 +17,8 @@ BASE = {"event_id": "e1", "user_id": "u1", "item_id": "m1", "action": "play",
 
 TEXT = st.sampled_from(["a", "TV", "home/Top", "", " a", "a ", "\t", "\x1ca", "a\u00a0", "İx",
                         "\ud800", "x" * 32, "x" * 33, "x" * 64, "x" * 65, "x" * 128, "x" * 129,
-                        "play", "search", "Play", " play"])
+                        "play", "search", "Play", " play", "0123456789abcdef" * 2,
+                        " " + "0123456789abcdef" * 2, "0123456789ABCDEF" * 2])
 NUMBER = st.sampled_from([0, 1, -1, 3, 1.0, 3.5, -0.0, 86_400, 86_400.5, 100_000, 100_001,
                           True, False, 10**20, float("nan"), float("inf"), 1e300,
                           946_684_800_000, 946_684_799_999, 4_102_444_800_000,
@@ -27,7 +28,7 @@ TS_TEXT = st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "17672
 ANY = st.one_of(TEXT, NUMBER, TS_TEXT, st.none(), st.just([1]), st.just({"a": 1}))
 DUPLICATE_KEYS = (b'{"event_id": "a", "user_id": "u", "action": "play", "ts": 1767225600000, '
                   b'"device": "tv", "surface": "s", "item_id": "m", "event_id": " b"}')
-FIELD = st.sampled_from([*BASE, "v", "value", "extra"])
+FIELD = st.sampled_from([*BASE, "v", "value", "request_id", "extra"])
 
 
 @st.composite
@@ -75,9 +76,17 @@ def test_plain_events_take_the_fast_path_and_round_trip():
         assert event is not None and Event.of(event.to_model()) == event
 
 
+def test_a_request_id_takes_the_fast_path():
+    raw = json.dumps({**BASE, "request_id": "ab" * 16}).encode()
+    event = fast_event(raw)
+    assert event is not None and event.request_id == "ab" * 16
+    assert_same_answer(raw)
+    assert fast_event(json.dumps({**BASE, "request_id": "AB" * 16}).encode()) is None
+
+
 def test_odd_but_valid_events_are_judged_by_the_contract():
     for odd in ({"ts": "2026-01-01T00:00:00Z"}, {"device": " TV "}, {"position": 3.0},
-                {"v": 1.0}, {"value": True}):
+                {"v": 1.0}, {"value": True}, {"request_id": " " + "ab" * 16}):
         raw = json.dumps({**BASE, **odd}).encode()
         assert fast_event(raw) is None  # not plain: left to pydantic
         event, problems = decode_event(raw)
