@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from infra.bench.cluster_load import SteadyLoad, failures
+from tests.cluster.flow_cluster import record
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
 
@@ -77,7 +78,7 @@ def test_replicas_run_on_both_nodes_and_the_client_ranks_through_the_head(ray_be
     assert len(got["items"]) == 8 and got["degraded"] is False and got["model_version"] == "fm-a"
 
 
-def test_a_redis_outage_under_load_degrades_without_errors_and_ends_by_itself(ray_bed):
+def test_a_redis_outage_under_load_degrades_without_errors_and_ends_by_itself(ray_bed, costs):
     import redis
 
     bed = ray_bed.bed
@@ -102,13 +103,14 @@ def test_a_redis_outage_under_load_degrades_without_errors_and_ends_by_itself(ra
     recovered = min((c.done for c in calls if c.sent > up_at and c.degraded is False),
                     default=None)
     slowest = max(c.done - c.sent for c in calls if c.sent > kill_at)
-    print(json.dumps({"calls": len(calls), "failed": len(failures(calls)),
+    record(costs, fault="redis SIGKILL under ranking load", **{
+                      "calls": len(calls), "failed": len(failures(calls)),
                       "sent_in_outage": len([c for c in calls
                                              if kill_at < c.sent < restart_at]),
                       "answered_degraded_in_outage": len(during),
                       "recovered_after_restart_s": recovered and round(recovered - up_at, 3),
                       "redis_start_s": round(up_at - restart_at, 3),
-                      "slowest_ms": round(slowest * 1e3, 1)}))
+                      "slowest_ms": round(slowest * 1e3, 1)})
     assert failures(calls) == [], [(round(c.sent - kill_at, 2), c.status)
                                    for c in failures(calls)]
     assert before and not any(c.degraded for c in before)
@@ -118,7 +120,7 @@ def test_a_redis_outage_under_load_degrades_without_errors_and_ends_by_itself(ra
     assert keys_after == keys_before > 0  # the append-only file brought every row back
 
 
-def test_killing_the_worker_host_under_load_leaves_the_head_answering(ray_bed):
+def test_killing_the_worker_host_under_load_leaves_the_head_answering(ray_bed, costs):
     bed, watch, cluster = ray_bed.bed, ray_bed.watch, ray_bed.cluster
     head, worker = bed.address("ray-head"), bed.address("ray-worker")
     old_node = next(i for ip, i in watch.seen[-1]["nodes"] if ip == worker)
@@ -152,7 +154,7 @@ def test_killing_the_worker_host_under_load_leaves_the_head_answering(ray_bed):
     assert _longest_silence(calls, kill_at, full["t"]) < 3.0
     gone = [o for o in watch.seen if o["t"] > kill_at
             and not any(i == old_node for _, i in o["nodes"])]
-    print(json.dumps({
+    record(costs, fault="ray-worker SIGKILL under ranking load", **{
         "calls": len(calls), "failed": [c.status for c in failed],
         "in_flight_at_kill": len(in_flight),
         "answered_before_kill": {"head": served[head], "worker": served[worker]},
@@ -161,5 +163,5 @@ def test_killing_the_worker_host_under_load_leaves_the_head_answering(ray_bed):
         "full_after_restart_s": round(full["t"] - restart_at, 2),
         "full_after_kill_s": round(full["t"] - kill_at, 2),
         "dead_node_noticed_s": round(gone[0]["t"] - kill_at, 2) if gone else None,
-        "slowest_ms": round(max(c.done - c.sent for c in calls) * 1e3, 1)}))
+        "slowest_ms": round(max(c.done - c.sent for c in calls) * 1e3, 1)})
     assert full["t"] - restart_at < 60
