@@ -15,6 +15,8 @@ from infra.bench.cluster_load import SteadyLoad, failures
 from tests.cluster.flow_cluster import record
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
+DOWN_S = 3.0  # how long the worker host stays down before `ray start` runs there again
+REDIS_DOWN_S = 3.0
 
 
 def _post(url: str, body: dict, timeout: float = 10) -> tuple[int, dict]:
@@ -27,10 +29,6 @@ def _post(url: str, body: dict, timeout: float = 10) -> tuple[int, dict]:
         return answer.status, json.loads(answer.read())
     finally:
         conn.close()
-
-
-DOWN_S = 3.0  # how long the worker host stays down before `ray start` runs there again
-REDIS_DOWN_S = 3.0
 
 
 def _bodies(world) -> list[dict]:
