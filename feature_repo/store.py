@@ -10,8 +10,10 @@ batch first, because each Feast write row costs ~0.2 ms on SQLite.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -330,6 +332,23 @@ def _plain_sqlite(store: Any) -> bool:
                             False))
 
 
+def wal_mode(conn: sqlite3.Connection, timeout_s: float = 10.0) -> None:
+    """Switch ``conn``'s database to WAL. The switch needs the database alone and SQLite does
+    not wait for it (no busy handler): two flow processes opening one fresh store at once got
+    "database is locked" in about 1 start of 20, which ended the whole cluster. Tried again
+    until ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class _SqliteRows:
     """Feast's SQLite online rows (``entity_key, feature_name, value, value_text, event_ts,
     created_ts``), written in bulk. Mirrors ``SqliteOnlineStore.online_write_batch``.
@@ -347,7 +366,7 @@ class _SqliteRows:
         # a process crash loses nothing (the flow replays anyway), a power cut may lose the
         # last commits, which the flow's at-least-once replay from its snapshot rewrites.
         conn = self.online._get_conn(self.config)
-        conn.execute("PRAGMA journal_mode=WAL")
+        wal_mode(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
 
     def write(self, view: Any, key: str, rows: list[dict[str, Any]],

@@ -146,8 +146,13 @@ class OutputSink(DynamicSink[Any]):
         here, so an online store that cannot be reached stops the flow at its start, with
         the store, its address and the fix named (``feature_repo.reach``).
         """
-        if self.writer() is not None:
-            metrics.STORE_UP.set(1)
+        try:
+            if self.writer() is not None:
+                metrics.STORE_UP.set(1)
+        except Exception:
+            # In a cluster the peers' exit hides this one's cause ("Send thread panic"): say it.
+            log.exception("worker %d could not open its online store", worker_index)
+            raise
         return _OutputPartition(self, worker_index)
 
 
