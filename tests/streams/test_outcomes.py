@@ -59,16 +59,16 @@ def expected(rankings: list[LoggedRanking], events: list[Event]) -> dict[tuple[s
     by_id = {r.request_id: r for r in rankings}
     out: dict[tuple[str, str], Counts] = {}
 
-    def row(v: str) -> Counts:
-        return out.setdefault(("exp", v), Counts())
+    def row(v: str, r: LoggedRanking) -> Counts:
+        return out.setdefault((r.experiment or "", v), Counts())
 
     bits: dict[tuple[str, str], int] = {}
     watch: dict[tuple[str, str], float] = {}
     for r in rankings:
         for v in r.variants:
-            row(v).rankings += 1
+            row(v, r).rankings += 1
         if r.mode == "interleave":
-            row(ALL).rankings += 1
+            row(ALL, r).rankings += 1
     for ev in events:
         r = by_id[ev.request_id]
         key = (r.request_id, ev.item_id)
@@ -78,7 +78,7 @@ def expected(rankings: list[LoggedRanking], events: list[Event]) -> dict[tuple[s
     for (rid, item), b in bits.items():
         r = by_id[rid]
         variant = next(i.variant for i in r.items if i.item_id == item)
-        c = row(variant)
+        c = row(variant, r)
         c.impressions += bool(b & SHOWN)
         c.clicks += bool(b & CLICKED)
         c.plays += bool(b & PLAYED)
@@ -90,9 +90,9 @@ def expected(rankings: list[LoggedRanking], events: list[Event]) -> dict[tuple[s
     for rid, p in plays.items():
         won = credit(p)
         if won == TIE:
-            row(ALL).tied += 1
+            row(ALL, by_id[rid]).tied += 1
         elif won != UNDECIDED:
-            row(by_id[rid].variants[won]).preferred += 1
+            row(by_id[rid].variants[won], by_id[rid]).preferred += 1
     return out
 
 
