@@ -59,6 +59,7 @@ def flow_env(kafka: KafkaSettings, layout: Layout, tail: bool,
            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
            "MARQUEE_EVENTS_TOPIC": kafka.events_topic,
            "MARQUEE_DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
+           "MARQUEE_RANKINGS_TOPIC": kafka.rankings_topic,
            "MARQUEE_FLOW_DATA_DIR": str(layout.root),
            "MARQUEE_FLOW_TAIL": "true" if tail else "false",
            "MARQUEE_FLOW_FINISH_AT_EOF": "false" if tail else "true"}

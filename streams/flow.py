@@ -697,11 +697,11 @@ def _experiment_join(settings: FlowSettings, kafka: Any, shared: Shared
     ``marquee topics`` create it with the others); else nothing.
     """
     from streams.kafka_batches import KafkaBatchSource
-    from streams.topics import partition_count
+    from streams.topics import topic_exists
 
     if not settings.join_window_ms:
         return None, None
-    if not partition_count(kafka, kafka.rankings_topic):
+    if not topic_exists(kafka, kafka.rankings_topic):
         log.warning("no rankings topic %r: experiment outcomes are not counted (create it "
                     "with the other topics, then restart the flow)", kafka.rankings_topic)
         return None, None
