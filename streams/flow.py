@@ -83,7 +83,8 @@ class FlowSettings(BaseSettings):
     flush_s: float = Field(default=0.1, gt=0, description="changed users' and items' online "
                            "rows are written on this wall-clock grid (coalesced in between)")
     log_flush_s: float = Field(default=5.0, gt=0, description="final tokens are appended to "
-                               "the token log this often (and at every snapshot/EOF)")
+                               "the token log this often (and at every snapshot/EOF), and "
+                               "changed experiment counts written to their table")
     batch_size: int = Field(default=5000, ge=1, description="Kafka messages per poll")
     shards: int = Field(default=16, ge=1, description="user shards and item shards (the unit "
                         "of state and of parallelism); fixed for a recovery directory")

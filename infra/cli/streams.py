@@ -198,6 +198,35 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     _register_bench_online_store(bench)
     _register_bench_vocab(bench)
     _register_bench_quarantine(bench)
+    _register_bench_outcomes(bench)
+
+
+def _register_bench_outcomes(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench outcomes``."""
+    p = command(
+        bench_sub, "outcomes", _bench_outcomes,
+        "the experiment join's cost: CPU per event with it off, on, and on every event",
+        "Replay one synthetic stream through the flow's step logic (no Bytewax) with the "
+        "experiment join off, on with events that carry no request_id, and on with every event "
+        "joined to a logged A/B ranking; print CPU microseconds per event of each (best and "
+        "mean of --repeats runs, in rotating order), the CPU per ranking read and held, and "
+        "the memory and snapshot bytes of a held ranking.",
+        examples=("marquee bench outcomes", "marquee bench outcomes --events 200000 --repeats 5"))
+    p.add_argument("--events", type=int, default=100_000, help="synthetic events")
+    p.add_argument("--users", type=int, default=4_000, help="synthetic users")
+    p.add_argument("--poll", type=int, default=1000, help="messages per poll")
+    p.add_argument("--repeats", type=int, default=5, help="runs of each mode")
+    out_path(p, Path("var/bench/outcomes.json"), "JSON report")
+
+
+def _bench_outcomes(args: argparse.Namespace) -> int:
+    from infra.bench.outcomes import lines, run_bench
+    from streams import compiled
+
+    report = run_bench(args.events, args.users, args.poll, repeats=args.repeats, out=args.out)
+    print("\n".join(lines(report)))
+    print(f"hot modules: {compiled.describe()}; wrote {args.out}")
+    return 0
 
 
 def _register_bench_snapshots(bench_sub: argparse._SubParsersAction) -> None:
