@@ -1,7 +1,7 @@
 """Experiment outcomes through the real flow: rankings records on the rankings topic, events
 carrying their request_ids on the events topic (a real broker), the flow as ``marquee flow``
-runs it, and the counts it writes equal to a direct computation over what was produced; the
-report's verdicts follow. Killed with SIGKILL mid-stream and restarted from its snapshots,
+runs it (two worker processes), and the counts it writes equal to a direct computation over
+what was produced; the report's verdicts follow. Killed with SIGKILL mid-stream and restarted from its snapshots,
 the flow ends with the same counts: nothing counted twice, nothing lost.
 """
 
@@ -119,12 +119,14 @@ def env(kafka: KafkaSettings, data: Path, **extra: str) -> dict[str, str]:
                     MARQUEE_FLOW_JOIN_GRACE_MS="5000", **extra)
 
 
-def run_to_end(kafka: KafkaSettings, data: Path, recovery: Path, **extra: str) -> None:
+def run_to_end(kafka: KafkaSettings, data: Path, recovery: Path, processes: int = 1,
+               **extra: str) -> None:
     data.mkdir(parents=True, exist_ok=True)
     err = data / "flow.err"
     with err.open("ab") as log:
-        code = launch.run(Launch(recovery_dir=recovery, snapshot_s=1), env(kafka, data, **extra),
-                          timeout=120, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        code = launch.run(Launch(processes=processes, recovery_dir=recovery, snapshot_s=1),
+                          env(kafka, data, **extra), timeout=120, cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=log)
     assert code == 0, err.read_text()[-3000:]
 
 
@@ -138,7 +140,9 @@ def test_counts_and_verdicts_from_the_stream(kafka_topics, tmp_path):
     produce(kafka_topics, rankings + [b"not a ranking"], kafka_topics.rankings_topic)
     produce(kafka_topics, events + noise)
     data = tmp_path / "data"
-    run_to_end(kafka_topics, data, data / "recovery")
+    # Two worker processes: a user's rankings and events may be read by either and meet in
+    # the process that holds the user's shard; both write the one table.
+    run_to_end(kafka_topics, data, data / "recovery", processes=2)
     assert got(data) == want(rankings, events)
     totals = read_totals(data / "experiments.sqlite3")
     ab = build(totals["ab-test"])
