@@ -58,13 +58,16 @@ merges each user's events into tokens, and writes
     (SQLite under DATA_DIR/feast, or Redis with --online redis / MARQUEE_ONLINE_STORE=redis),
   - final tokens to the parquet token log DATA_DIR/tokens/ (what training reads),
   - the vocabulary to DATA_DIR/vocab.json and vocab.json.journal (seeded from
-    DATA_DIR/catalogue.jsonl if present).
+    DATA_DIR/catalogue.jsonl if present),
+  - experiment outcomes: when MARQUEE_RANKINGS_TOPIC exists, events that carry a request_id
+    are joined to the logged ranking (within MARQUEE_FLOW_JOIN_WINDOW_MS) and counted per
+    experiment and variant in DATA_DIR/experiments.sqlite3 (marquee experiment report).
 It snapshots its state in --recovery-dir (DATA_DIR/recovery by default) every
 --snapshot-interval seconds and resumes from the last snapshot after a crash or a restart
 (at-least-once; every write is idempotent); --no-recovery reads the topic from its start.
 Metrics (Prometheus) on --metrics-port: marquee_events_*_total, marquee_tokens_emitted_total,
 marquee_token_merge_ratio, marquee_feast_write_seconds, marquee_event_freshness_seconds,
-marquee_consumer_lag_messages, marquee_vocab_overflow_total.
+marquee_consumer_lag_messages, marquee_vocab_overflow_total, marquee_experiment_*.
 """
 
 

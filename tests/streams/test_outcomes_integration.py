@@ -1,8 +1,8 @@
 """Experiment outcomes through the real flow: rankings records on the rankings topic, events
 carrying their request_ids on the events topic (a real broker), the flow as ``marquee flow``
 runs it (two worker processes), and the counts it writes equal to a direct computation over
-what was produced; the report's verdicts follow. Killed with SIGKILL mid-stream and restarted from its snapshots,
-the flow ends with the same counts: nothing counted twice, nothing lost.
+what was produced; the report's verdicts follow. Killed with SIGKILL mid-stream and restarted
+from its snapshots, the flow ends with the same counts: nothing counted twice, nothing lost.
 """
 
 from __future__ import annotations
