@@ -55,7 +55,9 @@ def write_rows(path: Path, shard_rows: Iterable[tuple[str, list[tuple[Any, ...]]
     key = str(path.resolve())
     with _LOCK:
         conn = _CONNECTIONS.get(key)
-        if conn is None:
+        if conn is None or not path.exists():  # a deleted file is a new table
+            if conn is not None:
+                conn.close()
             conn = _CONNECTIONS[key] = connect(path)
         conn.execute("BEGIN IMMEDIATE")
         try:
