@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # s3rver (npm): the object store under the embedded broker's durable storage.
 S3RVER := $(VENV)/s3rver/node_modules/s3rver/package.json
 
-.PHONY: setup compile system-deps demo up test test-fast bench lint clean
+.PHONY: setup compile system-deps demo up test test-fast test-cluster bench lint clean
 
 setup: $(STAMP) system-deps $(S3RVER)
 
@@ -42,6 +42,11 @@ test: setup
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"
+
+# The multi-host tests alone (hosts as network namespaces: root and iproute2); `make test`
+# runs them too. Each fault's cost is printed at the end.
+test-cluster: setup
+	$(BIN)/python -m pytest -q -m cluster
 
 bench: setup
 	$(BIN)/marquee bench all

@@ -47,8 +47,13 @@ class FeatureSettings(BaseSettings):
                            "catalogue.jsonl, feast/")
 
 
-def feast_redis_connection(url: str) -> str:
-    """Feast's ``host:port,db=N`` form of a ``redis://host:port/N`` (or ``host:port``) URL."""
+def feast_redis_connection(url: str, timeout_s: float | None = None) -> str:
+    """Feast's ``host:port,db=N`` form of a ``redis://host:port/N`` (or ``host:port``) URL.
+
+    ``timeout_s`` makes the client fail fast, for a reader that degrades instead of waiting:
+    connect and read time out after it, and nothing is retried (``retry=null``: redis-py then
+    tries once; its default retries a refused connection 10 times with backoff, 3-4 s in all).
+    """
     rest = url.removeprefix("redis://")
     if "@" in rest or url.startswith("rediss://"):
         raise ValueError(f"MARQUEE_REDIS_URL {url!r}: only redis://host:port[/db] is supported")
@@ -56,13 +61,16 @@ def feast_redis_connection(url: str) -> str:
     if ":" not in hostport:
         raise ValueError(f"MARQUEE_REDIS_URL {url!r}: expected host:port, e.g. "
                          "redis://127.0.0.1:6379/0")
-    return f"{hostport},db={int(db or 0)}"
+    options = (f",socket_timeout={timeout_s},socket_connect_timeout={timeout_s},retry=null"
+               if timeout_s is not None else "")
+    return f"{hostport},db={int(db or 0)}{options}"
 
 
 def effective_config(data_dir: Path, online: str, redis_url: str,
-                     repo_path: Path = REPO_DIR) -> dict[str, Any]:
+                     repo_path: Path = REPO_DIR,
+                     redis_timeout_s: float | None = None) -> dict[str, Any]:
     """The checked-in ``feature_store.yaml`` with paths under ``data_dir`` and the chosen
-    online store.
+    online store (``redis_timeout_s``: see ``feast_redis_connection``).
     """
     config = yaml.safe_load((repo_path / "feature_store.yaml").read_text())
     data_dir = data_dir.resolve()
@@ -74,7 +82,8 @@ def effective_config(data_dir: Path, online: str, redis_url: str,
         # the newest; Feast's own check compares event times and would drop a same-instant
         # update (two batches about one user's events of the same millisecond).
         config["online_store"] = {"type": "redis",
-                                  "connection_string": feast_redis_connection(redis_url),
+                                  "connection_string": feast_redis_connection(
+                                      redis_url, redis_timeout_s),
                                   "skip_dedup": True}
     else:
         raise ValueError(f"online store {online!r}: choose sqlite or redis "
@@ -83,11 +92,14 @@ def effective_config(data_dir: Path, online: str, redis_url: str,
 
 
 def open_store(repo_path: Path | None = None, online: str | None = None,
-               data_dir: Path | None = None, redis_url: str | None = None) -> Any:
+               data_dir: Path | None = None, redis_url: str | None = None,
+               redis_timeout_s: float | None = None) -> Any:
     """A ``feast.FeatureStore`` with Marquee's definitions applied.
 
     Defaults come from ``FeatureSettings`` (environment). The Feast files live in
     ``<data_dir>/feast/`` (registry, SQLite online store, the effective yaml).
+    ``redis_timeout_s`` (the ranking service's reads) makes Redis calls fail fast; that
+    config goes to a yaml of its own, so the flow, opening the same folder, never reads it.
     """
     from feast import FeatureStore
 
@@ -96,9 +108,10 @@ def open_store(repo_path: Path | None = None, online: str | None = None,
     feast_dir = DataLayout(data_dir or settings.data_dir).feast
     feast_dir.mkdir(parents=True, exist_ok=True)
     config = effective_config(feast_dir, online, redis_url or settings.redis_url,
-                              repo_path or REPO_DIR)
-    (feast_dir / "feature_store.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    store = FeatureStore(repo_path=str(feast_dir))
+                              repo_path or REPO_DIR, redis_timeout_s)
+    name = "feature_store.yaml" if redis_timeout_s is None else "feature_store.fail-fast.yaml"
+    (feast_dir / name).write_text(yaml.safe_dump(config, sort_keys=False))
+    store = FeatureStore(repo_path=str(feast_dir), fs_yaml_file=feast_dir / name)
     store.apply(OBJECTS)
     where = config["online_store"].get("path") or config["online_store"]["connection_string"]
     log.info("feature store: project %s, online %s at %s", config["project"], online, where)

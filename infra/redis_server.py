@@ -1,4 +1,5 @@
-"""A local Redis for the online store: Debian's ``redis-server`` on a loopback port.
+"""A local Redis for the online store: Debian's ``redis-server`` on a loopback port (or on a
+host address given as ``host``, for the multi-host tests).
 
 The benchmark and the tests start one when they need Redis and nobody gave them one
 (``MARQUEE_REDIS_URL``), the way ``infra.broker`` starts Tansu when ``KAFKA_BOOTSTRAP_SERVERS``
@@ -32,24 +33,26 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """``redis-server`` on ``127.0.0.1:port`` with its working folder in ``data_dir``. With
+    """``redis-server`` on ``host:port`` with its working folder in ``data_dir``. With
     ``persist`` every write is in its append-only file before it is acknowledged (``appendfsync
     always``), so a SIGKILL loses nothing acknowledged; without, no snapshots and no
     append-only file. Has what ``infra.supervisor`` needs of a child.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 log_path: Path | None = None, persist: bool = False) -> None:
+                 log_path: Path | None = None, host: str = "127.0.0.1",
+                 persist: bool = False) -> None:
         self.data_dir = data_dir
+        self.host = host
+        self.persist = persist
         self.port = port or free_port()
         self.log_path = log_path
-        self.persist = persist
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``, the form ``MARQUEE_REDIS_URL`` takes."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://<host>:<port>/0``, the form ``MARQUEE_REDIS_URL`` takes."""
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start it and wait until it accepts connections; a failed start leaves nothing
@@ -60,8 +63,12 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         durability = (["--appendonly", "yes", "--appendfsync", "always"] if self.persist
                       else ["--appendonly", "no"])
-        cmd = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+        cmd = [redis_binary(), "--port", str(self.port), "--bind", self.host,
                "--dir", str(self.data_dir), "--save", "", *durability]
+        if self.host != "127.0.0.1":
+            # Without a password Redis answers only loopback clients unless told otherwise;
+            # a host address is one a caller chose to serve other hosts on.
+            cmd += ["--protected-mode", "no"]
         log = self.log_path.open("ab") if self.log_path else None
         try:
             self.process = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL,
@@ -74,7 +81,7 @@ class RedisServer:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 code = self.process.poll()
                 self.stop()
-                raise RuntimeError(f"redis-server did not start on 127.0.0.1:{self.port} "
+                raise RuntimeError(f"redis-server did not start on {self.host}:{self.port} "
                                    f"(exit code {code}; is the port in use?): {' '.join(cmd)}")
             time.sleep(0.05)
         return self
@@ -84,7 +91,7 @@ class RedisServer:
         import redis
 
         try:
-            info = redis.Redis(port=self.port, socket_timeout=0.5,
+            info = redis.Redis(host=self.host, port=self.port, socket_timeout=0.5,
                                socket_connect_timeout=0.5).info("server")
         except redis.ConnectionError:
             return False

@@ -70,7 +70,8 @@ class RankingService:
             from feature_repo.store import open_store
 
             store = open_store(data_dir=self.settings.data_dir,
-                               online=self.settings.online_store)
+                               online=self.settings.online_store,
+                               redis_timeout_s=self.settings.store_timeout_s)
         except Exception as exc:  # noqa: BLE001 - no store: serve degraded, say so
             log.warning("feature store unavailable at start (%s); serving degraded", exc)
         self.ranker = Ranker(self.settings, store, None)
@@ -283,6 +284,13 @@ def app_builder(args: dict[str, Any]) -> Any:
     return build_app(ServeSettings(**args))
 
 
+def noop_builder(args: dict[str, Any]) -> Any:
+    """The no-op floor as a Serve application builder (``import_path:
+    serve.app:noop_builder``), for benchmarks that deploy from a config file; ``args`` unused.
+    """
+    return NoOp.options(ray_actor_options={"num_cpus": 0}).bind()
+
+
 def _multiproc_dir(settings: ServeSettings) -> Path:
     return (settings.data_dir / "prometheus-multiproc").resolve()
 
@@ -295,9 +303,14 @@ def _multiproc_dir(settings: ServeSettings) -> Path:
 #   loop (a second thread per process fought the first for the GIL), proxy -> replica over
 #   gRPC, buffered request logs, GC frozen after start. Its direct ingress (replicas on their
 #   own ports, no proxy) stays off: clients would need a load balancer in front.
+# - On a cluster, a proxy routes to replicas on every node, not first to its own node's: with
+#   Ray's preference, clients entering through one proxy left another node's replica idle
+#   until the local one had max_ongoing_requests in flight (docs/design.md). No effect on one
+#   node.
 RAY_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
                     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+                    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+                    "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}
 
 
 def init_ray(num_cpus: int | None = None, bind_host: str = LOOPBACK) -> None:

@@ -61,6 +61,13 @@ class ServeSettings(BaseSettings):
     request_timeout_ms: int = Field(5000, ge=1, le=60_000, description="a request not "
                                     "answered this long after the replica took it is dropped "
                                     "with 503 (X-Request-Timeout-Ms overrides per request)")
+    store_timeout_s: float = Field(
+        0.25, gt=0, le=30, description="a Redis feature read that takes longer fails (no "
+        "retries) and the request is answered degraded, from its in-session events")
+    store_retry_s: float = Field(
+        1.0, ge=0, le=300, description="after a failed feature read, requests skip the store "
+        "(degraded) for this long; then one tries it again, and the first that succeeds ends "
+        "the outage (0 = try on every request)")
     readyz_timeout_s: float = Field(2.0, gt=0, description="/readyz reports a dependency "
                                     "that does not answer within this as down")
     max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="largest request "

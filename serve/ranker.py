@@ -201,6 +201,7 @@ class Ranker:
                          if a in self.vocab.tables["action"]}
         self.reranker = GoalReranker(settings.rerank, settings.constraints)
         self._shown: set[str] = set()
+        self._store_retry_at = -math.inf  # while the store is away: when to try it again
         self.plan: Plan | None = None  # the running experiment (swapped whole)
         self._set_model(model)
 
@@ -320,16 +321,12 @@ class Ranker:
                              "send only this user's events")
         seq: dict[str, list[int]] = {f: [] for f in FACETS}
         last_ts, degraded, fallback = None, False, None
-        if self.store is None:
+        row = self._stored(req.user_id)
+        if row is None:
             degraded, fallback = True, "feature_store_unavailable"
         else:
-            try:
-                row = self.reader.users([req.user_id])[req.user_id]
-                seq = {f: list(row[f"{f}_seq"]) for f in FACETS}
-                last_ts = row.get("last_ts") or None
-            except Exception as exc:  # noqa: BLE001 - any store failure means "degrade"
-                log.warning("feature store read failed: %s", exc)
-                degraded, fallback = True, "feature_store_unavailable"
+            seq = {f: list(row[f"{f}_seq"]) for f in FACETS}
+            last_ts = row.get("last_ts") or None
         t1 = time.perf_counter()
         tokens = tokenize_session(list(req.events), self.vocab, last_ts)
         for tok in tokens:
@@ -353,6 +350,26 @@ class Ranker:
             p.candidates = [c for c in requested if c in self.catalogue.items]
             p.unknown = [c for c in requested if c not in self.catalogue.items]
         return p
+
+    def _stored(self, user_id: str) -> dict[str, Any] | None:
+        """The user's stored row; None when the store is away. After a failed read the store
+        is left alone for ``store_retry_s`` (each read would cost a timeout on the event loop),
+        then the next request tries it: the outage ends with the first read that succeeds.
+        """
+        if self.store is None or time.monotonic() < self._store_retry_at:
+            return None
+        try:
+            row = self.reader.users([user_id])[user_id]
+        except Exception as exc:  # noqa: BLE001 - any store failure means "degrade"
+            if self._store_retry_at == -math.inf:
+                log.warning("feature store read failed (%s); degrading to in-session events, "
+                            "trying again every %g s", exc, self.settings.store_retry_s)
+            self._store_retry_at = time.monotonic() + self.settings.store_retry_s
+            return None
+        if self._store_retry_at != -math.inf:
+            log.warning("feature store answers again; no longer degraded")
+            self._store_retry_at = -math.inf
+        return row
 
     # ---- stage 2: inference (batched) ----------------------------------------------------
     def infer(self, batch: list[Prepared]

@@ -23,6 +23,7 @@ class Replica:
     pid: int
     alive: bool
     started_s: float  # Unix time, s; when the actor process finished creation (GCS)
+    node_ip: str = ""  # the address of the Ray node it runs on
 
 
 def class_name(app: str = APP, deployment: str = DEPLOYMENT) -> str:
@@ -38,7 +39,8 @@ def replicas(app: str = APP, deployment: str = DEPLOYMENT,
     wanted = class_name(app, deployment)
     found = [Replica(actor_id=aid, name=info.get("Name") or "", pid=int(info.get("Pid") or 0),
                      alive=info.get("State") == "ALIVE",
-                     started_s=(info.get("StartTime") or 0) / 1000)
+                     started_s=(info.get("StartTime") or 0) / 1000,
+                     node_ip=(info.get("Address") or {}).get("IPAddress") or "")
              for aid, info in state.actors().items() if info.get("ActorClassName") == wanted]
     return sorted((r for r in found if r.alive or not alive_only), key=lambda r: r.started_s)
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra.synthetic import SyntheticWorld, WorldConfig
 from serve.config import ServeSettings
 from streams.contract.events import InteractionEvent
 from streams.contract.tokens import Vocab
 from streams.launch import free_port
+
+if TYPE_CHECKING:
+    from feature_repo.store import FeatureWriter
 
 
 class SampleWorld:
@@ -19,7 +23,7 @@ class SampleWorld:
     """
 
     def __init__(self, data_dir: Path, n_users: int = 30, days: int = 4, seed: int = 11) -> None:
-        from feature_repo.store import FeatureWriter, open_store, user_row
+        from feature_repo.store import FeatureWriter, open_store
         from models.checkpoint import init_checkpoint
         from models.export import export_checkpoint
         from streams.contract.tokenizer import tokenize_events
@@ -40,8 +44,21 @@ class SampleWorld:
             by_user.setdefault(tok.user_id, []).append(tok)
         self.tokens = by_user
         self.store = open_store(data_dir=data_dir, online="sqlite")
-        writer = FeatureWriter(self.store)
-        writer.write_users([user_row(u, t[-200:], t[-1].ts) for u, t in by_user.items()])
+        self.write_features(FeatureWriter(self.store))
+        models = data_dir / "models"
+        self.model_a = export_checkpoint(init_checkpoint(vocab, version="fm-a", d_model=32),
+                                         models / "a.onnx", k=100)
+        self.model_b = export_checkpoint(init_checkpoint(vocab, version="fm-b", d_model=32),
+                                         models / "b.onnx", k=100)
+        self.users = sorted(by_user, key=lambda u: -len(by_user[u]))
+
+    def write_features(self, writer: FeatureWriter) -> None:
+        """The user and item rows of this world, through ``writer`` (SQLite at construction;
+        call again with a Redis writer to serve the same world from Redis).
+        """
+        from feature_repo.store import user_row
+
+        writer.write_users([user_row(u, t[-200:], t[-1].ts) for u, t in self.tokens.items()])
         plays = Counter(e.item_id for e in self.events if e.action.value == "play")
         shows = Counter(e.item_id for e in self.events if e.action.value == "impression")
         now = max(e.ts for e in self.events)
@@ -49,13 +66,7 @@ class SampleWorld:
             "item_id": t.item_id, "event_timestamp": now, "plays_1h": 0,
             "plays_24h": plays[t.item_id], "impressions_24h": shows[t.item_id],
             "ctr_24h": 0.0, "release_ms": t.release_ms, "genre": t.genre, "kind": t.kind,
-            "duration_s": t.duration_s} for t in world.catalogue])
-        models = data_dir / "models"
-        self.model_a = export_checkpoint(init_checkpoint(vocab, version="fm-a", d_model=32),
-                                         models / "a.onnx", k=100)
-        self.model_b = export_checkpoint(init_checkpoint(vocab, version="fm-b", d_model=32),
-                                         models / "b.onnx", k=100)
-        self.users = sorted(by_user, key=lambda u: -len(by_user[u]))
+            "duration_s": t.duration_s} for t in self.catalogue.values()])
 
     def settings(self, **overrides: object) -> ServeSettings:
         """Settings serving this world on a free port (override anything); the rankings log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from infra.cli.args import command, out_path
@@ -52,6 +53,37 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
                    "normal latency (about 1 min per count, plus a redeploy when the count "
                    "differs from the running one; no no-op floor: it has nothing to recover)")
     out_path(p, Path("var/bench/serve.json"), "JSON report")
+
+    p = command(
+        bench_sub, "cluster", _bench_cluster,
+        "ranking on a 2-node Ray cluster (network namespaces) vs its no-op floor",
+        "Makes hosts ray-head, ray-worker, redis and client as network namespaces on this "
+        "machine (needs root and iproute2), starts Ray with `ray start` on the head, deploys "
+        "the ranking app and a no-op app (2 replicas each) from the generated Serve config, "
+        "loads them from the client, then joins the worker, spreads the replicas one per node "
+        "and loads them again. The hosts share this machine's cores: the 2-node figures show "
+        "what a replica behind the network costs, not more capacity.",
+        examples=["sudo marquee bench cluster --seconds 5 --clients 1 16"])
+    p.add_argument("--users", type=int, default=30, help="sample-world users")
+    p.add_argument("--seconds", type=float, default=5.0, help="per load level")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 16],
+                   help="closed-loop client counts")
+    out_path(p, Path("var/bench/cluster.json"), "JSON report")
+
+
+def _bench_cluster(args: argparse.Namespace) -> int:
+    from infra import netns
+    from infra.bench.cluster import print_report, run_bench
+
+    reason = netns.unavailable()
+    if reason:
+        print(f"marquee bench cluster: skipped: {reason}", file=sys.stderr)
+        return 0  # as the cluster tests skip: `bench all` runs on machines without root
+    report = run_bench(seconds=args.seconds, clients=tuple(args.clients), users=args.users,
+                       out=args.out)
+    print_report(report)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _bench_rerank(args: argparse.Namespace) -> int:

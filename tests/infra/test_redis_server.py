@@ -54,3 +54,25 @@ def test_redis_for_uses_the_configured_one(monkeypatch, redis_url):
     with redis_for() as url:
         assert url == redis_url
     assert redis.Redis.from_url(redis_url).ping()  # not stopped: it is not ours
+
+
+def test_defaults_keep_no_append_only_file_on_loopback(tmp_path):
+    with RedisServer(tmp_path / "r") as server:
+        assert server.url.startswith("redis://127.0.0.1:")
+        client = redis.Redis.from_url(server.url)
+        assert client.config_get("appendonly")["appendonly"] == "no"
+        assert client.config_get("bind")["bind"] == "127.0.0.1"
+
+
+def test_a_persistent_server_keeps_every_acknowledged_write_across_sigkill(tmp_path):
+    server = RedisServer(tmp_path / "r", persist=True)
+    with server:
+        client = redis.Redis.from_url(server.url)
+        assert client.config_get("appendfsync")["appendfsync"] == "always"
+        for i in range(200):
+            client.hset(f"row:{i}", mapping={"n": i})
+        server.kill()  # no shutdown save: only the fsynced append-only file remains
+        assert server.exit_code() is not None
+        server.start()
+        client = redis.Redis.from_url(server.url)
+        assert [int(client.hget(f"row:{i}", "n")) for i in range(200)] == list(range(200))

@@ -30,8 +30,8 @@ from streams.contract.events import FIXES
 from streams.dead_letters import DEFAULT_MAX_BYTES
 from streams.launch import Launch
 from streams.topics import create_topics, delete_topics
+from tests.streams.flow_runs import ROOT, counted_by, flow_env
 from tests.streams.messages import produce_raw
-from tests.streams.test_flow_integration import ROOT, counted_by, flow_env
 
 pytestmark = pytest.mark.integration
 

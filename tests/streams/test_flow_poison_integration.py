@@ -30,8 +30,8 @@ from streams.config import KafkaSettings
 from streams.consume import read_all
 from streams.dead_letters import DEFAULT_MAX_BYTES, original
 from streams.launch import Launch
+from tests.streams.flow_runs import ROOT, counted_by, flow_env, wait_until
 from tests.streams.messages import produce_raw
-from tests.streams.test_flow_integration import ROOT, counted_by, flow_env, wait_until
 
 pytestmark = pytest.mark.integration
 
