@@ -33,15 +33,8 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from infra.synthetic import SyntheticWorld, WorldConfig
 from streams.contract.tokens import KNOWN_VALUES, Vocab
-from streams.flow import (
-    DEAD,
-    FlowSettings,
-    OutcomeLogic,
-    RankingRouter,
-    Router,
-    Shared,
-    TokenizeLogic,
-)
+from streams.flow import DEAD, FlowSettings, Router, Shared, TokenizeLogic
+from streams.outcome_steps import OutcomeLogic, RankingRouter
 from streams.outcomes import OutcomeShard
 from streams.records import Outcomes
 
