@@ -249,3 +249,27 @@ def test_rows_are_absolute_and_only_the_changed_ones_are_taken():
     assert shard.take_rows() == []
     restored = OutcomeShard(CONFIG, pickle.loads(pickle.dumps(shard.snapshot())))
     assert sorted(restored.take_rows()) == sorted(first[:1] + [row])
+
+
+def test_the_rankings_decode_step_forwards_experiment_rankings_by_user_shard():
+    import msgspec
+    from confluent_kafka import Message
+
+    from streams import metrics
+    from streams.contract.tokens import Vocab
+    from streams.flow import FlowSettings, Shared
+    from streams.outcome_steps import RankingRouter
+
+    shared = Shared(Vocab(), {}, {}, FlowSettings(shards=4))
+    with_exp, plain = ranking(1, ts=T0), ranking(2, ts=T0 + 9)
+    plain.experiment, plain.mode = None, None
+    values = [msgspec.json.encode(with_exp), msgspec.json.encode(plain), b"{not json"]
+    before = metrics.RANKINGS_UNREADABLE._value.get()
+    routed = dict(RankingRouter(shared)([Message(topic="r", partition=0, offset=i, value=v)
+                                         for i, v in enumerate(values)]))
+    assert metrics.RANKINGS_UNREADABLE._value.get() == before + 1
+    mine, theirs = shared.user_shard(with_exp.user_id), shared.user_shard(plain.user_id)
+    assert [r.request_id for r in routed[mine].rankings] == [with_exp.request_id]
+    assert routed[mine].shard == mine
+    # A ranking without experiment is not held, but it moves its shard's rankings clock.
+    assert routed[theirs].max_ts == T0 + 9 and (mine == theirs or not routed[theirs].rankings)
