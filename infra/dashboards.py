@@ -132,10 +132,54 @@ MODEL_BUSINESS = [
         no_value="0"),
 ]
 
+def _per_impression(metric: str) -> str:
+    """An experiment's cumulative ``metric`` per shown (ranking, item) pair, per variant."""
+    return (f"sum by (experiment, variant) (marquee_experiment_{metric}_total) / "
+            "sum by (experiment, variant) (marquee_experiment_impressions_total)")
+
+
+VARIANT = "{{experiment}} {{variant}}"
+EXPERIMENTS = [
+    Panel("Experiment rankings joined / s by variant", (
+        ("sum by (experiment, variant) (rate(marquee_experiment_rankings_total[5m]))",
+         VARIANT),), "ops",
+        "Logged rankings of a running experiment read by the flow, per variant in them."),
+    Panel("Impressions / s by variant", (
+        ("sum by (experiment, variant) (rate(marquee_experiment_impressions_total[5m]))",
+         VARIANT),), "ops",
+        "Shown (ranking, item) pairs joined from events that carry a request_id, by the "
+        "variant (interleaving: the team) that placed the item."),
+    Panel("Click rate per impression", ((_per_impression("clicks"), VARIANT),), "percentunit",
+          "Since the experiment started (the flow's counts); `marquee experiment report` "
+          "gives the intervals and the verdict."),
+    Panel("Play rate per impression", ((_per_impression("plays"), VARIANT),), "percentunit"),
+    Panel("Complete rate per impression", ((_per_impression("completes"), VARIANT),),
+          "percentunit"),
+    Panel("Watch time per impression", ((_per_impression("watch_seconds"), VARIANT),), "s"),
+    Panel("Interleaving: share of decided requests won", (
+        ("sum by (experiment, variant) (marquee_experiment_preferred_requests) / on "
+         "(experiment) group_left sum by (experiment) (marquee_experiment_preferred_requests)",
+         VARIANT),), "percentunit",
+        "Team-draft credit: a request goes to the team whose items were played more; ties "
+        "and requests without a play are left out."),
+    Panel("Interleaving: decided and tied requests", (
+        ("sum by (experiment) (marquee_experiment_preferred_requests)",
+         "{{experiment}} decided"),
+        ("sum by (experiment) (marquee_experiment_tied_requests)", "{{experiment}} tied")),
+        "short"),
+    Panel("Outcome events not joined / s by reason", (
+        ("sum by (reason) (rate(marquee_experiment_unjoined_events_total[5m]))",
+         "{{reason}}"),), "ops",
+        "Events with a request_id that counted for no experiment: not_held (the ranking ran "
+        "no experiment, was not logged, or left the join window), not_shown, "
+        "outside_window, overflow.", "0"),
+]
+
 DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
     "pipeline": ("Marquee · Pipeline (ingest → tokens → features)", PIPELINE),
     "serving": ("Marquee · Serving (traffic, latency by stage, errors, batching)", SERVING),
     "model_business": ("Marquee · Model and business", MODEL_BUSINESS),
+    "experiments": ("Marquee · Experiments", EXPERIMENTS),
 }
 
 

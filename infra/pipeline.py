@@ -59,6 +59,7 @@ def flow_env(kafka: KafkaSettings, layout: Layout, tail: bool,
            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
            "MARQUEE_EVENTS_TOPIC": kafka.events_topic,
            "MARQUEE_DEAD_LETTER_TOPIC": kafka.dead_letter_topic,
+           "MARQUEE_RANKINGS_TOPIC": kafka.rankings_topic,
            "MARQUEE_FLOW_DATA_DIR": str(layout.root),
            "MARQUEE_FLOW_TAIL": "true" if tail else "false",
            "MARQUEE_FLOW_FINISH_AT_EOF": "false" if tail else "true"}
@@ -68,11 +69,15 @@ def flow_env(kafka: KafkaSettings, layout: Layout, tail: bool,
 
 
 def reset_features(layout: Layout) -> None:
-    """Forget what a previous run's flow wrote (token log, vocabulary, Feast files)."""
+    """Forget what a previous run's flow wrote (token log, vocabulary, Feast files,
+    experiment counts).
+    """
     shutil.rmtree(layout.tokens, ignore_errors=True)
     shutil.rmtree(layout.feast, ignore_errors=True)
     layout.vocab.unlink(missing_ok=True)
     journal_path(layout.vocab).unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):  # the experiment counts
+        layout.experiments.with_name(layout.experiments.name + suffix).unlink(missing_ok=True)
 
 
 def run_flow_to_end(kafka: KafkaSettings, layout: Layout, timeout: float = 600.0,

@@ -73,8 +73,16 @@ def wipe(layout: Layout) -> None:
     """
     for name in ("broker", "recovery", "tokens", "feast", "prometheus"):
         shutil.rmtree(layout.root / name, ignore_errors=True)
-    for name in ("vocab.json", "seeded.json", "caught_up.json", "stack.json"):
+    for name in ("vocab.json", "seeded.json", "caught_up.json", "stack.json",
+                 *_table_files(layout.experiments)):
         (layout.root / name).unlink(missing_ok=True)
+
+
+def _table_files(table: Path) -> tuple[str, ...]:
+    """The experiment counts' SQLite file and its WAL companions (they go with the snapshots:
+    a flow counting from the start again must not meet rows of the last one).
+    """
+    return tuple(table.name + suffix for suffix in ("", "-wal", "-shm"))
 
 
 def _flow(kafka: KafkaSettings, layout: Layout, metrics_port: int) -> Processes:

@@ -12,6 +12,9 @@ runs in plain loops from ``streams.contract.fast_events``, ``streams.shards`` an
                      |-> final tokens, every log_flush_s ------------------> token log (parquet)
                      |-> (item, action, ts) per item shard -> windowed counters, every flush_s
                                                                  -----------> Feast item_stats
+                     |-> events with a request_id, per user shard --.
+    rankings (Kafka) -> decode: experiment rankings, per user shard -+-> join, per user shard
+                        (streams.outcomes), counts every log_flush_s -> experiment table (SQLite)
 
 Run it with ``marquee flow`` (which wraps ``python -m bytewax.run "streams.flow:from_env()"``).
 Delivery is at-least-once with Bytewax recovery: rows not yet written and tokens not yet in
@@ -50,8 +53,10 @@ from streams.contract.settings import ENV_FILE
 from streams.contract.tokens import KNOWN_VALUES, Vocab
 from streams.drill import Drill, parse_faults
 from streams.guards import guard_logic, guard_router, slice_ranges, trace_counts, traced_ranges
+from streams.outcome_steps import ExperimentSink, OutcomeLogic, RankingRouter
+from streams.outcomes import JoinConfig
 from streams.quarantine import Quarantine
-from streams.records import DeadLetter, ItemRows, Slice, TokenBatch, UserRows
+from streams.records import DeadLetter, ItemRows, Outcomes, Slice, TokenBatch, UserRows
 from streams.shards import PACER, ItemShard, ShardMap, UserShard
 from streams.shared_vocab import SharedVocab
 
@@ -69,7 +74,8 @@ class FlowSettings(BaseSettings):
     flush_s: float = Field(default=0.1, gt=0, description="changed users' and items' online "
                            "rows are written on this wall-clock grid (coalesced in between)")
     log_flush_s: float = Field(default=5.0, gt=0, description="final tokens are appended to "
-                               "the token log this often (and at every snapshot/EOF)")
+                               "the token log this often (and at every snapshot/EOF), and "
+                               "changed experiment counts written to their table")
     batch_size: int = Field(default=5000, ge=1, description="Kafka messages per poll")
     shards: int = Field(default=16, ge=1, description="user shards and item shards (the unit "
                         "of state and of parallelism); fixed for a recovery directory")
@@ -108,6 +114,19 @@ class FlowSettings(BaseSettings):
                                "waits at the broker; short for freshness on a memory broker, "
                                "about 500 on Tansu's S3 storage, which answers empty when it "
                                "cannot read the records in time (marquee up sets that)")
+    join_window_ms: int = Field(default=30 * 60_000, ge=0, le=3_600_000, description="an "
+                                "event that carries a request_id counts for its logged "
+                                "ranking's experiment when within this much event time of it "
+                                "(at most the tokenizer's dedupe window, 1 h; 0 turns the "
+                                "experiment join off)")
+    join_grace_ms: int = Field(default=30_000, ge=0, description="an event whose ranking has "
+                               "not been read waits until the rankings read for its shard are "
+                               "this much newer than it, then counts as not joined")
+    join_max_held: int = Field(default=200_000, ge=1, description="rankings held per user "
+                               "shard for the join; past it the oldest minute is dropped")
+    join_max_pending: int = Field(default=100_000, ge=1, description="events per user shard "
+                                  "waiting for their ranking; past it new ones are not joined "
+                                  "(reason overflow)")
     fault: str | None = Field(default=None, description="fault drill, off when unset: "
                        "<event_id>:raise (the tokenize step raises) or <event_id>:kill (it "
                        "SIGKILLs its process) on that event, comma-separated; checks that "
@@ -143,6 +162,12 @@ class FlowSettings(BaseSettings):
                                accidental_weight=self.accidental_weight,
                                dedupe_window_ms=max(3_600_000, self.max_lateness_ms))
 
+    def join(self) -> JoinConfig:
+        """The experiment join's config from these settings."""
+        return JoinConfig(window_ms=self.join_window_ms, grace_ms=self.join_grace_ms,
+                          lateness_ms=self.max_lateness_ms, max_held=self.join_max_held,
+                          max_pending=self.join_max_pending)
+
 
 @dataclass
 class Shared:
@@ -153,6 +178,7 @@ class Shared:
     catalogue: Mapping[str, Title]
     settings: FlowSettings
     quarantine: Quarantine | None = None  # None: steps run unguarded (tests, benchmarks)
+    join: JoinConfig | None = None  # None: no experiment join (tokenize emits no Outcomes)
 
     def __post_init__(self) -> None:
         self.user_shard = ShardMap("u", self.settings.shards)
@@ -310,6 +336,11 @@ class TokenizeLogic(StatefulBatchLogic[Slice, Any, dict]):
         self.drill = shared.drill
         self.shard = UserShard(shared.vocab, s.tokenizer(), shared.durations, shared.item_shard,
                                resume, s.state_dir)
+        self.join = shared.join is not None
+        if self.join:
+            self.shard.outcomes = []
+        self.watermark = 0  # the newest event time of the shard (the join's clock)
+        self.sent_watermark = 0
         now = datetime.now(UTC)  # owed before a crash: write at once
         self.rows_due = now if self.shard.dirty else None
         self.log_due = now if self.shard.tokens else None
@@ -324,12 +355,31 @@ class TokenizeLogic(StatefulBatchLogic[Slice, Any, dict]):
             if refused:
                 out.append(refused)
             out.extend(counted.items())
+            if self.join:
+                joined = self._outcomes(sl)
+                if joined is not None:
+                    out.append(joined)
         if self.rows_due is None and self.shard.dirty:
             self.rows_due = _tick(self.settings.flush_s)
         if self.log_due is None and self.shard.tokens:
             self.log_due = _tick(self.settings.log_flush_s)
         out.extend(self._due(datetime.now(UTC)))
         return out, StatefulBatchLogic.RETAIN
+
+    def _outcomes(self, sl: Slice) -> Outcomes | None:
+        """The slice's accepted events with a request_id, for the join, with the shard's
+        event-time watermark (its last event's time; a slice is one poll of one partition, in
+        order); also sent alone when the watermark moved a second, so the join's window
+        closes without such events.
+        """
+        if sl.events and sl.events[-1].ts > self.watermark:
+            self.watermark = sl.events[-1].ts
+        events = self.shard.outcomes
+        if not events and self.watermark - self.sent_watermark < 1000:
+            return None
+        self.shard.outcomes = []
+        self.sent_watermark = self.watermark
+        return Outcomes(events or [], self.watermark, sl.shard)
 
     def _due(self, now: datetime, everything: bool = False) -> list[Any]:
         """What is due at ``now``: rows on their tick, tokens on theirs; ``everything``
@@ -412,12 +462,14 @@ class ItemStatsLogic(StatefulBatchLogic[list, ItemRows, dict]):
 
 # ---- the dataflow ---------------------------------------------------------------------------
 def build_flow(source: Source, sink: Sink, dead_letters: Sink, shared: Shared,
-               name: str = "marquee") -> Dataflow:
+               name: str = "marquee", rankings: Source | None = None,
+               experiments: Sink | None = None) -> Dataflow:
     """The dataflow, given its source, its output sink and its dead-letter sink.
 
     ``source`` yields poll batches (lists of ``confluent_kafka.Message``); ``sink`` receives
     ``UserRows``, ``ItemRows`` and ``TokenBatch`` items; ``dead_letters`` receives lists of
-    ``DeadLetter``.
+    ``DeadLetter``. With ``shared.join``, ``rankings`` (polls of the rankings topic) and
+    ``experiments`` (``ExperimentRows``), the flow also counts experiment outcomes.
     """
     flow = Dataflow(name)
     # list[confluent_kafka.Message]: one poll of one partition
@@ -445,6 +497,19 @@ def build_flow(source: Source, sink: Sink, dead_letters: Sink, shared: Shared,
     item_out = op.map("item_out", counted, lambda kv: kv[1])
     op.output("outputs", op.merge("all_out", user_out, item_out), sink)
     op.output("dead_letters", op.merge("all_dead", bad, refused), dead_letters)
+    if shared.join is not None:
+        if rankings is None or experiments is None:
+            raise ValueError("the experiment join needs the rankings source and the "
+                             "experiments sink")
+        # (user shard, Outcomes) from tokenize, (user shard, Rankings) from the rankings topic
+        outcomes = op.filter_map("outcomes", tokenized,
+                                 lambda kv: kv if type(kv[1]) is Outcomes else None)
+        logged = op.flat_map("decode_rankings", op.input("rankings", flow, rankings),
+                             RankingRouter(shared))
+        joined = op.stateful_batch("experiments", op.merge("join_in", outcomes, logged),
+                                   lambda resume: OutcomeLogic(shared, resume))
+        op.output("experiment_counts", op.map("experiment_rows", joined, lambda kv: kv[1]),
+                  experiments)
     return flow
 
 
@@ -481,6 +546,7 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
     shared = load_shared(settings)
     shared.quarantine = Quarantine.open(DataLayout(settings.data_dir).quarantine(
         kafka.events_topic))
+    rankings, experiments = _experiment_join(settings, kafka, shared)
     if shared.drill is not None:
         log.warning("fault drill on: the tokenize step fails on events %s "
                     "(MARQUEE_FLOW_FAULT; unset it to turn it off)", shared.drill.faults)
@@ -500,7 +566,32 @@ def production_flow(settings: FlowSettings | None = None, kafka: Any = None,
     log.info("flow %s: %s -> feast (%s) + %s; dead letters -> %s; hot modules %s; %s", name,
              kafka.events_topic, online or "env", DataLayout(data_dir).tokens,
              kafka.dead_letter_topic, compiled.describe(), settings.model_dump_json())
-    return build_flow(source, sink, dead, shared, name)
+    return build_flow(source, sink, dead, shared, name, rankings, experiments)
+
+
+def _experiment_join(settings: FlowSettings, kafka: Any, shared: Shared
+                     ) -> tuple[Source | None, Sink | None]:
+    """The rankings source and the experiment table's sink, and ``shared.join`` set, when the
+    join is on (``join_window_ms`` > 0) and the rankings topic exists (``marquee up`` and
+    ``marquee topics`` create it with the others); else nothing.
+    """
+    from streams.kafka_batches import KafkaBatchSource
+    from streams.topics import topic_exists
+
+    if not settings.join_window_ms:
+        return None, None
+    if not topic_exists(kafka, kafka.rankings_topic):
+        log.warning("no rankings topic %r: experiment outcomes are not counted (create it "
+                    "with the other topics, then restart the flow)", kafka.rankings_topic)
+        return None, None
+    shared.join = settings.join()
+    source = KafkaBatchSource([kafka.bootstrap_servers], [kafka.rankings_topic],
+                              tail=settings.tail, batch_size=settings.batch_size,
+                              add_config=consumer_config(settings.fetch_wait_ms))
+    table = DataLayout(settings.data_dir).experiments
+    log.info("experiment join: %s + events with a request_id -> %s (window %d ms)",
+             kafka.rankings_topic, table, settings.join_window_ms)
+    return source, ExperimentSink(table)
 
 
 def consumer_config(fetch_wait_ms: int = 10) -> dict[str, str]:

@@ -1,13 +1,17 @@
 """The flow's Prometheus metrics, defined once (STYLE.md §9); the flow serves them on a port.
 
-Labels are low-cardinality only: the refusal reason, the partition, the feature view.
+Labels are low-cardinality only: the refusal reason, the partition, the feature view, the
+experiment and variant (never a user or an item).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 EVENTS_CONSUMED = Counter("marquee_events_consumed_total",
                           "messages read from the events topic")
@@ -51,6 +55,68 @@ STORE_RETRIES = Counter("marquee_online_store_retries_total",
                         "online-store writes tried again after the store failed them")
 BROKER_UP = Gauge("marquee_broker_up",
                   "1 when the broker answered the flow's last metadata probe, else 0")
+
+EXPERIMENT_UNJOINED = Counter("marquee_experiment_unjoined_events_total",
+                              "events with a request_id that counted for no experiment, by "
+                              "reason: not_held (the ranking ran no experiment, was not "
+                              "logged, or left the window), not_shown (the item is not in "
+                              "it), outside_window, overflow", ["reason"])
+RANKINGS_UNREADABLE = Counter("marquee_experiment_rankings_unreadable_total",
+                              "records of the rankings topic that could not be read (skipped)")
+
+
+class ExperimentCollector(Collector):
+    """``marquee_experiment_*`` from the join state of this process's user shards, read at
+    scrape time: the counts are the state's own (restored with it after a restart), so they
+    are exact totals, not what this process happened to see since it started.
+    """
+
+    def __init__(self) -> None:
+        self.shards: dict[str, Any] = {}  # shard name -> streams.outcomes.OutcomeShard
+
+    def collect(self) -> Iterator[Any]:
+        """The counts summed over this process's shards."""
+        from streams.outcomes import ALL, Counts
+
+        totals: dict[tuple[str, str], Counts] = {}
+        for shard in list(self.shards.values()):
+            for key, counts in list(shard.counts.items()):
+                totals.setdefault(key, Counts()).add(counts)
+        labels = ["experiment", "variant"]
+        families = {
+            name: CounterMetricFamily(f"marquee_experiment_{name}", doc, labels=labels)
+            for name, doc in (
+                ("rankings", "logged rankings of an experiment joined by the flow, per "
+                             "variant in them"),
+                ("impressions", "shown (ranking, item) pairs, by the variant that placed the "
+                                "item"),
+                ("clicks", "shown pairs clicked"), ("plays", "shown pairs played"),
+                ("completes", "shown pairs played to the end"),
+                ("watch_seconds", "seconds watched of shown pairs"))}
+        preferred = GaugeMetricFamily("marquee_experiment_preferred_requests",
+                                      "interleaved requests whose plays favour the variant "
+                                      "(team-draft credit)", labels=labels)
+        tied = GaugeMetricFamily("marquee_experiment_tied_requests",
+                                 "interleaved requests with as many plays of each team",
+                                 labels=["experiment"])
+        for (experiment, variant), c in sorted(totals.items()):
+            if variant == ALL:
+                tied.add_metric([experiment], c.tied)
+                continue
+            values = {"rankings": c.rankings, "impressions": c.impressions,
+                      "clicks": c.clicks, "plays": c.plays, "completes": c.completes,
+                      "watch_seconds": c.watch_s}
+            for name, value in values.items():
+                families[name].add_metric([experiment, variant], value)
+            if (experiment, ALL) in totals:
+                preferred.add_metric([experiment, variant], c.preferred)
+        yield from families.values()
+        yield preferred
+        yield tied
+
+
+EXPERIMENTS = ExperimentCollector()
+REGISTRY.register(EXPERIMENTS)
 
 
 # When a list, every freshness observation is also appended here (benchmarks read it).

@@ -68,3 +68,35 @@ class TokenBatch:
     """Final tokens for the parquet token log."""
 
     tokens: list[Token]
+
+
+@dataclass
+class Outcomes:
+    """Accepted events of one user shard that carry a ``request_id`` (for the experiment
+    join), and the newest event time the shard has seen (its clock for the join window).
+    """
+
+    events: list[Event]
+    watermark: int
+    shard: str = ""
+
+
+@dataclass
+class Rankings:
+    """Logged rankings of one user shard's users that ran an experiment, and the newest
+    ranking time read for the shard (experiment or not).
+    """
+
+    rankings: list[Any]  # streams.outcomes.LoggedRanking
+    max_ts: int
+    shard: str = ""
+
+
+@dataclass
+class ExperimentRows:
+    """Changed experiment counts of one user shard: ``(experiment, variant, mode, *counts)``
+    rows (``streams.outcome_table``), absolute, so writing them again changes nothing.
+    """
+
+    shard: str
+    rows: list[tuple[Any, ...]]

@@ -142,6 +142,9 @@ class UserShard:
         self.dirty: dict[str, None] = dict.fromkeys(state.get("dirty", ()))  # rows owed
         self.produced: list[int] = list(state.get("produced", ()))
         self.tokens: list[Token] = list(state.get("tokens", ()))  # owed to the token log
+        # Accepted events that carry a request_id (the experiment join takes them after each
+        # offer); None: the join is off and offer does not look.
+        self.outcomes: list[Any] | None = None
 
     def _load(self, user_id: str, blob: bytes) -> None:
         tok = pickle.loads(blob)
@@ -182,7 +185,7 @@ class UserShard:
         n_before = len(tokens)
         refused: list[DeadLetter] = []
         counts: list[tuple[str, int, int]] = []
-        stored = self.stored
+        stored, outcomes = self.stored, self.outcomes
         for i, ev in enumerate(sl.events):
             user_id = ev.user_id
             tok = users.get(user_id)
@@ -206,6 +209,8 @@ class UserShard:
             column = _COLUMN_OF.get(ev.action._value_)  # by value: Enum hashing is slow
             if column is not None and ev.item_id:
                 counts.append((ev.item_id, column, ev.ts))
+            if outcomes is not None and ev.request_id is not None:
+                outcomes.append(ev)
             if out:
                 tokens.extend(out)
         counted: dict[str, list[tuple[str, int, int]]] = {}

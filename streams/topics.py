@@ -67,3 +67,10 @@ def partition_count(settings: KafkaSettings, topic: str) -> int:
     """Number of partitions of ``topic`` (0 when it does not exist)."""
     meta = admin(settings).list_topics(topic=topic, timeout=10).topics.get(topic)
     return len(meta.partitions) if meta and not meta.error else 0
+
+
+def topic_exists(settings: KafkaSettings, topic: str) -> bool:
+    """Whether ``topic`` exists, asked without naming it (a metadata request that names a topic
+    makes a broker with auto-create on, Tansu among them, create it with its default count).
+    """
+    return topic in admin(settings).list_topics(timeout=10).topics

@@ -18,6 +18,7 @@ import re
 import shutil
 import sqlite3
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -106,6 +107,46 @@ class Traffic:
                 "sum(marquee_degraded_responses_total)": {"": self.degraded},
                 "sum(marquee_rerank_infeasible_total)": {"": self.infeasible},
                 "sum by (family) (marquee_rerank_relaxations_total)": dict(self.relaxations)}
+
+
+@dataclass
+class ExperimentTraffic:
+    """Rankings of an A/B test and an interleaving as the service logs them, and events on
+    their items carrying their request_ids, a round at a time: in each ranking of 4 items,
+    every item shown, one clicked, played and completed with 120 s watched (for interleaving
+    an item of each team in turn, so each team wins requests); and one event about an item
+    that is not in its ranking."""
+
+    kafka: KafkaSettings
+    n: int = 0
+
+    def round(self) -> None:
+        now = int(time.time() * 1000)
+        rankings, events = [], []
+        for exp, mode, variants in (("ab-e2e", "ab", ["a"]), ("ab-e2e", "ab", ["b"]),
+                                    ("il-e2e", "interleave", ["a", "b"])):
+            self.n += 1
+            user, rid = f"exp-{self.n:05d}", uuid.uuid4().hex
+            items = [{"item_id": f"x{j}", "position": j + 1, "score": 1.0,
+                      "variant": variants[j % len(variants)]} for j in range(4)]
+            rankings.append({"v": 1, "request_id": rid, "ts": now, "user_id": user,
+                             "experiment": exp, "mode": mode, "variants": variants,
+                             "model_versions": dict.fromkeys(variants, "e2e"), "items": items})
+            base = {"user_id": user, "device": "tv", "surface": "home/top_picks",
+                    "request_id": rid}
+            for j, item in enumerate(items):
+                events.append({**base, "event_id": f"{rid}-{j}", "item_id": item["item_id"],
+                               "action": "impression", "ts": now + j})
+            chosen = items[self.n % 2]["item_id"]
+            for k, (action, watch) in enumerate((("click", 0.0), ("play", 0.0),
+                                                 ("complete", 120.0))):
+                events.append({**base, "event_id": f"{rid}-{action}", "item_id": chosen,
+                               "action": action, "ts": now + 10 + k, "watch_seconds": watch})
+        events.append({**base, "event_id": f"{rid}-elsewhere", "item_id": "not-shown",
+                       "action": "click", "ts": now + 20})
+        for records, topic in ((rankings, self.kafka.rankings_topic), (events, None)):
+            sent = produce_events(records, self.kafka, topic=topic, progress=False)
+            assert sent.delivered == len(records)
 
 
 def _flow_counters(kafka: KafkaSettings, held: int, letters_before: int
@@ -223,7 +264,22 @@ def _expected_panels(version: str) -> dict[str, dict[str, Callable[[float], bool
                                                  "relaxations": _positive},
         "Cold-start share of shown items": {"cold share": _share},
         "Fallbacks by reason / s": fallbacks,
+        # ExperimentTraffic: per ranking 4 shown, 1 clicked, played and completed, 120 s
+        **{title: dict.fromkeys(VARIANTS, _positive) for title in (
+            "Experiment rankings joined / s by variant", "Impressions / s by variant")},
+        **{title: {**dict.fromkeys(VARIANTS[:2], lambda v: v == 0.25), "*": _share} for title in (
+            "Click rate per impression", "Play rate per impression",
+            "Complete rate per impression")},
+        "Watch time per impression": {**dict.fromkeys(VARIANTS[:2], lambda v: v == 30),
+                                      "*": _positive},
+        "Interleaving: share of decided requests won": dict.fromkeys(VARIANTS[2:], _share),
+        "Interleaving: decided and tied requests": {"il-e2e decided": _positive,
+                                                    "il-e2e tied": lambda v: v == 0},
+        "Outcome events not joined / s by reason": {"not_shown": _positive},
     }
+
+
+VARIANTS = ("ab-e2e a", "ab-e2e b", "il-e2e a", "il-e2e b")
 
 
 def _wrong_panels(shown: dict[str, dict[str, float]],
@@ -338,6 +394,7 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
     prom = start_prometheus(config, tmp_path / "prom", prom_port)
     try:
         similar_to, live_ids = events[0]["item_id"], itertools.count()
+        experiments = ExperimentTraffic(kafka)
 
         def round_of_traffic() -> None:
             for u in ("u000001", "u000002", "nobody-new", user):
@@ -349,6 +406,7 @@ def test_events_to_ranking_to_dashboards(kafka_topics, tmp_path, fresh_serve):
             valid = {**events[0], "event_id": f"live-{next(live_ids)}",
                      "ts": int(time.time() * 1000)}
             assert produce_events([valid, b"not json"], kafka, progress=False).delivered == 2
+            experiments.round()  # the live flow's experiment join
 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # traffic until both targets are up and scraped

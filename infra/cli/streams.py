@@ -58,13 +58,16 @@ merges each user's events into tokens, and writes
     (SQLite under DATA_DIR/feast, or Redis with --online redis / MARQUEE_ONLINE_STORE=redis),
   - final tokens to the parquet token log DATA_DIR/tokens/ (what training reads),
   - the vocabulary to DATA_DIR/vocab.json and vocab.json.journal (seeded from
-    DATA_DIR/catalogue.jsonl if present).
+    DATA_DIR/catalogue.jsonl if present),
+  - experiment outcomes: when MARQUEE_RANKINGS_TOPIC exists, events that carry a request_id
+    are joined to the logged ranking (within MARQUEE_FLOW_JOIN_WINDOW_MS) and counted per
+    experiment and variant in DATA_DIR/experiments.sqlite3 (marquee experiment report).
 It snapshots its state in --recovery-dir (DATA_DIR/recovery by default) every
 --snapshot-interval seconds and resumes from the last snapshot after a crash or a restart
 (at-least-once; every write is idempotent); --no-recovery reads the topic from its start.
 Metrics (Prometheus) on --metrics-port: marquee_events_*_total, marquee_tokens_emitted_total,
 marquee_token_merge_ratio, marquee_feast_write_seconds, marquee_event_freshness_seconds,
-marquee_consumer_lag_messages, marquee_vocab_overflow_total.
+marquee_consumer_lag_messages, marquee_vocab_overflow_total, marquee_experiment_*.
 """
 
 
@@ -198,6 +201,35 @@ def register_bench(bench: argparse._SubParsersAction) -> None:
     _register_bench_online_store(bench)
     _register_bench_vocab(bench)
     _register_bench_quarantine(bench)
+    _register_bench_outcomes(bench)
+
+
+def _register_bench_outcomes(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench outcomes``."""
+    p = command(
+        bench_sub, "outcomes", _bench_outcomes,
+        "the experiment join's cost: CPU per event with it off, on, and on every event",
+        "Replay one synthetic stream through the flow's step logic (no Bytewax) with the "
+        "experiment join off, on with events that carry no request_id, and on with every event "
+        "joined to a logged A/B ranking; print CPU microseconds per event of each (best and "
+        "mean of --repeats runs, in rotating order), the CPU per ranking read and held, and "
+        "the memory and snapshot bytes of a held ranking.",
+        examples=("marquee bench outcomes", "marquee bench outcomes --events 200000 --repeats 5"))
+    p.add_argument("--events", type=int, default=100_000, help="synthetic events")
+    p.add_argument("--users", type=int, default=4_000, help="synthetic users")
+    p.add_argument("--poll", type=int, default=1000, help="messages per poll")
+    p.add_argument("--repeats", type=int, default=5, help="runs of each mode")
+    out_path(p, Path("var/bench/outcomes.json"), "JSON report")
+
+
+def _bench_outcomes(args: argparse.Namespace) -> int:
+    from infra.bench.outcomes import lines, run_bench
+    from streams import compiled
+
+    report = run_bench(args.events, args.users, args.poll, repeats=args.repeats, out=args.out)
+    print("\n".join(lines(report)))
+    print(f"hot modules: {compiled.describe()}; wrote {args.out}")
+    return 0
 
 
 def _register_bench_snapshots(bench_sub: argparse._SubParsersAction) -> None:

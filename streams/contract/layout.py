@@ -34,6 +34,13 @@ class DataLayout:
         """The effective Feast repo and its SQLite online store."""
         return self.root / "feast"
 
+    @property
+    def experiments(self) -> Path:
+        """The flow's experiment counts (SQLite, ``streams.outcome_table``): what
+        ``marquee experiment report`` reads.
+        """
+        return self.root / "experiments.sqlite3"
+
     def quarantine(self, topic: str) -> Path:
         """What the flow's steps had in flight at a crash, and the poison messages, of one
         events topic (``streams.quarantine``).

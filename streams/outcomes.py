@@ -1,0 +1,368 @@
+"""Experiment outcomes: events that carry a ``request_id`` joined to the logged ranking, counted
+per experiment and variant. Plain Python, no I/O; the flow runs one ``OutcomeShard`` per user
+shard (``streams.flow.OutcomeLogic``).
+
+**What is counted.** Each (ranking, item) pair keeps which outcomes it has had: shown, clicked,
+played, completed. An event sets its action's outcomes (a click or a play also means the item
+was shown; a pause, stop or complete also means it was played), and a count grows only when a
+pair gains an outcome, so a repeated event changes nothing and every rate is a share of shown
+pairs (clicks <= impressions). Watch time is the sum of the joined events' ``watch_seconds``,
+with the sum of squares of each pair's total for the interval of the mean. For interleaving,
+each request credits the team whose items were played more (distinct items played; equal
+counts are a tie, no play is no decision): team-draft credit, kept current as plays arrive.
+
+**The join.** A ranking is held from when the rankings topic delivers it until the shard's
+events have passed its time by ``window_ms + lateness_ms`` (event time: the newest accepted
+event of the shard); an event joins it when its time is within ``window_ms`` of the
+ranking's. An event whose ranking is not held yet waits (the two topics are read side by side,
+so a ranking may come after its events) until the rankings read for the shard have passed
+its time by ``grace_ms``, or the events by the window; it is then counted as not joined. Only
+rankings of an experiment are held, so memory follows experiment traffic: about one held
+ranking per ranking served in the last ``window_ms``, and the events of ``grace_ms``.
+
+Counts are absolute and part of the snapshot, so a replay after a crash recounts from the
+snapshot and the written rows converge to the same values: nothing is counted twice.
+Duplicate events never reach the join (the tokenizer drops them first; its dedupe window, one
+hour, is at least the join window).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass, fields
+from typing import Any
+
+import msgspec
+
+SHOWN, CLICKED, PLAYED, COMPLETED = 1, 2, 4, 8
+# The outcomes each action sets on its (ranking, item) pair.
+ACTION_OUTCOMES: dict[str, int] = {
+    "impression": SHOWN, "click": SHOWN | CLICKED, "play": SHOWN | PLAYED,
+    "resume": SHOWN | PLAYED, "pause": SHOWN | PLAYED, "stop": SHOWN | PLAYED,
+    "complete": SHOWN | PLAYED | COMPLETED, "rate": SHOWN, "add_to_list": SHOWN,
+}
+ALL = "*"  # the variant label of an experiment's own row (interleaved requests and ties)
+INTERLEAVE = "interleave"
+TIE = -2
+UNDECIDED = -1
+BUCKET_MS = 60_000  # rankings are held in buckets of this much serving time
+# Why an event with a request_id counted nothing (marquee_experiment_unjoined_events_total).
+NOT_HELD = "not_held"  # its ranking ran no experiment, was not logged, or expired
+NOT_SHOWN = "not_shown"  # its item is not in the ranking
+OUTSIDE_WINDOW = "outside_window"  # more than window_ms from the ranking's time
+OVERFLOW = "overflow"  # too many events were waiting for their rankings (max_pending)
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    """The join's windows and bounds (``FlowSettings`` sets them)."""
+
+    window_ms: int = 30 * 60_000
+    grace_ms: int = 30_000
+    lateness_ms: int = 10_000
+    max_held: int = 200_000  # rankings per shard; past it the oldest minute is dropped
+    max_pending: int = 100_000  # events per shard waiting for their ranking
+
+
+class LoggedItem(msgspec.Struct, gc=False):
+    """An item of a logged ranking (the fields the join reads)."""
+
+    item_id: str
+    variant: str
+
+
+class LoggedRanking(msgspec.Struct, gc=False):
+    """A ranking record of the rankings topic (``infra/schemas/ranking-record.v1.json``), the
+    fields the join reads; others are ignored.
+    """
+
+    request_id: str
+    ts: int
+    user_id: str
+    items: list[LoggedItem]
+    experiment: str | None = None
+    mode: str | None = None
+    variants: list[str] = []
+
+
+RANKING = msgspec.json.Decoder(LoggedRanking)
+
+
+@dataclass(slots=True)
+class Counts:
+    """One (experiment, variant) row of counts; on the ``ALL`` row only ``rankings`` (the
+    interleaved requests) and ``tied`` are used.
+    """
+
+    rankings: int = 0  # rankings logged with this variant in them
+    impressions: int = 0  # shown (ranking, item) pairs of the variant's items
+    clicks: int = 0
+    plays: int = 0
+    completes: int = 0
+    watch_s: float = 0.0
+    watch_sq: float = 0.0  # sum over shown pairs of (their watch seconds) squared
+    preferred: int = 0  # interleaved requests whose plays favour this variant
+    tied: int = 0  # interleaved requests with as many plays of each team
+
+    def add(self, other: Counts) -> None:
+        """Add ``other`` into these counts (totals over shards)."""
+        for f in COUNT_FIELDS:
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+
+COUNT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Counts))
+
+
+class Held:
+    """A held ranking: its items' variants, and each item's outcomes so far."""
+
+    __slots__ = ("ts", "experiment", "names", "items", "interleave", "outcomes", "watch",
+                 "plays", "credit")
+
+    def __init__(self, r: LoggedRanking) -> None:
+        names = list(dict.fromkeys(r.variants))
+        for item in r.items:
+            if item.variant not in names:
+                names.append(item.variant)
+        self.ts = r.ts
+        self.experiment: str = r.experiment or ""
+        self.names: tuple[str, ...] = tuple(names)
+        index = {n: i for i, n in enumerate(names)}
+        self.items: dict[str, int] = {i.item_id: index[i.variant] for i in r.items}
+        self.interleave = r.mode == INTERLEAVE and len(names) == 2
+        self.outcomes: dict[str, int] | None = None  # item -> outcome bits (once joined)
+        self.watch: dict[str, float] | None = None  # item -> watch seconds
+        self.plays: list[int] | None = None  # items played per team (interleave)
+        self.credit = UNDECIDED
+
+
+def credit(plays: Iterable[int]) -> int:
+    """Team-draft credit of one interleaved request from its items played per team: the team
+    with more (its index), ``TIE`` when equal and some were played, ``UNDECIDED`` for none.
+    """
+    a, b = plays
+    if a == b:
+        return TIE if a else UNDECIDED
+    return 0 if a > b else 1
+
+
+class OutcomeShard:
+    """The join state of one user shard: held rankings, waiting events, counts."""
+
+    def __init__(self, config: JoinConfig, state: dict[str, Any] | None = None) -> None:
+        self.config = config
+        state = state or {}
+        self.buckets: dict[int, dict[str, Held]] = {}
+        self.blobs: dict[int, bytes] = dict(state.get("buckets", {}))  # pickled, untouched
+        self.touched: set[int] = set()
+        self.where: dict[str, int] = {}  # request_id -> bucket
+        for bucket, blob in self.blobs.items():
+            held = self.buckets[bucket] = pickle.loads(blob)
+            self.where.update(dict.fromkeys(held, bucket))
+        self.pending: dict[str, list[Any]] = state.get("pending", {})
+        self.n_pending = sum(map(len, self.pending.values()))
+        self.counts: dict[tuple[str, str], Counts] = {
+            key: Counts(*row) for key, row in state.get("counts", {}).items()}
+        self.modes: dict[str, str] = dict(state.get("modes", {}))
+        self.events_wm: int = state.get("events_wm", 0)
+        self.rankings_wm: int = state.get("rankings_wm", 0)
+        self.oldest = min((ev.ts for evs in self.pending.values() for ev in evs), default=0)
+        self.dirty: set[tuple[str, str]] = set(self.counts)  # rows owed to the table
+        self.unjoined: dict[str, int] = {}  # reason -> events since the last take
+
+    # ---- input ------------------------------------------------------------------------------
+    def rankings(self, rankings: Iterable[LoggedRanking], max_ts: int) -> None:
+        """Hold the rankings of an experiment; join the events that waited for them.
+        ``max_ts``: the newest ranking time read for this shard (experiment or not).
+        """
+        for r in rankings:
+            if r.request_id in self.where:
+                continue  # logged twice (a retried produce): counted once
+            held = Held(r)
+            bucket = r.ts // BUCKET_MS
+            self.buckets.setdefault(bucket, {})[r.request_id] = held
+            self.where[r.request_id] = bucket
+            self.touched.add(bucket)
+            self._count_ranking(held, r.mode or "")
+            waiting = self.pending.pop(r.request_id, None)
+            if waiting:
+                self.n_pending -= len(waiting)
+                for ev in waiting:
+                    self._join(held, ev)
+        if max_ts > self.rankings_wm:
+            self.rankings_wm = max_ts
+            self._sweep()
+        while len(self.where) > self.config.max_held:
+            self._drop_bucket(min(self.buckets))
+
+    def events(self, events: Iterable[Any], watermark: int) -> None:
+        """Join accepted events that carry a ``request_id`` (``Event`` objects);
+        ``watermark``: the newest event time of the shard so far.
+        """
+        where, buckets = self.where, self.buckets
+        for ev in events:
+            bucket = where.get(ev.request_id)
+            if bucket is not None:
+                self._join(buckets[bucket][ev.request_id], ev)
+                self.touched.add(bucket)
+            elif self.rankings_wm >= ev.ts + self.config.grace_ms:
+                self._unjoined(NOT_HELD)
+            elif self.n_pending >= self.config.max_pending:
+                self._unjoined(OVERFLOW)
+            else:
+                if not self.n_pending or ev.ts < self.oldest:
+                    self.oldest = ev.ts
+                self.pending.setdefault(ev.request_id, []).append(ev)
+                self.n_pending += 1
+        if watermark > self.events_wm:
+            self.events_wm = watermark
+            self._expire()
+
+    # ---- counting ---------------------------------------------------------------------------
+    def _row(self, experiment: str, variant: str) -> Counts:
+        key = (experiment, variant)
+        row = self.counts.get(key)
+        if row is None:
+            row = self.counts[key] = Counts()
+        self.dirty.add(key)
+        return row
+
+    def _count_ranking(self, held: Held, mode: str) -> None:
+        self.modes[held.experiment] = mode
+        for name in held.names:
+            self._row(held.experiment, name).rankings += 1
+        if held.interleave:
+            self._row(held.experiment, ALL).rankings += 1
+
+    def _join(self, held: Held, ev: Any) -> None:
+        team = held.items.get(ev.item_id)
+        if team is None:
+            self._unjoined(NOT_SHOWN)
+            return
+        if abs(ev.ts - held.ts) > self.config.window_ms:
+            self._unjoined(OUTSIDE_WINDOW)
+            return
+        item = ev.item_id
+        outcomes = held.outcomes
+        if outcomes is None:
+            outcomes = held.outcomes = {}
+        before = outcomes.get(item, 0)
+        after = before | ACTION_OUTCOMES.get(ev.action._value_, SHOWN)
+        gained = after & ~before
+        watch = ev.watch_seconds
+        if not gained and not watch:
+            return
+        outcomes[item] = after
+        row = self._row(held.experiment, held.names[team])
+        if gained & SHOWN:
+            row.impressions += 1
+        if gained & CLICKED:
+            row.clicks += 1
+        if gained & COMPLETED:
+            row.completes += 1
+        if watch:
+            totals = held.watch
+            if totals is None:
+                totals = held.watch = {}
+            was = totals.get(item, 0.0)
+            now = totals[item] = was + watch
+            row.watch_s += watch
+            row.watch_sq += now * now - was * was
+        if gained & PLAYED:
+            row.plays += 1
+            if held.interleave:
+                self._credit(held, team)
+
+    def _credit(self, held: Held, team: int) -> None:
+        plays = held.plays
+        if plays is None:
+            plays = held.plays = [0, 0]
+        plays[team] += 1
+        new = credit(plays)
+        old, held.credit = held.credit, new
+        if new == old:
+            return
+        for outcome, step in ((old, -1), (new, 1)):
+            if outcome == TIE:
+                self._row(held.experiment, ALL).tied += step
+            elif outcome != UNDECIDED:
+                self._row(held.experiment, held.names[outcome]).preferred += step
+
+    def _unjoined(self, reason: str) -> None:
+        self.unjoined[reason] = self.unjoined.get(reason, 0) + 1
+
+    # ---- bounds -----------------------------------------------------------------------------
+    def _expire(self) -> None:
+        """Drop the buckets of rankings the shard's events have passed by the window."""
+        horizon = self.events_wm - self.config.window_ms - self.config.lateness_ms
+        for bucket in [b for b in self.buckets if (b + 1) * BUCKET_MS <= horizon]:
+            self._drop_bucket(bucket)
+        self._sweep()
+
+    def _drop_bucket(self, bucket: int) -> None:
+        for request_id in self.buckets.pop(bucket):
+            del self.where[request_id]
+        self.blobs.pop(bucket, None)
+        self.touched.discard(bucket)
+
+    def _sweep(self) -> None:
+        """Count as not joined the waiting events whose ranking cannot come any more: the
+        rankings read have passed them by ``grace_ms``, or the events by the window.
+        """
+        cfg = self.config
+        cutoff = max(self.rankings_wm - cfg.grace_ms,
+                     self.events_wm - cfg.window_ms - cfg.lateness_ms)
+        if not self.n_pending or self.oldest > cutoff:
+            return
+        for request_id in list(self.pending):
+            waiting = self.pending[request_id]
+            kept = [ev for ev in waiting if ev.ts > cutoff]
+            if len(kept) != len(waiting):
+                self.n_pending -= len(waiting) - len(kept)
+                for _ in range(len(waiting) - len(kept)):
+                    self._unjoined(NOT_HELD)
+                if kept:
+                    self.pending[request_id] = kept
+                else:
+                    del self.pending[request_id]
+        self.oldest = min((ev.ts for evs in self.pending.values() for ev in evs), default=0)
+
+    def finish(self) -> None:
+        """End of input (replays): the events still waiting will not find their ranking."""
+        for waiting in self.pending.values():
+            for _ in waiting:
+                self._unjoined(NOT_HELD)
+        self.pending, self.n_pending = {}, 0
+
+    # ---- output -----------------------------------------------------------------------------
+    def take_rows(self) -> list[tuple[Any, ...]]:
+        """``(experiment, variant, mode, *counts)`` of every row changed since the last call."""
+        rows = [(exp, variant, self.modes.get(exp, ""), *astuple(self.counts[exp, variant]))
+                for exp, variant in sorted(self.dirty)]
+        self.dirty = set()
+        return rows
+
+    def take_unjoined(self) -> dict[str, int]:
+        """Events not joined since the last call, by reason."""
+        out, self.unjoined = self.unjoined, {}
+        return out
+
+    def held(self) -> int:
+        """Rankings held now."""
+        return len(self.where)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to resume; only the buckets touched since the last snapshot are
+        pickled again (a held minute that no event joined keeps its bytes).
+        """
+        for bucket in self.touched:
+            if bucket in self.buckets:
+                self.blobs[bucket] = pickle.dumps(self.buckets[bucket],
+                                                  protocol=pickle.HIGHEST_PROTOCOL)
+        self.touched = set()
+        return {"buckets": dict(self.blobs), "pending": {k: list(v) for k, v in
+                                                         self.pending.items()},
+                "counts": {k: astuple(c) for k, c in self.counts.items()},
+                "modes": dict(self.modes), "events_wm": self.events_wm,
+                "rankings_wm": self.rankings_wm}
