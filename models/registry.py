@@ -92,7 +92,7 @@ class Version:
 
     @property
     def status(self) -> str:
-        """candidate | promoted | rejected | experiment."""
+        """The version's state: candidate, promoted, rejected or experiment."""
         return str(self.entry.get("status", "candidate"))
 
     def metrics(self) -> dict[str, Any]:
