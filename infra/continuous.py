@@ -185,9 +185,10 @@ class ServingWatch:
         self.current = serving.name
         return serving
 
-    def apply(self, settings: Any) -> Any | None:
+    def apply(self, settings: Any, **where: str) -> Any | None:
         """Roll the running app over to a changed serving version (``serve.app.rollover``:
         in place, no dropped request); returns the settings now served (None: no change).
+        ``where``: ``name`` and ``route_prefix`` of the app, when not the default one.
         """
         from serve import app
 
@@ -195,5 +196,5 @@ class ServingWatch:
         if version is None:
             return None
         settings = settings.model_copy(update={"model_path": version.onnx})
-        app.rollover(settings, version.onnx)
+        app.rollover(settings, version.onnx, **where)
         return settings
