@@ -131,6 +131,9 @@ def retrain(current: Checkpoint, corpus: Corpus, cfg: TrainConfig, holdout_hours
     result = train(corpus, {}, cfg, data_spec=data_spec, split=holdout.split, tag=tag,
                    model=model)
     train_s = time.monotonic() - t0
+    if result.best_epoch == 0:  # kept the starting weights: new titles' id rows never trained,
+        with torch.no_grad():  # so their tower alone places them
+            result.checkpoint.model.known[current.config.n_items:] = 0.0
     result.checkpoint.extra["warm_start"] = {"parent": current.version,
                                              "holdout_cut_ms": holdout.cut_ms}
     candidate = examine(result.checkpoint.model, corpus, holdout, known)
