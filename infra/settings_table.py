@@ -16,6 +16,7 @@ BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
     """(component, settings class) of every part that reads the environment."""
     from feature_repo.store import FeatureSettings
+    from models.retrain_settings import RetrainSettings
     from serve.config import ServeSettings
     from streams.config import KafkaSettings
     from streams.contract.listen import ListenSettings
@@ -23,7 +24,8 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
 
     return [("Kafka clients", KafkaSettings), ("flow", FlowSettings),
             ("feature store", FeatureSettings), ("service", ServeSettings),
-            ("Prometheus (marquee up)", ListenSettings)]
+            ("Prometheus (marquee up)", ListenSettings),
+            ("continuous training (marquee retrain, models)", RetrainSettings)]
 
 
 def variable(cls: type[BaseSettings], name: str) -> str:

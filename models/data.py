@@ -47,6 +47,9 @@ class Corpus:
     kinds: list[str] = field(default_factory=list)
     ref_ms: int = 0
     cold_items: set[int] = field(default_factory=set)  # never training targets
+    # user -> [T] int64 event time (ms) per token, where the source has times (token logs,
+    # synthetic events; not SASRec files): what a time-based holdout cuts on
+    ts: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -89,11 +92,14 @@ def corpus_from_tokens(tokens: list[Token], vocab: Vocab) -> Corpus:
     """Group tokens (sorted by user, ts) into per-user arrays."""
     sequences: dict[str, list[tuple[int, ...]]] = {}
     weights: dict[str, list[float]] = {}
+    times: dict[str, list[int]] = {}
     for tok in tokens:
         sequences.setdefault(tok.user_id, []).append(tok.facet_ids())
         weights.setdefault(tok.user_id, []).append(tok.weight)
+        times.setdefault(tok.user_id, []).append(tok.ts)
     return Corpus({u: np.asarray(s, dtype=np.int64) for u, s in sequences.items()},
-                  {u: np.asarray(w, dtype=np.float32) for u, w in weights.items()}, vocab)
+                  {u: np.asarray(w, dtype=np.float32) for u, w in weights.items()}, vocab,
+                  ts={u: np.asarray(t, dtype=np.int64) for u, t in times.items()})
 
 
 def load_token_log(path: Path, vocab_path: Path | None = None,
@@ -120,10 +126,13 @@ def load_token_log(path: Path, vocab_path: Path | None = None,
     weight = (frame["weight"].to_numpy(np.float32) if "weight" in frame.columns
               else np.ones(len(frame), np.float32))
     users = frame["user_id"].to_numpy()
+    times = frame["ts"].to_numpy(np.int64)
     bounds = np.flatnonzero(users[1:] != users[:-1]) + 1
     starts, ends = np.r_[0, bounds], np.r_[bounds, len(users)]
-    corpus = Corpus({users[a]: facets[a:b] for a, b in zip(starts, ends, strict=True)},
-                    {users[a]: weight[a:b] for a, b in zip(starts, ends, strict=True)}, vocab)
+    spans = list(zip(starts, ends, strict=True))
+    corpus = Corpus({users[a]: facets[a:b] for a, b in spans},
+                    {users[a]: weight[a:b] for a, b in spans}, vocab,
+                    ts={users[a]: times[a:b] for a, b in spans})
     catalogue_path = catalogue_path or folder.catalogue
     if catalogue_path.exists():
         attach_catalogue(corpus, read_catalogue(catalogue_path), int(frame["ts"].max()))

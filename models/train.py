@@ -112,11 +112,16 @@ def build_model(corpus: Corpus, split: Split, model_cfg: dict[str, Any]) -> Foun
 
 def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
           data_spec: dict[str, Any] | None = None, split: Split | None = None,
-          tag: str = "fm") -> TrainResult:
-    """Train one model; returns the best-on-validation checkpoint."""
+          tag: str = "fm", model: FoundationModel | None = None) -> TrainResult:
+    """Train one model; returns the best-on-validation checkpoint.
+
+    ``model``: start from these weights (a warm start, ``models.retrain``) instead of a fresh
+    model built from ``model_cfg``; it must be sized for ``corpus`` already.
+    """
     seed_everything(cfg.seed)
     split = split or leave_one_out(corpus)
-    model = build_model(corpus, split, model_cfg).to(cfg.device)
+    warm = model is not None
+    model = (model or build_model(corpus, split, model_cfg)).to(cfg.device)
     mc = model.cfg
     log.info("training %s: %s on %s, %d users, %d items", tag, mc.to_dict(), cfg.device,
              len(corpus.sequences), corpus.n_items)
@@ -132,6 +137,13 @@ def train(corpus: Corpus, model_cfg: dict[str, Any], cfg: TrainConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any], dict[str, float]] = (-1.0, 0, {}, {})
+    if warm:
+        # Epoch 0 is the starting point: a warm start never ends below the weights it began
+        # from on validation (too high a learning rate would otherwise only make it worse).
+        metrics = evaluate_ranks(torch_ranker(model, cfg.device), valid, mc.n_items, known)
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        best = (metrics["ndcg@10"], 0, state, metrics)
+        history.append({"epoch": 0, **{f"valid_{k}": v for k, v in metrics.items()}})
     start, n_tokens, train_s, bad, decays = time.monotonic(), 0, 0.0, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()

@@ -1,10 +1,10 @@
 """``marquee``: one command, with a subcommand per job. Each is a thin shell over a library call.
 
-One parser module per command group (``infra.cli.streams``, ``.models``, ``.serve``,
-``.experiments``, ``.ops``, ``.deploy``) adds its subcommands through ``register(subparsers)``
-and its benchmarks through ``register_bench(subparsers)``; heavy imports (torch, ray, feast)
-happen inside the handlers so ``marquee --help`` stays fast. Nothing imports this package but
-the console script.
+One parser module per command group (``infra.cli.streams``, ``.models``, ``.registry``,
+``.serve``, ``.experiments``, ``.ops``, ``.deploy``) adds its subcommands through
+``register(subparsers)`` and its benchmarks through ``register_bench(subparsers)``; heavy
+imports (torch, ray, feast) happen inside the handlers so ``marquee --help`` stays fast.
+Nothing imports this package but the console script.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from infra.cli import deploy, experiments, models, ops, serve, streams
+from infra.cli import deploy, experiments, models, ops, registry, serve, streams
 
-GROUPS = (streams, models, serve, experiments, ops, deploy)
+GROUPS = (streams, models, registry, serve, experiments, ops, deploy)
 
 DESCRIPTION = """\
 Marquee: streaming personalization.

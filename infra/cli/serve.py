@@ -103,7 +103,9 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
         "Serve POST /v1/rank, GET /v1/similar/{item}, /healthz, /readyz and /metrics. Settings "
         "come from MARQUEE_* variables and marquee.env (marquee settings lists them); the flags "
         "override them.")
-    p.add_argument("--model", type=Path, default=None, help="ONNX model (MARQUEE_MODEL_PATH)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="ONNX model (MARQUEE_MODEL_PATH); unset: the model registry's serving "
+                        "version, followed as `marquee models promote|rollback` change it")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="vocab, catalogue, feast/ (MARQUEE_DATA_DIR)")
     p.add_argument("--host", default=None, help="listen address (MARQUEE_BIND_HOST)")
@@ -128,6 +130,9 @@ def _serve(args: argparse.Namespace) -> int:
     from serve import app
 
     settings = _settings(args)
+    watch = None
+    if settings.model_path is None:  # no model named: serve the registry's, and follow it
+        settings, watch = _from_registry(settings)
     url = app.start(settings)
     print(f"serving on {url} (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops",
           flush=True)
@@ -135,12 +140,45 @@ def _serve(args: argparse.Namespace) -> int:
     seen = _mtime(watched)
     try:
         while True:
-            time.sleep(2 if watched else 3600)
+            time.sleep(2 if watched or watch else 3600)
             if watched and _mtime(watched) != seen:
                 seen = _mtime(watched)
                 _apply_experiment(app, settings, watched)
+            if watch is not None:
+                settings = _follow(watch, settings)
     finally:
         app.stop()
+
+
+def _from_registry(settings):  # noqa: ANN001, ANN202 - lazy imports
+    """Settings serving the registry's serving version, and a watch on its index (None, None
+    when the registry has no serving version).
+    """
+    from infra.continuous import ServingWatch, open_registry
+
+    watch = ServingWatch(open_registry(settings.data_dir))
+    serving = watch.registry.serving()
+    if serving is None:
+        return settings, None
+    print(f"model: {serving.name} from the registry {watch.registry.root} (followed: "
+          "`marquee models promote|rollback` switch it)", flush=True)
+    return settings.model_copy(update={"model_path": serving.onnx}), watch
+
+
+def _follow(watch, settings):  # noqa: ANN001, ANN202 - lazy imports
+    """Roll over to the registry's serving version when it changed; a failed load is
+    reported and the running model kept.
+    """
+    try:
+        new = watch.apply(settings)
+    except Exception as exc:  # noqa: BLE001 - keep serving what runs
+        print(f"registry: could not switch models ({exc}); the running model is kept",
+              flush=True)
+        return settings
+    if new is not None:
+        print(f"registry: now serving {watch.current} ({new.model_path})", flush=True)
+        return new
+    return settings
 
 
 def _experiment_file(spec: str | None) -> Path | None:
