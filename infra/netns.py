@@ -136,6 +136,17 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+def enter(namespace: str) -> None:
+    """Move the calling thread, for good, into the named network namespace (a process that
+    is to live on a host: threads it starts afterwards are there too).
+    """
+    fd = os.open(NETNS_DIR / namespace, os.O_RDONLY)
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
 class TestBed:
     """Hosts on one switch; a context manager (``close()`` also runs at exit)."""
 

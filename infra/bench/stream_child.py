@@ -51,6 +51,7 @@ class Job:
     kwargs: dict[str, Any] = field(default_factory=dict)
     addresses: tuple[str, ...] = ()
     proc_id: int = 0
+    netns: str | None = None  # the network namespace (``infra.netns`` host) it runs in
 
 
 @dataclass
@@ -74,6 +75,10 @@ def _child(job: Job, env: dict[str, str], conn: Connection) -> None:
     os.environ.clear()  # the parent's environment now, not the fork server's at its start
     os.environ.update(env)
     try:
+        if job.netns is not None:
+            from infra.netns import enter
+
+            enter(job.netns)
         ends: list[tuple[float, int]] = []
 
         def on_end(_partition: str) -> None:

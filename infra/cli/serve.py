@@ -62,12 +62,20 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
         "the ranking app and a no-op app (2 replicas each) from the generated Serve config, "
         "loads them from the client, then joins the worker, spreads the replicas one per node "
         "and loads them again. The hosts share this machine's cores: the 2-node figures show "
-        "what a replica behind the network costs, not more capacity.",
-        examples=["sudo marquee bench cluster --seconds 5 --clients 1 16"])
+        "what a replica behind the network costs, not more capacity. With --flow: the "
+        "tokenizer flow instead, on one host and as a two-host Bytewax cluster (hosts broker, "
+        "client, flow-a, flow-b), each beside the do-nothing KafkaSource floor on the same "
+        "hosts.",
+        examples=["sudo marquee bench cluster --seconds 5 --clients 1 16",
+                  "sudo marquee bench cluster --flow --events 200000 --flow-users 20000"])
     p.add_argument("--users", type=int, default=30, help="sample-world users")
     p.add_argument("--seconds", type=float, default=5.0, help="per load level")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 16],
                    help="closed-loop client counts")
+    p.add_argument("--flow", action="store_true",
+                   help="the flow on 1 and 2 hosts instead of the ranking service")
+    p.add_argument("--events", type=int, default=200_000, help="--flow: synthetic events")
+    p.add_argument("--flow-users", type=int, default=20_000, help="--flow: synthetic users")
     out_path(p, Path("var/bench/cluster.json"), "JSON report")
 
 
@@ -79,6 +87,18 @@ def _bench_cluster(args: argparse.Namespace) -> int:
     if reason:
         print(f"marquee bench cluster: skipped: {reason}", file=sys.stderr)
         return 0  # as the cluster tests skip: `bench all` runs on machines without root
+    if args.flow:
+        import json
+
+        from infra.bench.flow_hosts import print_flow_report, run_flow_hosts
+
+        flow = run_flow_hosts(n_events=args.events, users=args.flow_users)
+        print_flow_report(flow)
+        out = args.out.with_name(args.out.stem + "-flow.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(flow, indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
     report = run_bench(seconds=args.seconds, clients=tuple(args.clients), users=args.users,
                        out=args.out)
     print_report(report)
