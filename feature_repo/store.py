@@ -9,12 +9,15 @@ batch first, because each Feast write row costs ~0.2 ms on SQLite.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -112,12 +115,35 @@ def open_store(repo_path: Path | None = None, online: str | None = None,
     config = effective_config(feast_dir, online, redis_url or settings.redis_url,
                               repo_path or REPO_DIR, redis_timeout_s)
     name = "feature_store.yaml" if redis_timeout_s is None else "feature_store.fail-fast.yaml"
-    (feast_dir / name).write_text(yaml.safe_dump(config, sort_keys=False))
-    store = FeatureStore(repo_path=str(feast_dir), fs_yaml_file=feast_dir / name)
-    store.apply(OBJECTS)
+    # Processes open one folder at once (a flow's members, the flow and the service): one at a
+    # time writes the yaml and applies the registry, and the yaml is replaced whole, so no
+    # reader sees it half written (a peer once read an empty file and ended a cluster).
+    with _folder_lock(feast_dir):
+        _write_whole(feast_dir / name, yaml.safe_dump(config, sort_keys=False))
+        store = FeatureStore(repo_path=str(feast_dir), fs_yaml_file=feast_dir / name)
+        store.apply(OBJECTS)
     where = config["online_store"].get("path") or config["online_store"]["connection_string"]
     log.info("feature store: project %s, online %s at %s", config["project"], online, where)
     return store
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    with (folder / ".open.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """``path`` holds ``text``, replaced in one rename (unchanged when it already does)."""
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 # ---- rows --------------------------------------------------------------------------------
