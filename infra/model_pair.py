@@ -27,12 +27,21 @@ class PairConfig:
     """The world and the training budget of the pair."""
 
     seed: int = 13
-    n_users: int = 120
+    n_users: int = 300
     days: int = 8
+    # a smaller catalogue than the demo's: enough plays per title for a model trained in
+    # seconds to learn tastes and title draws
+    n_movies: int = 120
+    n_series: int = 20
     epochs: int = 8
     weak_share: float = 0.1  # share of users the weak model is trained on
     weak_epochs: int | None = None  # its epochs (None: as many as the strong; 0: untrained)
     model: dict[str, Any] = field(default_factory=lambda: dict(SMALL))
+
+    def world(self) -> WorldConfig:
+        """The synthetic world of the pair."""
+        return WorldConfig(seed=self.seed, n_users=self.n_users, days=self.days,
+                           n_movies=self.n_movies, n_series=self.n_series)
 
 
 @dataclass
@@ -54,7 +63,7 @@ def build_pair(root: Path, config: PairConfig | None = None) -> ModelPair:
     from models.train import TrainConfig, train
 
     cfg = config or PairConfig()
-    world = WorldConfig(seed=cfg.seed, n_users=cfg.n_users, days=cfg.days)
+    world = cfg.world()
     days = TokenLogDays(root, world)
     days.grow_to(cfg.days)
     corpus = load_corpus("tokens", days.layout.tokens)

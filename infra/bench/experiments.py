@@ -47,7 +47,7 @@ class BenchConfig:
     seeds: int = 7
     k: int = 10
     max_requests: int = 40_000
-    check_every: int = 10  # requests between tests (1: after every request)
+    check_every: int = 1  # requests between tests (1: after every request)
     alpha: float = ALPHA
 
 
@@ -179,7 +179,7 @@ def load_pair(data_dir: Path, pair_config: PairConfig | None = None) -> ModelPai
         saved = json.loads(mark.read_text())
         return ModelPair(data_dir, data_dir / "models" / "strong.onnx",
                          data_dir / "models" / "weak.onnx", saved["users"],
-                         _world(cfg), saved["metrics"])
+                         cfg.world(), saved["metrics"])
     if data_dir.exists() and any(data_dir.iterdir()):
         raise ValueError(f"{data_dir} holds something else than this model pair; give an "
                          "empty or missing folder (or the one a previous run built)")
@@ -187,12 +187,6 @@ def load_pair(data_dir: Path, pair_config: PairConfig | None = None) -> ModelPai
     mark.write_text(json.dumps({"config": asdict(cfg), "users": pair.users,
                                 "metrics": pair.metrics}))
     return pair
-
-
-def _world(cfg: PairConfig):  # noqa: ANN202 - a WorldConfig
-    from infra.synthetic import WorldConfig
-
-    return WorldConfig(seed=cfg.seed, n_users=cfg.n_users, days=cfg.days)
 
 
 def summary(result: dict[str, Any]) -> str:
