@@ -6,29 +6,33 @@ ranks every member once through the service's own ``Ranker`` (features from the 
 ONNX inference, exposure adjustment, goal re-ranker), in process. Then, per seed, a stream of
 requests from randomly drawn members of the simulated audience (``infra.audience.react``):
 
-- **A/B**: each member is in one arm by the service's stable hash (``serve.experiments``);
-  after every request the report's test (plays per impression, pooled two-proportion z-test,
-  ``infra.stats``) is checked;
-- **interleaving**: the two lists team-draft interleaved (``serve.experiments.team_draft``,
-  a coin seeded per request), the request credited to the team with more played items (the
-  flow's rule), the sign test of the decided requests checked after every request.
+- **interleave**: the two lists team-draft interleaved (``serve.experiments.team_draft``, a
+  coin seeded per request), each request credited to the team with more played items (the
+  flow's rule); the sign test of the decided requests (``infra.stats.sign_test``);
+- **ab**: members split by the service's stable hash (``serve.experiments.allocate``), plays
+  per impression compared by the report's test (impressions as independent trials,
+  ``infra.stats.diff_proportions``);
+- **ab_users**: the same A/B stream tested with users as the unit (the delta method,
+  ``infra.stats.diff_ratios_clustered``): what an A/B that assigns users can honestly claim.
 
-The figure is the first request count at which p < 0.01 (capped at ``max_requests``; a run
-that never gets there is reported as censored), median over seeds, and the direction of the
-decision. Both designs are peeked at after every request, so each is a sequential stopping
-time with the same optimism; the ratio compares like with like. The end-to-end test proves
-the real path (service -> rankings log -> flow -> report) gives the same verdicts.
+**Fixed horizons, not peeking.** Each test is taken once at each of a geometric grid of
+request counts (a stream's prefix, so one stream per seed serves every horizon). A design
+*needs* the smallest horizon at which at least half the seeds give p < 0.01 with the strong
+model ahead: the median seed's answer. The same runs with the weak model on both sides (A/A)
+give each test's false-decision rate at those horizons, which should be about 1%.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from infra import stats
 from infra.audience import Behaviour, Member, members, react
@@ -38,17 +42,31 @@ from serve.experiments import allocate, team_draft
 
 ALPHA = 0.01
 ARMS = ("strong", "weak")
+DESIGNS = ("interleave", "ab", "ab_users")
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """What the benchmark runs."""
 
-    seeds: int = 7
+    seeds: int = 9
     k: int = 10
-    max_requests: int = 40_000
-    check_every: int = 1  # requests between tests (1: after every request)
+    first: int = 20  # the smallest horizon (requests)
+    factor: float = 1.25  # each horizon this much longer than the last
+    max_requests: int = 20_000
     alpha: float = ALPHA
+
+    def horizons(self) -> list[int]:
+        """The request counts at which every test is taken."""
+        out, n = [], float(self.first)
+        while round(n) <= self.max_requests:
+            if not out or round(n) != out[-1]:
+                out.append(round(n))
+            n *= self.factor
+        return out
+
+
+Trace = dict[str, list[tuple[float, bool]]]  # design -> per horizon (p, strong ahead)
 
 
 def served_lists(pair: ModelPair, k: int) -> dict[str, dict[str, list[str]]]:
@@ -74,45 +92,46 @@ def served_lists(pair: ModelPair, k: int) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-@dataclass
-class Run:
-    """One design on one seed: requests until p < alpha (None: not within the cap)."""
-
-    design: str
-    seed: int
-    requests: int | None
-    winner: str | None
-    p: float
-
-
 def run_ab(crowd: list[Member], lists: dict[str, dict[str, list[str]]], titles: dict,
-           seed: int, cfg: BenchConfig, behaviour: Behaviour) -> Run:
-    """A/B by user: plays per impression, strong vs weak."""
+           seed: int, cfg: BenchConfig, behaviour: Behaviour) -> Trace:
+    """One A/B stream by user, both tests at every horizon."""
     rng = random.Random(f"ab:{seed}")
-    shown, played = dict.fromkeys(ARMS, 0), dict.fromkeys(ARMS, 0)
-    p = 1.0
-    for n in range(1, cfg.max_requests + 1):
+    index = {m.user_id: i for i, m in enumerate(crowd)}
+    plays = {arm: np.zeros(len(crowd)) for arm in ARMS}
+    shown = {arm: np.zeros(len(crowd)) for arm in ARMS}
+    out: Trace = {"ab": [], "ab_users": []}
+    horizons = cfg.horizons()
+    for n in range(1, horizons[-1] + 1):
         member = crowd[rng.randrange(len(crowd))]
         arm = ARMS[allocate(f"bench-{seed}", member.user_id, [1, 1])]
         events = react(member, lists[arm][member.user_id], titles, rng, behaviour)
-        shown[arm] += sum(e["action"] == "impression" for e in events)
-        played[arm] += sum(e["action"] == "play" for e in events)
-        if n % cfg.check_every == 0 and min(shown.values()) > 0:
-            d = stats.diff_proportions(played["strong"], shown["strong"], played["weak"],
-                                       shown["weak"])
-            p = d.p if d.p is not None else 1.0
-            if p < cfg.alpha:
-                return Run("ab", seed, n, "strong" if d.value > 0 else "weak", p)
-    return Run("ab", seed, None, None, p)
+        u = index[member.user_id]
+        shown[arm][u] += sum(e["action"] == "impression" for e in events)
+        plays[arm][u] += sum(e["action"] == "play" for e in events)
+        if n not in horizons:
+            continue
+        s_in, w_in = shown["strong"] > 0, shown["weak"] > 0
+        for name, d in (
+                ("ab", stats.diff_proportions(int(plays["strong"].sum()),
+                                              int(shown["strong"].sum()),
+                                              int(plays["weak"].sum()),
+                                              int(shown["weak"].sum()))),
+                ("ab_users", stats.diff_ratios_clustered(
+                    plays["strong"][s_in], shown["strong"][s_in], plays["weak"][w_in],
+                    shown["weak"][w_in]))):
+            p = 1.0 if d.p is None or math.isnan(d.value) else d.p
+            out[name].append((p, d.value > 0))
+    return out
 
 
 def run_interleave(crowd: list[Member], lists: dict[str, dict[str, list[str]]], titles: dict,
-                   seed: int, cfg: BenchConfig, behaviour: Behaviour) -> Run:
-    """Team-draft interleaving of strong and weak in every list; credit per request."""
+                   seed: int, cfg: BenchConfig, behaviour: Behaviour) -> Trace:
+    """One stream of team-draft interleaved requests, the sign test at every horizon."""
     rng = random.Random(f"il:{seed}")
     wins = dict.fromkeys(ARMS, 0)
-    p = 1.0
-    for n in range(1, cfg.max_requests + 1):
+    out: Trace = {"interleave": []}
+    horizons = cfg.horizons()
+    for n in range(1, horizons[-1] + 1):
         member = crowd[rng.randrange(len(crowd))]
         merged = team_draft(lists["strong"][member.user_id], lists["weak"][member.user_id],
                             f"{seed}:{n}", limit=cfg.k)
@@ -122,18 +141,20 @@ def run_interleave(crowd: list[Member], lists: dict[str, dict[str, list[str]]], 
                          and team[e["item_id"]] == arm}) for arm in ARMS}
         if got["strong"] != got["weak"]:
             wins["strong" if got["strong"] > got["weak"] else "weak"] += 1
-        if n % cfg.check_every == 0:
-            p = stats.sign_test(wins["strong"], wins["weak"])
-            if p < cfg.alpha:
-                winner = "strong" if wins["strong"] > wins["weak"] else "weak"
-                return Run("interleave", seed, n, winner, p)
-    return Run("interleave", seed, None, None, p)
+        if n in horizons:
+            out["interleave"].append((stats.sign_test(wins["strong"], wins["weak"]),
+                                      wins["strong"] > wins["weak"]))
+    return out
 
 
-def _median(runs: list[Run], cap: int) -> float:
-    """Median requests; a censored run counts as the cap (so the median is a lower bound if
-    half or more are censored)."""
-    return statistics.median(r.requests if r.requests is not None else cap for r in runs)
+def needed(traces: list[list[tuple[float, bool]]], horizons: list[int], alpha: float,
+           share: float = 0.5) -> int | None:
+    """The smallest horizon at which at least ``share`` of the seeds decide for the strong
+    model (p < alpha, strong ahead); None if no horizon does."""
+    for i, n in enumerate(horizons):
+        if sum(t[i][0] < alpha and t[i][1] for t in traces) >= share * len(traces):
+            return n
+    return None
 
 
 def run_bench(data_dir: Path, out: Path | None = None, config: BenchConfig | None = None,
@@ -149,20 +170,31 @@ def run_bench(data_dir: Path, out: Path | None = None, config: BenchConfig | Non
     world = SyntheticWorld(pair.world)
     titles = {t.item_id: t for t in world.catalogue}
     crowd = [m for m in members(world) if m.user_id in lists["strong"]]
-    runs: dict[str, list[Run]] = {"ab": [], "interleave": []}
+    twin = {"strong": lists["weak"], "weak": lists["weak"]}  # A/A: the weak model twice
+    traces: dict[str, list] = {d: [] for d in DESIGNS}
+    same: dict[str, list] = {d: [] for d in DESIGNS}
     for seed in range(cfg.seeds):
-        runs["ab"].append(run_ab(crowd, lists, titles, seed, cfg, behaviour))
-        runs["interleave"].append(run_interleave(crowd, lists, titles, seed, cfg, behaviour))
-    med = {d: _median(r, cfg.max_requests) for d, r in runs.items()}
+        for target, pair_lists in ((traces, lists), (same, twin)):
+            for run in (run_ab, run_interleave):
+                for design, trace in run(crowd, pair_lists, titles, seed, cfg, behaviour).items():
+                    target[design].append(trace)
+    horizons = cfg.horizons()
+    med = {d: needed(traces[d], horizons, cfg.alpha) for d in DESIGNS}
+    p80 = {d: needed(traces[d], horizons, cfg.alpha, 0.8) for d in DESIGNS}
+    looks = len(horizons) * cfg.seeds
     result = {
-        "config": asdict(cfg), "pair": {**asdict(pair_config or PairConfig()),
-                                        "metrics": pair.metrics},
+        "config": asdict(cfg), "horizons": horizons,
+        "pair": {**asdict(pair_config or PairConfig()), "metrics": pair.metrics},
         "behaviour": asdict(behaviour), "members": len(crowd),
-        "median_requests": med,
-        "ratio_ab_over_interleave": med["ab"] / med["interleave"] if med["interleave"] else None,
-        "runs": {d: [asdict(r) for r in rs] for d, rs in runs.items()},
-        "strong_preferred": {d: sum(r.winner == "strong" for r in rs) for d, rs in runs.items()},
-        "censored": {d: sum(r.requests is None for r in rs) for d, rs in runs.items()},
+        "median_requests": med, "requests_80pct": p80,
+        "ratio_over_interleave": {d: med[d] / med["interleave"] for d in DESIGNS[1:]
+                                  if med[d] and med["interleave"]},
+        "aa_false_decision_rate": {d: sum(p < cfg.alpha for t in ts for p, _ in t) / looks
+                                   for d, ts in same.items()},
+        "first_decision_per_seed": {d: [next((n for n, (p, up) in zip(horizons, t,
+                                                                      strict=True)
+                                              if p < cfg.alpha and up), None) for t in ts]
+                                    for d, ts in traces.items()},
         "pair_build_s": round(build_s, 1), "seconds": round(time.monotonic() - t0, 1)}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -191,16 +223,18 @@ def load_pair(data_dir: Path, pair_config: PairConfig | None = None) -> ModelPai
 
 def summary(result: dict[str, Any]) -> str:
     """The figures in a few lines."""
-    med, cap = result["median_requests"], result["config"]["max_requests"]
-    seeds = result["config"]["seeds"]
-    lines = [f"requests to p < {result['config']['alpha']:g} (median of {seeds} seeds, "
-             f"{result['members']} members, cap {cap:,}):"]
-    for design in ("interleave", "ab"):
-        per = ", ".join(str(r["requests"]) if r["requests"] is not None else f">{cap}"
-                        for r in result["runs"][design])
-        lines.append(f"  {design:<11}{med[design]:>9,.0f}   strong preferred in "
-                     f"{result['strong_preferred'][design]}/{seeds}; runs: {per}")
-    ratio = result["ratio_ab_over_interleave"]
-    if ratio:
-        lines.append(f"  A/B needs {ratio:.1f}x the requests of interleaving")
+    cfg = result["config"]
+    lines = [f"requests until the median of {cfg['seeds']} seeds decides for the strong model "
+             f"at p < {cfg['alpha']:g} ({result['members']} members; horizons "
+             f"{result['horizons'][0]}..{result['horizons'][-1]} x{cfg['factor']}):"]
+    for d in DESIGNS:
+        med, p80 = result["median_requests"][d], result["requests_80pct"][d]
+        ratio = result["ratio_over_interleave"].get(d)
+        lines.append(f"  {d:<11}{_n(med):>8}" + (f" ({ratio:.1f}x)" if ratio else " " * 7)
+                     + f"   80% of seeds: {_n(p80):>7}   A/A false decisions "
+                     f"{result['aa_false_decision_rate'][d]:.1%}")
     return "\n".join(lines)
+
+
+def _n(n: int | None) -> str:
+    return f"{n:,}" if n is not None else "never"
