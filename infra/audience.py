@@ -97,7 +97,8 @@ def react(member: Member, items: Sequence[str], titles: dict[str, Title], rng: r
           behaviour: Behaviour = Behaviour(), now_ms: int = 0, request_id: str | None = None,
           event_prefix: str = "sim") -> list[dict[str, Any]]:
     """The events ``member`` produces on being shown ``items`` (best first): impressions of
-    all, then clicks, plays and their ends for what attracted them."""
+    all, then clicks, plays and their ends for what attracted them.
+    """
     base: dict[str, Any] = {"user_id": member.user_id, "device": member.device,
                             "surface": SURFACE}
     if request_id is not None:
@@ -177,7 +178,8 @@ class Audience:
     def run(self, requests: int, kafka: KafkaSettings, rate: float | None = None,
             concurrency: int = 4, start: int = 0, batch: int = 200) -> AudienceRun:
         """Make ``requests`` requests (numbered from ``start``), at most ``rate`` per second,
-        ``concurrency`` at a time; send the events to ``kafka``'s events topic as they come."""
+        ``concurrency`` at a time; send the events to ``kafka``'s events topic as they come.
+        """
         import httpx
 
         from streams.produce import produce_events

@@ -96,7 +96,8 @@ class SyntheticWorld:
     def appeal(self, item_id: str) -> float:
         """How much a title draws the users who like its genre, relative to the genre's most
         drawn one (1.0): its share of the genre's picks here (a series counts as its first
-        episode; a later episode, reached out of order, draws little)."""
+        episode; a later episode, reached out of order, draws little).
+        """
         if self._appeal is None:
             self._appeal = {}
             for titles, cum in ((self._by_genre[g], self._cum_weights[g]) for g in GENRES):

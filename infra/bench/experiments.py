@@ -150,7 +150,8 @@ def run_interleave(crowd: list[Member], lists: dict[str, dict[str, list[str]]], 
 def needed(traces: list[list[tuple[float, bool]]], horizons: list[int], alpha: float,
            share: float = 0.5) -> int | None:
     """The smallest horizon at which at least ``share`` of the seeds decide for the strong
-    model (p < alpha, strong ahead); None if no horizon does."""
+    model (p < alpha, strong ahead); None if no horizon does.
+    """
     for i, n in enumerate(horizons):
         if sum(t[i][0] < alpha and t[i][1] for t in traces) >= share * len(traces):
             return n
@@ -159,10 +160,11 @@ def needed(traces: list[list[tuple[float, bool]]], horizons: list[int], alpha: f
 
 def run_bench(data_dir: Path, out: Path | None = None, config: BenchConfig | None = None,
               pair_config: PairConfig | None = None,
-              behaviour: Behaviour = Behaviour()) -> dict[str, Any]:
+              behaviour: Behaviour | None = None) -> dict[str, Any]:
     """Build (or reuse) the model pair under ``data_dir``, run both designs on every seed;
-    the figures (also written to ``out/bench_experiments.json``)."""
-    cfg = config or BenchConfig()
+    the figures (also written to ``out/bench_experiments.json``).
+    """
+    cfg, behaviour = config or BenchConfig(), behaviour or Behaviour()
     t0 = time.monotonic()
     pair = load_pair(data_dir, pair_config)
     build_s = time.monotonic() - t0
@@ -204,7 +206,8 @@ def run_bench(data_dir: Path, out: Path | None = None, config: BenchConfig | Non
 
 def load_pair(data_dir: Path, pair_config: PairConfig | None = None) -> ModelPair:
     """The pair under ``data_dir``, built there first unless a build with the same config is
-    already there."""
+    already there.
+    """
     cfg = pair_config or PairConfig()
     mark = data_dir / "pair.json"
     if mark.exists() and json.loads(mark.read_text()).get("config") == asdict(cfg):
