@@ -163,8 +163,14 @@ class Audience:
 
     def request(self, n: int, client: Any) -> tuple[dict[str, Any] | None, list[dict]]:
         """Request ``n``: the service's answer (None if it failed) and the member's events."""
+        import httpx
+
         member = self.member(n)
-        reply = client.post(f"{self.url}/v1/rank", json={"user_id": member.user_id, "k": self.k})
+        try:
+            reply = client.post(f"{self.url}/v1/rank",
+                                json={"user_id": member.user_id, "k": self.k})
+        except httpx.TransportError:  # counted as failed: the caller says how many
+            return None, []
         if reply.status_code != 200:
             return None, []
         answer = reply.json()

@@ -24,7 +24,7 @@ from tests.streams.test_outcomes_integration import run_to_end
 
 pytestmark = pytest.mark.integration
 NAME, PREFIX = "marquee-sim", "/sim"
-AB_REQUESTS, IL_REQUESTS = 1000, 300
+AB_REQUESTS, IL_REQUESTS = 1000, 500
 # The weak model is the strong one's architecture, untrained: a gap the audience can feel in
 # a test-sized world (the bench also measures the tenth-of-the-data pair).
 PAIR = PairConfig(weak_epochs=0)
@@ -71,6 +71,8 @@ def test_audience_ab_and_interleaving_prefer_the_strong_model(served, kafka_topi
     assert {v: c.rankings for v, c in totals["sim-ab"].variants.items()} == dict(ab.rankings)
     assert totals["sim-interleave"].overall.rankings == IL_REQUESTS
     ab_report = build(totals["sim-ab"], metric="play", baseline="weak", alpha=0.01)
+    print(ab_report.verdict)
     assert ab_report.verdict.startswith("strong beats weak on play rate"), ab_report.verdict
     il_report = build(totals["sim-interleave"], alpha=0.01)
+    print(il_report.verdict)
     assert il_report.verdict.startswith("strong preferred in"), il_report.verdict
