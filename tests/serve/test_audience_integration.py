@@ -10,6 +10,7 @@ verdicts prefer the trained model. Nothing of the simulator's own tally enters t
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def test_audience_ab_and_interleaving_prefer_the_strong_model(served, kafka_topi
     from serve.config import ServeSettings
 
     url, _ = served
+    t0 = time.monotonic()
     pair = build_pair(tmp_path / "pair", PAIR)
     world = SyntheticWorld(pair.world)
     audience = Audience(f"{url}{PREFIX}", members(world), {t.item_id: t for t in world.catalogue},
@@ -54,6 +56,7 @@ def test_audience_ab_and_interleaving_prefer_the_strong_model(served, kafka_topi
                              rankings_topic=kafka_topics.rankings_topic,
                              experiments=str(_config(tmp_path, pair, "ab")))
     ray_serve.run(app.build_app(settings), name=NAME, route_prefix=PREFIX)
+    t1 = time.monotonic()
     try:
         ab = audience.run(AB_REQUESTS, kafka_topics)
         app.set_experiment(settings, _config(tmp_path, pair, "interleave"), name=NAME,
@@ -64,9 +67,12 @@ def test_audience_ab_and_interleaving_prefer_the_strong_model(served, kafka_topi
     assert ab.failed == il.failed == 0
     assert set(ab.rankings) == {"strong", "weak"} and set(il.rankings) == {"strong+weak"}
 
+    t2 = time.monotonic()
     data = tmp_path / "flow"
     run_to_end(kafka_topics, data, data / "recovery")
     totals = read_totals(data / "experiments.sqlite3")
+    print(f"pair and app {t1 - t0:.1f} s, audience {t2 - t1:.1f} s ({ab.seconds:.1f} + "
+          f"{il.seconds:.1f}), flow {time.monotonic() - t2:.1f} s")
     # every served ranking was logged and held by the flow
     assert {v: c.rankings for v, c in totals["sim-ab"].variants.items()} == dict(ab.rankings)
     assert totals["sim-interleave"].overall.rankings == IL_REQUESTS
