@@ -74,9 +74,8 @@ def members(world: SyntheticWorld, count: int | None = None) -> list[Member]:
     for index in range(world.config.n_users if count is None else count):
         user = world.settled_user(index)
         top = max(user.taste)
-        series = {t.series_id: t for t in world.catalogue if t.kind == "episode"}
-        nxt = frozenset(f"{s}e{episode + 1:02d}" for s, episode in user.watching.items()
-                        if s in series)
+        # ``watching`` maps a series to the number of its last completed episode
+        nxt = frozenset(f"{s}e{episode + 1:02d}" for s, episode in user.watching.items())
         out.append(Member(user.user_id, DEVICES[user.habit],
                           {g: w / top for g, w in zip(GENRES, user.taste, strict=True)},
                           appeal, nxt, frozenset(user.seen)))
