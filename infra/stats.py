@@ -11,8 +11,10 @@ two-sided exact binomial (sign) test of the decided requests against 1/2, ties l
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats
 
 Z95 = float(stats.norm.ppf(0.975))
@@ -85,3 +87,24 @@ def sign_test(wins: int, losses: int) -> float:
     if n == 0:
         return 1.0
     return float(stats.binomtest(wins, n, 0.5, alternative="two-sided").pvalue)
+
+
+def diff_ratios_clustered(x1: Sequence[float], y1: Sequence[float], x2: Sequence[float],
+                          y2: Sequence[float], z: float = Z95) -> Estimate:
+    """``sum(x1)/sum(y1) - sum(x2)/sum(y2)`` where each index is one cluster (a user: their
+    plays and impressions), with the delta-method standard error of each ratio (Deng et al.,
+    2018) and the two-sided normal p-value. Unlike ``diff_proportions`` it does not treat a
+    user's impressions as independent, which an A/B test that assigns users must not.
+    """
+    parts = []
+    for x, y in ((x1, y1), (x2, y2)):
+        xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        n = len(xs)
+        if n < 2 or ys.sum() <= 0:
+            return Estimate(math.nan, math.nan, math.nan, None)
+        r, ybar = xs.sum() / ys.sum(), ys.mean()
+        var = float((xs - r * ys).var(ddof=1)) / (n * ybar * ybar)
+        parts.append((float(r), var))
+    d, se = parts[0][0] - parts[1][0], math.sqrt(parts[0][1] + parts[1][1])
+    p = (1.0 if d == 0 else 0.0) if se == 0 else float(2 * stats.norm.sf(abs(d) / se))
+    return Estimate(d, d - z * se, d + z * se, p)

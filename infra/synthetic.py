@@ -91,6 +91,20 @@ class SyntheticWorld:
             g: list(itertools.accumulate(1.0 / (rank + 1) ** 0.8 for rank in range(len(titles))))
             for g, titles in self._by_genre.items()
         }
+        self._appeal: dict[str, float] | None = None
+
+    def appeal(self, item_id: str) -> float:
+        """How much a title draws the users who like its genre, relative to the genre's most
+        drawn one (1.0): its share of the genre's picks here (a series counts as its first
+        episode; a later episode, reached out of order, draws little).
+        """
+        if self._appeal is None:
+            self._appeal = {}
+            for titles, cum in ((self._by_genre[g], self._cum_weights[g]) for g in GENRES):
+                weights = [b - a for a, b in zip([0.0, *cum], cum, strict=False)]
+                for t, w in zip(titles, weights, strict=True):
+                    self._appeal[t.item_id] = w / weights[0]
+        return self._appeal.get(item_id, 0.05)
 
     # ---- catalogue -----------------------------------------------------------------------
     def _make_catalogue(self) -> list[Title]:
@@ -128,6 +142,15 @@ class SyntheticWorld:
             taste[g] += 1.0 / (rank + 1)
         habit = rng.choices(("evening_tv", "commuter", "mixed"), (0.45, 0.3, 0.25))[0]
         return _User(index, f"u{index:06d}", taste, habit, rng)
+
+    def settled_user(self, index: int) -> _User:
+        """User ``index`` as their whole history left them (tastes moved by satisfaction,
+        series in progress, titles seen): who the simulated audience (``infra.audience``) is.
+        """
+        user = self._make_user(index)
+        for _ in self._user_events(user):
+            pass
+        return user
 
     def events(self, limit: int | None = None,
                per_user: int | None = None) -> Iterator[dict[str, Any]]:

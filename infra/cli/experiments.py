@@ -1,4 +1,6 @@
-"""Subcommands about online experiments: ``marquee experiment report``."""
+"""Subcommands about online experiments: ``marquee experiment report``, ``marquee simulate``
+(the simulated audience) and ``marquee bench experiments``.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +45,83 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=0.05,
                    help="significance level of the verdict")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _register_simulate(sub)
+
+
+SIMULATE_HELP = """\
+Members of the demo's synthetic world (the same --users, --days and --seed as `marquee up`)
+ask the running service for rankings (POST /v1/rank) and react to what they are shown by
+their latent tastes, with position bias: impressions, then clicks, plays and completions with
+watch time, each event carrying the ranking's request_id, sent to the broker's events topic
+(KAFKA_BOOTSTRAP_SERVERS). With an experiment running (MARQUEE_EXPERIMENTS), the flow counts
+the outcomes and `marquee experiment report` gives the verdict. Deterministic per --audience-seed.
+"""
+
+
+def _register_simulate(sub: argparse._SubParsersAction) -> None:
+    p = command(sub, "simulate", _simulate, "a simulated audience: rank requests and the "
+                "members' reactions as events", SIMULATE_HELP,
+                examples=("marquee simulate --requests 2000 --rate 50",
+                          "marquee simulate --url http://127.0.0.1:8000 --requests 500"))
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the ranking service")
+    p.add_argument("--requests", type=int, default=1000, help="rank requests to make")
+    p.add_argument("--rate", type=float, default=None, help="at most this many per second "
+                   "(default: as fast as the service answers)")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    p.add_argument("--k", type=int, default=10, help="items per ranking")
+    p.add_argument("--users", type=int, default=400, help="the world's users (as `marquee up`)")
+    p.add_argument("--days", type=int, default=14, help="the world's days (as `marquee up`)")
+    p.add_argument("--seed", type=int, default=7, help="the world's seed (as `marquee up`)")
+    p.add_argument("--audience-seed", type=int, default=0,
+                   help="who asks when, and how they react")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from infra.audience import Audience, members
+    from infra.demo import DemoConfig, world_of
+    from streams.config import KafkaSettings
+
+    if args.requests < 1:
+        raise ValueError("--requests must be at least 1")
+    _, world = world_of(DemoConfig(users=args.users, days=args.days, seed=args.seed))
+    audience = Audience(args.url, members(world), {t.item_id: t for t in world.catalogue},
+                        seed=args.audience_seed, k=args.k)
+    run = audience.run(args.requests, KafkaSettings(), rate=args.rate,
+                       concurrency=args.concurrency)
+    plays = ", ".join(f"{v or 'default'} {n:,}" for v, n in sorted(run.plays.items())) or "none"
+    print(f"{run.requests:,} requests in {run.seconds:.1f} s ({run.failed:,} failed), "
+          f"{run.events:,} events sent; plays by variant: {plays}")
+    return 0 if run.failed == 0 else 1
+
+
+def register_bench(bench_sub: argparse._SubParsersAction) -> None:
+    """Add ``marquee bench experiments``."""
+    p = command(bench_sub, "experiments", _bench,
+                "requests A/B and interleaving each need to reach p < 0.01 (simulated "
+                "audience, a strong and a weak model)",
+                examples=("marquee bench experiments",
+                          "marquee bench experiments --seeds 5 --weak untrained"))
+    p.add_argument("--seeds", type=int, default=9, help="streams per design (median over them)")
+    p.add_argument("--weak", choices=("tenth", "half", "untrained"), default="tenth",
+                   help="the weak model: trained on a tenth or half of the users, or untrained")
+    p.add_argument("--users", type=int, default=300, help="the world's users (the audience)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="where the model pair is built, or reused (default var/bench/pair-WEAK)")
+    p.add_argument("--out", type=Path, default=Path("var/bench"), help="output directory")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from infra.bench.experiments import BenchConfig, run_bench, summary
+    from infra.model_pair import PairConfig
+
+    weak = {"tenth": {"weak_share": 0.1}, "half": {"weak_share": 0.5},
+            "untrained": {"weak_epochs": 0}}[args.weak]
+    pair = PairConfig(n_users=args.users, **weak)
+    data_dir = args.data_dir or args.out / f"pair-{args.weak}-{args.users}"
+    result = run_bench(data_dir, args.out, BenchConfig(seeds=args.seeds), pair)
+    print(summary(result))
+    print(f"wrote {args.out / 'bench_experiments.json'}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
