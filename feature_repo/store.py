@@ -9,15 +9,12 @@ batch first, because each Feast write row costs ~0.2 ms on SQLite.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_repo.definitions import ITEM_FEATURES, OBJECTS, USER_FEATURES
 from feature_repo.reach import named_failures, preflight
+from streams.contract.atomic import locked, replace_bytes
 from streams.contract.layout import DataLayout
 from streams.contract.settings import ENV_FILE
 from streams.contract.tokens import FACETS, Token
@@ -118,7 +116,7 @@ def open_store(repo_path: Path | None = None, online: str | None = None,
     # Processes open one folder at once (a flow's members, the flow and the service): one at a
     # time writes the yaml and applies the registry, and the yaml is replaced whole, so no
     # reader sees it half written (a peer once read an empty file and ended a cluster).
-    with _folder_lock(feast_dir):
+    with locked(feast_dir / ".open.lock"):
         _write_whole(feast_dir / name, yaml.safe_dump(config, sort_keys=False))
         store = FeatureStore(repo_path=str(feast_dir), fs_yaml_file=feast_dir / name)
         store.apply(OBJECTS)
@@ -127,23 +125,10 @@ def open_store(repo_path: Path | None = None, online: str | None = None,
     return store
 
 
-@contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    with (folder / ".open.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _write_whole(path: Path, text: str) -> None:
     """``path`` holds ``text``, replaced in one rename (unchanged when it already does)."""
-    if path.exists() and path.read_text() == text:
-        return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    if not (path.exists() and path.read_text() == text):
+        replace_bytes(path, text.encode())
 
 
 # ---- rows --------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streams.contract.atomic import locked
+
 INDEX = "index.json"
 VERSIONS = "versions"
 ONNX = "model.onnx"
@@ -219,10 +221,7 @@ class Registry:
         """Read, change and atomically rewrite the index under an exclusive lock (two
         processes promoting at once do not lose either change).
         """
-        import fcntl
-
-        with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with locked(self.root / ".lock"):
             idx = self.index()
             change(idx)
             atomic_write_json(self.index_path, idx)

@@ -23,19 +23,19 @@ both at its start, and only the first to start folds the slots (under a file loc
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import threading
 import traceback
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from itertools import count
 from pathlib import Path
 from typing import Any
+
+from streams.contract.atomic import locked
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class Quarantine:
         and load what the run must watch for.
         """
         folder.mkdir(parents=True, exist_ok=True)
-        with _locked(folder / ".lock"):
+        with locked(folder / ".lock"):
             verdicts = [Verdict(**v) for v in _read(folder / "poison.json", [])]
             slots = sorted(folder.glob("w-*.json"))
             if slots:
@@ -242,16 +242,6 @@ class Quarantine:
                 n = next(self._numbers)
             slot = self._local.slot = Slot(self.folder / f"w-{os.getpid()}-{n}.json")
         return slot
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _read(path: Path, default: Any) -> Any:

@@ -17,8 +17,6 @@ O(1) per id over time and the journal stays smaller than the snapshot.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from streams.contract.atomic import locked, replace_bytes
 from streams.contract.tokens import Vocab
 from streams.contract.vocab_files import header_line, journal_path, read_journal
 
@@ -89,12 +88,8 @@ class SharedVocab(Vocab):
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._local, open(self.lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with self._local, locked(self.lock_path):
+            yield
 
     def _reload(self) -> None:
         """Catch up with the files: the journal's new lines, or everything when another
@@ -151,12 +146,12 @@ class SharedVocab(Vocab):
         """Everything into a new snapshot, then a new, empty journal (in that order: see
         ``streams.contract.vocab_files`` for why readers stay whole).
         """
-        _replace(self.path, orjson.dumps(self.tables, option=orjson.OPT_SORT_KEYS))
+        replace_bytes(self.path, orjson.dumps(self.tables, option=orjson.OPT_SORT_KEYS))
         self._snapshot_stat = self._stat()
         self._snapshot_size = sum(len(values) for values in self.tables.values())
         self._journal_id = uuid.uuid4().hex
         header = header_line(self._journal_id)
-        _replace(self.journal, header)
+        replace_bytes(self.journal, header)
         self._offset, self._journaled = len(header), 0
 
     def _stat(self) -> tuple[int, int, int] | None:
@@ -167,8 +162,3 @@ class SharedVocab(Vocab):
         return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
