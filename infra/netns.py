@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streams.contract.atomic import pid_alive
+
 SUBNET = ipaddress.ip_network("10.213.0.0/24")
 FIRST_HOST = 10  # hosts get .10, .11, ... in the order given
 NETNS_DIR = Path("/run/netns")
@@ -77,16 +79,6 @@ def unavailable() -> str | None:
     return None
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def namespaces() -> list[str]:
     """Every named network namespace on the machine."""
     out = _ip("netns", "list").stdout
@@ -121,7 +113,7 @@ def _delete(namespace: str) -> None:
 def remove_stale() -> list[str]:
     """Delete the namespaces (and kill their processes) of TestBeds whose process is gone."""
     stale = [ns for ns in namespaces()
-             if (m := _NAME.match(ns)) and not _running(int(m.group(1)))]
+             if (m := _NAME.match(ns)) and not pid_alive(int(m.group(1)))]
     for ns in stale:
         _delete(ns)
     return stale

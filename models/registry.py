@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.contract.atomic import locked
+from streams.contract.atomic import locked, pid_alive
 
 INDEX = "index.json"
 VERSIONS = "versions"
@@ -62,13 +62,7 @@ def _writer_alive(path: Path) -> bool:
         pid = int(path.name.rsplit(".", 2)[-2])
     except (IndexError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _fsync_dir(folder: Path) -> None:
