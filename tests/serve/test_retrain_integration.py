@@ -6,11 +6,8 @@ registry to it under load without a dropped request, and a rollback brings the f
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections import Counter
 
-import httpx
 import pytest
 
 from infra.continuous import ServingWatch, add_model, retrain_and_gate, write_experiment
@@ -23,6 +20,7 @@ from models.train import TrainConfig, train, write_outputs
 from serve import app
 from serve.config import ServeSettings
 from serve.experiment_config import load_experiment
+from tests.serve.switching import switch_under_load
 
 pytestmark = pytest.mark.integration
 NAME, PREFIX = "marquee-retrain", "/rt"
@@ -48,48 +46,6 @@ def _features(root, days: TokenLogDays) -> None:
         "plays_24h": plays[t.item_id], "impressions_24h": 0, "ctr_24h": 0.0,
         "release_ms": t.release_ms, "genre": t.genre, "kind": t.kind,
         "duration_s": t.duration_s} for t in days.world.catalogue])
-
-
-def _load(url: str, user: str, seen: list[str], errors: list[str],
-          stop: threading.Event) -> None:
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
-            try:
-                r = client.post(f"{url}/v1/rank", json={"user_id": user, "k": 5})
-            except httpx.HTTPError as exc:  # a dropped request: say so, don't kill the thread
-                errors.append(repr(exc))
-                continue
-            if r.status_code != 200:
-                errors.append(f"{r.status_code} {r.text[:200]}")
-            else:
-                seen.append(r.json()["model_version"])
-
-
-def _switch(url: str, user: str, change, want: str) -> list[list[str]]:  # noqa: ANN001
-    """Run ``change()`` under load from two clients; each client's versions, once both see
-    ``want``; asserts nothing was dropped.
-    """
-    per_client: list[list[str]] = [[], []]
-    errors: list[str] = []
-    stop = threading.Event()
-    workers = [threading.Thread(target=_load, args=(url, user, seen, errors, stop))
-               for seen in per_client]
-    for w in workers:
-        w.start()
-    time.sleep(0.5)
-    change()
-    deadline = time.time() + 60
-    while time.time() < deadline and not all(s and s[-1] == want for s in per_client):
-        time.sleep(0.2)
-    time.sleep(0.3)
-    stop.set()
-    for w in workers:
-        w.join()
-    assert not errors
-    for seen in per_client:
-        assert seen[-1] == want
-        assert set(seen[seen.index(want):]) == {want}  # no flapping back
-    return per_client
 
 
 def test_retrain_gate_promote_switch_and_rollback(served, tmp_path) -> None:
@@ -131,11 +87,11 @@ def test_retrain_gate_promote_switch_and_rollback(served, tmp_path) -> None:
             assert new is not None
             state["settings"] = new
 
-        _switch(f"{url}{PREFIX}", user, follow, second.name)
+        switch_under_load(f"{url}{PREFIX}", user, follow, second.name)
         assert watch.apply(state["settings"], name=NAME, route_prefix=PREFIX) is None
 
         assert registry.rollback().name == first.name
-        seen = _switch(f"{url}{PREFIX}", user, follow, first.name)
+        seen = switch_under_load(f"{url}{PREFIX}", user, follow, first.name)
         assert seen[0][0] == second.name
 
         # the experiment route: an interleaving config of candidate vs current that the
