@@ -18,6 +18,7 @@ import random
 import resource
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,29 +80,49 @@ class _ServerCpu:
         return spent
 
 
-def _feast_phase(store: Any, rows: list[dict[str, Any]], spec: OnlineStoreSpec,
-                 client: Any, server: _ServerCpu) -> dict[str, float]:
-    writer, reader = FeatureWriter(store), FeatureReader(store)
+def _measure(write_batch: Callable[[list[Any]], None], read_one: Callable[[Any], None],
+             keys: list[Any], spec: OnlineStoreSpec, client: Any,
+             server: _ServerCpu) -> dict[str, float]:
+    """Write ``keys`` in batches of ``spec.batch``, then read ``spec.reads`` of them one at a
+    time: wall, this process's CPU and the server's, Redis memory grown, read latencies.
+    """
     before = _used_memory(client)
     server.lap()
     wall, cpu = time.perf_counter(), _cpu()
-    for i in range(0, len(rows), spec.batch):
-        writer.write_users(rows[i:i + spec.batch])
+    for i in range(0, len(keys), spec.batch):
+        write_batch(keys[i:i + spec.batch])
     write_s, write_cpu, write_server = time.perf_counter() - wall, _cpu() - cpu, server.lap()
     grown = _used_memory(client) - before
-    ids = [r["user_id"] for r in random.Random(1).choices(rows, k=spec.reads)]
     latencies = []
-    server.lap()
+    server.lap()  # the INFO above is not a read's
     wall, cpu = time.perf_counter(), _cpu()
-    for uid in ids:
+    for key in random.Random(1).choices(keys, k=spec.reads):
         start = time.perf_counter()
-        got = reader.users([uid])
+        read_one(key)
         latencies.append(time.perf_counter() - start)
+    read_s, read_cpu, read_server = time.perf_counter() - wall, _cpu() - cpu, server.lap()
+    latencies.sort()
+    n, reads = len(keys), spec.reads
+    return {"rows_per_s": n / write_s, "write_cpu_us_per_row": write_cpu / n * 1e6,
+            "server_us_per_row": write_server / n * 1e6,
+            "server_us_per_read": read_server / reads * 1e6,
+            "bytes_per_row": grown / n, "reads_per_s": reads / read_s,
+            "read_cpu_us": read_cpu / reads * 1e6,
+            "read_p50_ms": latencies[len(latencies) // 2] * 1e3,
+            "read_p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3}
+
+
+def _feast_phase(store: Any, rows: list[dict[str, Any]], spec: OnlineStoreSpec,
+                 client: Any, server: _ServerCpu) -> dict[str, float]:
+    writer, reader = FeatureWriter(store), FeatureReader(store)
+
+    def read_one(row: dict[str, Any]) -> None:
+        uid = row["user_id"]
+        got = reader.users([uid])
         if got[uid]["n_tokens"] != spec.tokens:
             raise AssertionError(f"{uid} read back {got[uid]['n_tokens']} tokens")
-    read_s, read_cpu, read_server = time.perf_counter() - wall, _cpu() - cpu, server.lap()
-    return _figures(len(rows), write_s, write_cpu, grown, spec.reads, read_s, read_cpu,
-                    latencies, write_server, read_server)
+
+    return _measure(writer.write_users, read_one, rows, spec, client, server)
 
 
 def _floor_phase(client: Any, shapes: dict[bytes, dict[bytes, bytes]],
@@ -109,41 +130,17 @@ def _floor_phase(client: Any, shapes: dict[bytes, dict[bytes, bytes]],
     """The same hashes through plain redis-py pipelines: what one Python client gets from
     Redis with no Feast encoding or decoding.
     """
-    keys = list(shapes)
-    before = _used_memory(client)
-    server.lap()
-    wall, cpu = time.perf_counter(), _cpu()
-    for i in range(0, len(keys), spec.batch):
+    def write_batch(keys: list[bytes]) -> None:
         pipe = client.pipeline(transaction=False)
-        for key in keys[i:i + spec.batch]:
+        for key in keys:
             pipe.hset(b"floor:" + key, mapping=shapes[key])
         pipe.execute()
-    write_s, write_cpu, write_server = time.perf_counter() - wall, _cpu() - cpu, server.lap()
-    grown = _used_memory(client) - before
-    latencies = []
-    server.lap()
-    wall, cpu = time.perf_counter(), _cpu()
-    for key in random.Random(1).choices(keys, k=spec.reads):
-        start = time.perf_counter()
+
+    def read_one(key: bytes) -> None:
         if not client.hgetall(b"floor:" + key):
             raise AssertionError("floor row missing")
-        latencies.append(time.perf_counter() - start)
-    read_s, read_cpu, read_server = time.perf_counter() - wall, _cpu() - cpu, server.lap()
-    return _figures(len(keys), write_s, write_cpu, grown, spec.reads, read_s, read_cpu,
-                    latencies, write_server, read_server)
 
-
-def _figures(rows: int, write_s: float, write_cpu: float, grown: int, reads: int,
-             read_s: float, read_cpu: float, latencies: list[float], write_server: float,
-             read_server: float) -> dict[str, float]:
-    latencies.sort()
-    return {"rows_per_s": rows / write_s, "write_cpu_us_per_row": write_cpu / rows * 1e6,
-            "server_us_per_row": write_server / rows * 1e6,
-            "server_us_per_read": read_server / reads * 1e6,
-            "bytes_per_row": grown / rows, "reads_per_s": reads / read_s,
-            "read_cpu_us": read_cpu / reads * 1e6,
-            "read_p50_ms": latencies[len(latencies) // 2] * 1e3,
-            "read_p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3}
+    return _measure(write_batch, read_one, list(shapes), spec, client, server)
 
 
 def run_bench(spec: OnlineStoreSpec, out: Path | None = None) -> dict[str, Any]:
