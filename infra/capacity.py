@@ -191,16 +191,17 @@ def plan(load: Load, figures: dict[str, Figure]) -> Plan:
     redis_cpu_s = (load.events_per_s * load.rows_per_event * f["redis_us_per_row"]
                    + load.rankings_per_s * f["redis_us_per_read"]) / 1e6
     by_cpu = _ceil(redis_cpu_s / u)  # Redis runs commands on one thread: a shard is a core
-    by_memory = _ceil(load.users * f["redis_bytes_per_user"] / (load.redis_memory_gb * 0.75e9))
+    rows_bytes = load.users * f["redis_bytes_per_user"]
+    host_bytes = load.redis_memory_gb * 0.75e9  # the rest for Redis itself and forks
+    by_memory = _ceil(rows_bytes / host_bytes)
     shards = max(by_cpu, by_memory)
-    per_host = max(1, min(cores, math.floor(load.redis_memory_gb * 0.75e9
-                                            / max(load.users * f["redis_bytes_per_user"]
-                                                  / shards, 1))))
+    # A host takes as many shards as its cores and its memory hold.
+    per_host = max(1, min(cores, math.floor(host_bytes / max(rows_bytes / shards, 1))))
     out.parts.append(Part(
         "Redis shards", shards, _ceil(shards / per_host),
         "memory" if by_memory >= by_cpu else "CPU (one thread per shard)",
         f"{by_cpu} by CPU ({redis_cpu_s:.2f} cores of commands), {by_memory} by memory "
-        f"({load.users * f['redis_bytes_per_user'] / 1e9:,.0f} GB of rows)"))
+        f"({rows_bytes / 1e9:,.0f} GB of rows)"))
 
     # The no-op floor is what one proxy passes when it has at most the measured machine (and
     # a Python proxy uses one core at most); a ranking adds its replica's work on top of it.
