@@ -19,6 +19,7 @@ from typing import Any
 from bytewax.outputs import DynamicSink
 from bytewax.outputs import StatelessSinkPartition as _Stateless
 
+from feature_repo.reach import OnlineStoreUnreachable
 from streams import dead_letters, metrics
 from streams.config import non_consumer
 from streams.contract.tokens import Token
@@ -111,8 +112,6 @@ class OutputSink(DynamicSink[Any]):
     def until_written(self, write: Callable[[list[dict[str, Any]]], None],
                       rows: list[dict[str, Any]]) -> None:
         """``write(rows)``, tried again while the store is unreachable, up to ``outage_s``."""
-        from feature_repo.reach import OnlineStoreUnreachable
-
         deadline = time.monotonic() + self.outage_s
         pause = RETRY_FIRST_S
         warned = 0.0
