@@ -3,9 +3,11 @@ rates with intervals, differences, the interleaving preference and a verdict in 
 
 A/B compares every variant with a baseline (``control`` if there is one, else ``a``, else the
 first by name) on one primary rate (plays per impression unless told otherwise); interleaving
-counts the requests each team won (``infra.stats.sign_test``). Intervals treat shown items as
-independent: a user's many requests make them somewhat narrower than they should be, and the
-interleaving test, one decision per request, is the one to trust with few users.
+counts the requests each team won (``infra.stats.sign_test``). Rates and their differences
+take users as the unit (``infra.stats.ratio``, from the per-user sums the flow keeps), because
+a user's impressions are not independent trials: treating them so decided an A/A test at the
+1% level in 7-11% of simulated streams (docs/results.md). A table written without those sums
+falls back to impressions as the unit (Wilson and Newcombe intervals), and says so.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from streams.outcomes import Counts
 
 RATES = {"click": "clicks", "play": "plays", "complete": "completes"}
 METRICS = (*RATES, "watch")
+# The flow's per-user sums of each metric's numerator (``streams.outcomes.USER_TOTALS``).
+USER_NUMERATORS = {"click": ("clicks", "clicks"), "play": ("plays", "plays"),
+                   "complete": ("completes", "completes"), "watch": ("watch_s", "watch")}
 
 
 @dataclass
@@ -56,7 +61,7 @@ class ExperimentReport:
 
         return {"experiment": self.name, "mode": self.mode, "baseline": self.baseline,
                 "metric": self.metric, "verdict": self.verdict, "updated_ms": self.updated_ms,
-                "variants": {v.name: {"rankings": v.counts.rankings,
+                "variants": {v.name: {"rankings": v.counts.rankings, "users": v.counts.users,
                                       "impressions": v.counts.impressions,
                                       "clicks": v.counts.clicks, "plays": v.counts.plays,
                                       "completes": v.counts.completes,
@@ -86,9 +91,30 @@ def pick_baseline(names: list[str], baseline: str | None) -> str | None:
     return sorted(names)[0] if names else None
 
 
+def user_sums(c: Counts, metric: str) -> stats.UserSums:
+    """One metric's numerator per impression as sums over the variant's users."""
+    total, name = USER_NUMERATORS[metric]
+    return stats.UserSums(c.users, getattr(c, total), c.impressions,
+                          getattr(c, f"user_{name}_sq"), getattr(c, f"user_{name}_impressions"),
+                          c.user_impressions_sq)
+
+
+def by_user(c: Counts) -> bool:
+    """Whether the counts carry per-user sums (a flow that keeps them wrote the table)."""
+    return c.users > 0 or not c.impressions
+
+
 def variant_report(name: str, c: Counts) -> VariantReport:
-    """Rates per impression with Wilson intervals; watch time per impression with its own."""
+    """Rates and watch time per impression with users as the unit (impressions as the unit,
+    Wilson's interval, for counts without per-user sums).
+    """
     v = VariantReport(name, c)
+    if by_user(c):
+        for rate in RATES:
+            e = stats.ratio(user_sums(c, rate))[0]  # a share: its interval stays in [0, 1]
+            v.rates[rate] = stats.Estimate(e.value, max(e.low, 0.0), min(e.high, 1.0))
+        v.watch, v.watch_var = stats.ratio(user_sums(c, "watch"))
+        return v
     for rate, attr in RATES.items():
         v.rates[rate] = stats.wilson(getattr(c, attr), c.impressions)
     v.watch, v.watch_var = stats.mean(c.watch_s, c.watch_sq, c.impressions)
@@ -97,13 +123,16 @@ def variant_report(name: str, c: Counts) -> VariantReport:
 
 def compare(v: VariantReport, base: VariantReport) -> dict[str, stats.Estimate]:
     """``v`` minus ``base`` on every rate and on watch time per impression."""
-    out = {rate: stats.diff_proportions(getattr(v.counts, attr), v.counts.impressions,
-                                        getattr(base.counts, attr), base.counts.impressions)
+    a, b = v.counts, base.counts
+    if by_user(a) and by_user(b):
+        return {metric: stats.diff_ratios(user_sums(a, metric), user_sums(b, metric))
+                for metric in METRICS}
+    out = {rate: stats.diff_proportions(getattr(a, attr), a.impressions,
+                                        getattr(b, attr), b.impressions)
            for rate, attr in RATES.items()}
     if v.watch is not None and base.watch is not None:
-        out["watch"] = stats.diff_means(v.watch.value, v.watch_var, v.counts.impressions,
-                                        base.watch.value, base.watch_var,
-                                        base.counts.impressions)
+        out["watch"] = stats.diff_means(v.watch.value, v.watch_var, a.impressions,
+                                        base.watch.value, base.watch_var, b.impressions)
     return out
 
 
@@ -132,7 +161,9 @@ def _preference(totals: ExperimentTotals, variants: list[VariantReport]) -> dict
     names = sorted(wins, key=lambda n: (-wins[n], n))
     leader, other = (names + ["", ""])[:2]
     decided = sum(wins.values())
-    return {"wins": wins, "ties": totals.overall.tied, "decided": decided,
+    ties, requests = totals.overall.tied, totals.overall.rankings
+    return {"wins": wins, "ties": ties, "decided": decided,
+            "no_play": max(requests - decided - ties, 0),
             "requests": totals.overall.rankings, "leader": leader, "other": other,
             "share": wins.get(leader, 0) / decided if decided else math.nan,
             "share_interval": [_num(x) for x in (
@@ -143,8 +174,8 @@ def _preference(totals: ExperimentTotals, variants: list[VariantReport]) -> dict
 
 def _interleave_verdict(pref: dict[str, Any], alpha: float) -> str:
     decided, p = pref["decided"], pref["p"]
-    context = f"{decided:,} decided requests ({pref['ties']:,} ties, " \
-              f"{pref['requests']:,} interleaved)"
+    context = f"{decided:,} decided requests ({pref['ties']:,} ties, {pref['no_play']:,} " \
+              f"without a play, {pref['requests']:,} interleaved)"
     if not decided:
         return f"no decision yet: no interleaved request has a play ({pref['requests']:,} " \
                "interleaved requests)"
@@ -166,13 +197,18 @@ def _ab_verdict(variants: list[VariantReport], base: str | None,
     lines = []
     for name, diffs in differences.items():
         d = diffs.get(metric)
-        n = by_name[name].counts.impressions + by_name[base].counts.impressions
+        a, b = by_name[name].counts, by_name[base].counts
+        n = a.impressions + b.impressions
         if d is None or d.p is None or math.isnan(d.value):
-            lines.append(f"{name} vs {base}: no impressions yet")
+            lines.append(f"{name} vs {base}: no impressions yet" if not (
+                a.impressions and b.impressions) else
+                f"{name} vs {base}: too few users yet (a variant needs two)")
             continue
         mine, theirs = _value(by_name[name], metric), _value(by_name[base], metric)
+        unit = f"{a.users + b.users:,} users" if by_user(a) and by_user(b) else \
+            "impressions as the unit: this table has no per-user sums"
         numbers = (f"{mine} vs {theirs} ({_delta(d, metric)}, 95% CI {_delta_ci(d, metric)}, "
-                   f"p = {_p(d.p)}; {n:,} impressions)")
+                   f"p = {_p(d.p)}; {n:,} impressions, {unit})")
         if d.p < alpha:
             better = name if d.value > 0 else base
             worse = base if better == name else name
@@ -207,14 +243,16 @@ def render(report: ExperimentReport) -> str:
     when = datetime.fromtimestamp(report.updated_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S") \
         if report.updated_ms else "-"
     out = [f"experiment {report.name} ({report.mode or '?'}), counts as of {when} UTC"]
-    header = (f"  {'variant':<12}{'rankings':>10}{'impressions':>13}  {'click rate':<22}"
+    header = (f"  {'variant':<12}{'rankings':>10}{'users':>8}{'impressions':>13}  "
+              f"{'click rate':<22}"
               f"{'play rate':<22}{'complete rate':<22}watch s / impression")
     out.append(header)
     for v in report.variants:
         cells = [f"{_pct(v.rates[r]):<22}" for r in RATES]
         watch = "-" if v.watch is None or math.isnan(v.watch.value) else \
             f"{v.watch.value:.1f} [{v.watch.low:.1f}, {v.watch.high:.1f}]"
-        out.append(f"  {v.name:<12}{v.counts.rankings:>10,}{v.counts.impressions:>13,}  "
+        out.append(f"  {v.name:<12}{v.counts.rankings:>10,}{v.counts.users:>8,}"
+                   f"{v.counts.impressions:>13,}  "
                    f"{''.join(cells)}{watch}")
     for name, diffs in report.differences.items():
         parts = []
@@ -227,8 +265,8 @@ def render(report: ExperimentReport) -> str:
     if report.preference is not None:
         pref = report.preference
         wins = ", ".join(f"{k} {v:,}" for k, v in sorted(pref["wins"].items()))
-        out.append(f"  interleaving: requests won {wins}; ties {pref['ties']:,}; "
-                   f"interleaved {pref['requests']:,}")
+        out.append(f"  interleaving: requests won {wins}; ties {pref['ties']:,}; without a "
+                   f"play {pref['no_play']:,}; interleaved {pref['requests']:,}")
     out.append(f"verdict: {report.verdict}")
     return "\n".join(out)
 

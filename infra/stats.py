@@ -6,6 +6,8 @@ the textbook Wald interval fails) and Newcombe's hybrid score interval for a dif
 (method 10 of Newcombe 1998, built from the two Wilson intervals). Means use the normal
 approximation, the difference of two Welch's standard error. The interleaving preference is a
 two-sided exact binomial (sign) test of the decided requests against 1/2, ties left out.
+A rate per impression with users as the unit (what an A/B test that assigns users must use)
+takes the delta method's interval of a ratio of per-user sums, from five sums over the users.
 """
 
 from __future__ import annotations
@@ -89,22 +91,57 @@ def sign_test(wins: int, losses: int) -> float:
     return float(stats.binomtest(wins, n, 0.5, alternative="two-sided").pvalue)
 
 
-def diff_ratios_clustered(x1: Sequence[float], y1: Sequence[float], x2: Sequence[float],
-                          y2: Sequence[float], z: float = Z95) -> Estimate:
-    """``sum(x1)/sum(y1) - sum(x2)/sum(y2)`` where each index is one cluster (a user: their
-    plays and impressions), with the delta-method standard error of each ratio (Deng et al.,
-    2018) and the two-sided normal p-value. Unlike ``diff_proportions`` it does not treat a
-    user's impressions as independent, which an A/B test that assigns users must not.
+@dataclass(frozen=True)
+class UserSums:
+    """A rate per impression with users as the unit, as sums over the ``n`` users: of each
+    user's numerator ``x`` and impressions ``y``, of ``x*x``, of ``x*y`` and of ``y*y``.
     """
-    parts = []
-    for x, y in ((x1, y1), (x2, y2)):
+
+    n: int
+    x: float
+    y: float
+    xx: float
+    xy: float
+    yy: float
+
+    @classmethod
+    def of(cls, x: Sequence[float], y: Sequence[float]) -> UserSums:
+        """The sums of per-user values."""
         xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-        n = len(xs)
-        if n < 2 or ys.sum() <= 0:
-            return Estimate(math.nan, math.nan, math.nan, None)
-        r, ybar = xs.sum() / ys.sum(), ys.mean()
-        var = float((xs - r * ys).var(ddof=1)) / (n * ybar * ybar)
-        parts.append((float(r), var))
-    d, se = parts[0][0] - parts[1][0], math.sqrt(parts[0][1] + parts[1][1])
+        return cls(len(xs), float(xs.sum()), float(ys.sum()), float(xs @ xs), float(xs @ ys),
+                   float(ys @ ys))
+
+
+def ratio(s: UserSums, z: float = Z95) -> tuple[Estimate, float]:
+    """``x/y`` with its delta-method normal interval (Deng et al., 2018), and the variance of
+    the ratio; nan with fewer than two users or no impressions.
+    """
+    if s.n < 2 or s.y <= 0:
+        return Estimate(math.nan, math.nan, math.nan), math.nan
+    r, ybar = s.x / s.y, s.y / s.n
+    # the users' residuals x - r*y sum to 0, so their sample variance is this over n - 1
+    resid = max(s.xx - 2 * r * s.xy + r * r * s.yy, 0.0) / (s.n - 1)
+    var = resid / (s.n * ybar * ybar)
+    half = z * math.sqrt(var)
+    return Estimate(r, r - half, r + half), var
+
+
+def diff_ratios(a: UserSums, b: UserSums, z: float = Z95) -> Estimate:
+    """``ratio(a) - ratio(b)`` for two independent groups of users, with the normal interval
+    and the two-sided p-value. Unlike ``diff_proportions`` it does not treat a user's
+    impressions as independent, which an A/B test that assigns users must not.
+    """
+    (ra, va), (rb, vb) = ratio(a, z), ratio(b, z)
+    if math.isnan(ra.value) or math.isnan(rb.value):
+        return Estimate(math.nan, math.nan, math.nan, None)
+    d, se = ra.value - rb.value, math.sqrt(va + vb)
     p = (1.0 if d == 0 else 0.0) if se == 0 else float(2 * stats.norm.sf(abs(d) / se))
     return Estimate(d, d - z * se, d + z * se, p)
+
+
+def diff_ratios_clustered(x1: Sequence[float], y1: Sequence[float], x2: Sequence[float],
+                          y2: Sequence[float], z: float = Z95) -> Estimate:
+    """``diff_ratios`` of per-user values: index ``i`` of ``x1``/``y1`` is one user's plays
+    and impressions.
+    """
+    return diff_ratios(UserSums.of(x1, y1), UserSums.of(x2, y2), z)

@@ -202,14 +202,38 @@ class Ranker:
         self.reranker = GoalReranker(settings.rerank, settings.constraints)
         self._shown: set[str] = set()
         self._store_retry_at = -math.inf  # while the store is away: when to try it again
-        self.plan: Plan | None = None  # the running experiment (swapped whole)
+        self._plan: Plan | None = None  # the running experiment (swapped whole)
+        self._published: set[str] = set()  # versions marquee_model_info says are serving
         self._set_model(model)
+        self._publish_versions()
 
     # ---- model ---------------------------------------------------------------------------
     @property
     def version(self) -> str:
         """The served model's version ("none" when no model is loaded)."""
         return self.default.version
+
+    @property
+    def plan(self) -> Plan | None:
+        """The running experiment (None: the default model ranks every request)."""
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: Plan | None) -> None:
+        self._plan = plan
+        self._publish_versions()
+
+    def _publish_versions(self) -> None:
+        """``marquee_model_info``: 1 for every model version that ranks requests now (each
+        variant's while an experiment runs, else the default model's), 0 for the ones before.
+        """
+        arms = self._plan.arms.values() if self._plan is not None else [self.default]
+        now = {a.version for a in arms if a.model is not None}
+        for version in self._published - now:
+            metrics.MODEL_INFO.labels(version).set(0)
+        for version in now:
+            metrics.MODEL_INFO.labels(version).set(1)
+        self._published = now
 
     @property
     def model(self) -> Any | None:
@@ -236,8 +260,7 @@ class Ranker:
         model = self._open(path, threads)
         old = self.version
         self._set_model(model)
-        metrics.MODEL_INFO.labels(old).set(0)
-        metrics.MODEL_INFO.labels(model.version).set(1)
+        self._publish_versions()
         log.info("model %s -> %s (%s)", old, model.version, path)
         return model.version
 

@@ -14,11 +14,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from streams.outcomes import COUNT_FIELDS, Counts
+
+INTEGER_FIELDS = frozenset(f.name for f in fields(Counts) if f.type in ("int", int))
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS experiment_counts (
@@ -41,7 +43,13 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(SCHEMA)
+    for name in set(COUNT_FIELDS) - _columns(conn):  # a table an older flow created
+        conn.execute(f"ALTER TABLE experiment_counts ADD COLUMN {name} REAL NOT NULL DEFAULT 0")
     return conn
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in conn.execute("PRAGMA table_info(experiment_counts)")}
 
 
 def write_rows(path: Path, shard_rows: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> int:
@@ -89,10 +97,11 @@ def read_totals(path: Path) -> dict[str, ExperimentTotals]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
         conn.execute("PRAGMA query_only=1")
+        have = _columns(conn)  # a table an older flow wrote lacks the newer counts: 0
+        sums = ", ".join(f"SUM({f})" if f in have else "0" for f in COUNT_FIELDS)
         try:
             rows = conn.execute(
-                f"SELECT experiment, variant, MAX(mode), "
-                f"{', '.join(f'SUM({f})' for f in COUNT_FIELDS)}, MAX(updated_ms) "
+                f"SELECT experiment, variant, MAX(mode), {sums}, MAX(updated_ms) "
                 f"FROM experiment_counts GROUP BY experiment, variant "
                 f"ORDER BY experiment, variant").fetchall()
         except sqlite3.OperationalError as exc:
@@ -106,7 +115,7 @@ def read_totals(path: Path) -> dict[str, ExperimentTotals]:
         totals = out.setdefault(experiment, ExperimentTotals(experiment, mode or ""))
         totals.mode = totals.mode or mode or ""
         totals.updated_ms = max(totals.updated_ms, updated or 0)
-        values = Counts(*(v if f.startswith("watch") else int(v)
+        values = Counts(*(int(v) if f in INTEGER_FIELDS else float(v)
                           for f, v in zip(COUNT_FIELDS, counts, strict=True)))
         if variant == ALL:
             totals.overall = values

@@ -20,6 +20,14 @@ its time by ``grace_ms``, or the events by the window; it is then counted as not
 rankings of an experiment are held, so memory follows experiment traffic: about one held
 ranking per ranking served in the last ``window_ms``, and the events of ``grace_ms``.
 
+**Users as the unit.** An A/B test assigns users, not impressions, and one user's impressions
+are not independent trials (a user who plays a lot plays in both halves of any split). So each
+variant's row also keeps, over its users, the sums that the delta method needs to test a rate
+per impression with users as the unit (``infra.stats.ratio``): the number of users, and the
+sums of each user's squared totals and of their products with the user's impressions. The
+shard keeps each user's totals per (experiment, variant) to update those sums exactly as they
+grow: about 150 bytes per exposed user, for as long as the flow runs.
+
 Counts are absolute and part of the snapshot, so a replay after a crash recounts from the
 snapshot and the written rows converge to the same values: nothing is counted twice.
 Duplicate events never reach the join (the tokenizer drops them first; its dedupe window, one
@@ -29,6 +37,7 @@ hour, is at least the join window).
 from __future__ import annotations
 
 import pickle
+import zlib
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
 from typing import Any
@@ -47,6 +56,7 @@ INTERLEAVE = "interleave"
 TIE = -2
 UNDECIDED = -1
 BUCKET_MS = 60_000  # rankings are held in buckets of this much serving time
+USER_GROUPS = 64  # per-user totals are snapshotted in this many groups (a power of two)
 # Why an event with a request_id counted nothing (marquee_experiment_unjoined_events_total).
 NOT_HELD = "not_held"  # its ranking ran no experiment, was not logged, or expired
 NOT_SHOWN = "not_shown"  # its item is not in the ranking
@@ -104,6 +114,19 @@ class Counts:
     watch_sq: float = 0.0  # sum over shown pairs of (their watch seconds) squared
     preferred: int = 0  # interleaved requests whose plays favour this variant
     tied: int = 0  # interleaved requests with as many plays of each team
+    # Users as the unit (``streams.outcomes`` "Users as the unit"): the users with an
+    # impression of the variant, and over them the sums of squares and of products with
+    # impressions of each user's totals.
+    users: int = 0
+    user_impressions_sq: float = 0.0
+    user_clicks_sq: float = 0.0
+    user_clicks_impressions: float = 0.0
+    user_plays_sq: float = 0.0
+    user_plays_impressions: float = 0.0
+    user_completes_sq: float = 0.0
+    user_completes_impressions: float = 0.0
+    user_watch_sq: float = 0.0
+    user_watch_impressions: float = 0.0
 
     def add(self, other: Counts) -> None:
         """Add ``other`` into these counts (totals over shards)."""
@@ -112,13 +135,33 @@ class Counts:
 
 
 COUNT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Counts))
+# A user's totals of one variant, in this order (``UserTotals``): the numerators of the rates
+# and of watch time per impression, with impressions, their denominator, first.
+USER_TOTALS = ("impressions", "clicks", "plays", "completes", "watch")
+_USER_SUMS = tuple((f"user_{m}_sq", f"user_{m}_impressions", i)
+                   for i, m in enumerate(USER_TOTALS) if i)
+
+
+def add_user(row: Counts, before: list[float], after: list[float]) -> None:
+    """Move one user's contribution to ``row``'s user sums from ``before`` to ``after``
+    (their totals, ``USER_TOTALS`` order): the sums stay exact as the user's totals grow.
+    """
+    y0, y1 = before[0], after[0]
+    if not y0 and y1:
+        row.users += 1
+    row.user_impressions_sq += y1 * y1 - y0 * y0
+    for sq, cross, i in _USER_SUMS:
+        x0, x1 = before[i], after[i]
+        if x0 != x1 or y0 != y1:
+            setattr(row, sq, getattr(row, sq) + x1 * x1 - x0 * x0)
+            setattr(row, cross, getattr(row, cross) + x1 * y1 - x0 * y0)
 
 
 class Held:
     """A held ranking: its items' variants, and each item's outcomes so far."""
 
-    __slots__ = ("ts", "experiment", "names", "items", "interleave", "outcomes", "watch",
-                 "plays", "credit")
+    __slots__ = ("ts", "user", "experiment", "names", "items", "interleave", "outcomes",
+                 "watch", "plays", "credit")
 
     def __init__(self, r: LoggedRanking) -> None:
         names = list(dict.fromkeys(r.variants))
@@ -126,6 +169,7 @@ class Held:
             if item.variant not in names:
                 names.append(item.variant)
         self.ts = r.ts
+        self.user = r.user_id
         self.experiment: str = r.experiment or ""
         self.names: tuple[str, ...] = tuple(names)
         index = {n: i for i, n in enumerate(names)}
@@ -169,6 +213,12 @@ class OutcomeShard:
         self.rankings_wm: int = state.get("rankings_wm", 0)
         self.oldest = min((ev.ts for evs in self.pending.values() for ev in evs), default=0)
         self.dirty: set[tuple[str, str]] = set(self.counts)  # rows owed to the table
+        # user -> (experiment, variant) -> the user's totals (USER_TOTALS), in groups by a
+        # stable hash of the user so a snapshot pickles again only the groups that changed
+        self.user_blobs: dict[int, bytes] = dict(state.get("users", {}))
+        self.user_groups: dict[int, dict[str, dict[tuple[str, str], list[float]]]] = {
+            group: pickle.loads(blob) for group, blob in self.user_blobs.items()}
+        self.users_touched: set[int] = set()
         self.unjoined: dict[str, int] = {}  # reason -> events since the last take
 
     # ---- input ------------------------------------------------------------------------------
@@ -254,14 +304,23 @@ class OutcomeShard:
         if not gained and not watch:
             return
         outcomes[item] = after
-        row = self._row(held.experiment, held.names[team])
+        variant = held.names[team]
+        row = self._row(held.experiment, variant)
+        user = self._user_totals(getattr(held, "user", ""), held.experiment, variant)
+        before = user.copy()
         if gained & SHOWN:
             row.impressions += 1
+            user[0] += 1
         if gained & CLICKED:
             row.clicks += 1
+            user[1] += 1
+        if gained & PLAYED:
+            user[2] += 1
         if gained & COMPLETED:
             row.completes += 1
+            user[3] += 1
         if watch:
+            user[4] += watch
             totals = held.watch
             if totals is None:
                 totals = held.watch = {}
@@ -269,10 +328,25 @@ class OutcomeShard:
             now = totals[item] = was + watch
             row.watch_s += watch
             row.watch_sq += now * now - was * was
+        add_user(row, before, user)
         if gained & PLAYED:
             row.plays += 1
             if held.interleave:
                 self._credit(held, team)
+
+    def _user_totals(self, user: str, experiment: str, variant: str) -> list[float]:
+        group = zlib.crc32(user.encode()) & (USER_GROUPS - 1)
+        self.users_touched.add(group)
+        by_user = self.user_groups.get(group)
+        if by_user is None:
+            by_user = self.user_groups[group] = {}
+        mine = by_user.get(user)
+        if mine is None:
+            mine = by_user[user] = {}
+        totals = mine.get((experiment, variant))
+        if totals is None:
+            totals = mine[(experiment, variant)] = [0, 0, 0, 0, 0.0]
+        return totals
 
     def _credit(self, held: Held, team: int) -> None:
         plays = held.plays
@@ -361,8 +435,12 @@ class OutcomeShard:
                 self.blobs[bucket] = pickle.dumps(self.buckets[bucket],
                                                   protocol=pickle.HIGHEST_PROTOCOL)
         self.touched = set()
-        return {"buckets": dict(self.blobs), "pending": {k: list(v) for k, v in
-                                                         self.pending.items()},
+        for group in self.users_touched:
+            self.user_blobs[group] = pickle.dumps(self.user_groups[group],
+                                                  protocol=pickle.HIGHEST_PROTOCOL)
+        self.users_touched = set()
+        return {"buckets": dict(self.blobs), "users": dict(self.user_blobs),
+                "pending": {k: list(v) for k, v in self.pending.items()},
                 "counts": {k: astuple(c) for k, c in self.counts.items()},
                 "modes": dict(self.modes), "events_wm": self.events_wm,
                 "rankings_wm": self.rankings_wm}

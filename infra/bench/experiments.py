@@ -10,10 +10,11 @@ requests from randomly drawn members of the simulated audience (``infra.audience
   coin seeded per request), each request credited to the team with more played items (the
   flow's rule); the sign test of the decided requests (``infra.stats.sign_test``);
 - **ab**: members split by the service's stable hash (``serve.experiments.allocate``), plays
-  per impression compared by the report's test (impressions as independent trials,
-  ``infra.stats.diff_proportions``);
+  per impression with impressions as independent trials (``infra.stats.diff_proportions``):
+  what a test that ignores the assignment unit would claim;
 - **ab_users**: the same A/B stream tested with users as the unit (the delta method,
-  ``infra.stats.diff_ratios_clustered``): what an A/B that assigns users can honestly claim.
+  ``infra.stats.diff_ratios_clustered``), the report's test: what an A/B that assigns users
+  can honestly claim.
 
 **Fixed horizons, not peeking.** Each test is taken once at each of a geometric grid of
 request counts (a stream's prefix, so one stream per seed serves every horizon). A design

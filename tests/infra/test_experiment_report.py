@@ -47,7 +47,8 @@ def test_totals_sum_shards_and_the_verdicts_read_as_the_counts_say(tmp_path):
     report = build(il)
     # 1122 of 1840 decided requests: 61%, a sign test far below 0.001.
     assert report.verdict.startswith("b preferred in 61% of decided requests, p = ")
-    assert "1,840 decided requests (42 ties, 2,040 interleaved)" in report.verdict
+    assert "1,840 decided requests (42 ties, 158 without a play, 2,040 interleaved)" \
+        in report.verdict
     assert report.preference["p"] < 1e-15
 
     ab = build(totals["ab-test"])
@@ -75,3 +76,53 @@ def test_the_command_prints_one_report_per_experiment_and_says_when_there_is_non
     assert got["ab-test"]["differences"]["b"]["play"]["p"] < 0.001
     assert main(["experiment", "report", "--data-dir", str(tmp_path), "--experiment", "x"]) == 1
     assert "experiments counted: ab-test, il-test" in capsys.readouterr().err
+
+
+def aa_streams(path, streams: int, users: int = 40) -> None:
+    """``streams`` A/A experiments through the flow's join into one table: users split in
+    two arms that rank alike, each user with their own play propensity (a few play a lot)
+    and number of requests, so a user's impressions are far from independent trials."""
+    import random
+
+    from streams.contract.events import Action
+    from streams.contract.fast_events import Event
+    from streams.outcomes import JoinConfig, LoggedItem, LoggedRanking, OutcomeShard
+
+    t0, n = 1_767_225_600_000, 0
+    for s in range(streams):
+        rng = random.Random(s)
+        shard = OutcomeShard(JoinConfig())
+        for u in range(users):
+            user, arm = f"u{u}", "ab"[rng.random() < 0.5]
+            propensity = rng.betavariate(0.5, 4)
+            for _ in range(rng.randint(1, 15)):
+                n += 1
+                rid, ts = f"{n:032x}", t0 + n
+                items = [LoggedItem(f"i{j}", arm) for j in range(5)]
+                shard.rankings([LoggedRanking(rid, ts, user, items, f"aa{s}", "ab", [arm])], ts)
+                shard.events([Event(event_id=f"{rid}{j}", user_id=user, ts=ts + 1,
+                                    action=Action("play" if rng.random() < propensity
+                                                  else "impression"),
+                                    device="tv", surface="home", item_id=f"i{j}",
+                                    request_id=rid) for j in range(5)], ts + 1)
+        write_rows(path, [(f"s{s}", shard.take_rows())])
+
+
+def test_an_aa_test_decides_about_as_often_as_its_level_says(tmp_path):
+    """Users as the unit keep the false decisions of an A/A test near the 5% level; the same
+    counts with impressions as the unit (a table without per-user sums) decide far more
+    often, which is why the report takes users as the unit."""
+    from dataclasses import replace
+
+    path = tmp_path / "experiments.sqlite3"
+    aa_streams(path, 150)
+    totals = read_totals(path)
+    assert len(totals) == 150
+    by_users = by_impressions = 0
+    for t in totals.values():
+        assert all(c.users > 0 for c in t.variants.values())
+        by_users += build(t).differences["b"]["play"].p < 0.05
+        flat = {v: replace(c, users=0) for v, c in t.variants.items()}
+        by_impressions += build(replace(t, variants=flat)).differences["b"]["play"].p < 0.05
+    assert by_users / 150 <= 0.10, by_users
+    assert by_impressions > 2 * by_users, (by_impressions, by_users)

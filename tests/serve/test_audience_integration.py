@@ -28,8 +28,9 @@ pytestmark = pytest.mark.integration
 NAME, PREFIX = "marquee-sim", "/sim"
 # Interleaving credits only the requests with a play (about a quarter); its coin is seeded by
 # the random request id, so its p moves between runs: 1,000 requests keep it far below 0.01
-# (with 500, one clean-clone CI run got p = 0.010 and failed).
-AB_REQUESTS, IL_REQUESTS = 1000, 1000
+# (with 500, one clean-clone CI run got p = 0.010 and failed). A/B tests with users as the
+# unit (293 users at 1,000 requests gave p = 0.002), so it gets more requests.
+AB_REQUESTS, IL_REQUESTS = 2000, 1000
 # The weak model: the strong one's recipe trained on a tenth of the users.
 PAIR = PairConfig()
 

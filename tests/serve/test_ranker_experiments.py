@@ -90,3 +90,18 @@ def test_the_goal_reranker_applies_to_the_interleaved_list(world, ranker) -> Non
     assert res.items and all(i.kind == "movie" for i in res.items), res.explanation
     assert all(i.item_id in movies for i in res.items)
     ranker.plan = None
+
+
+def test_model_info_names_every_version_that_ranks(world, ranker) -> None:
+    from serve import metrics
+
+    def serving() -> dict[str, float]:
+        return {s.labels["model_version"]: s.value
+                for m in metrics.MODEL_INFO.collect() for s in m.samples}
+
+    ranker.plan = ranker.build_plan(_experiment(world, "ab", control=True))
+    info = serving()
+    assert info["fm-a"] == 1 and info["fm-b"] == 1 and "popular" not in info
+    ranker.plan = None  # back to the default model alone
+    info = serving()
+    assert info["fm-a"] == 1 and info["fm-b"] == 0

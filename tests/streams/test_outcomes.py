@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pickle
 import random
+from dataclasses import astuple
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -75,6 +77,7 @@ def expected(rankings: list[LoggedRanking], events: list[Event]) -> dict[tuple[s
         bits[key] = bits.get(key, 0) | ACTION_OUTCOMES[ev.action.value]
         watch[key] = watch.get(key, 0.0) + ev.watch_seconds
     plays: dict[str, list[int]] = {}
+    per_user: dict[tuple[str, str, str], list[float]] = {}
     for (rid, item), b in bits.items():
         r = by_id[rid]
         variant = next(i.variant for i in r.items if i.item_id == item)
@@ -85,8 +88,19 @@ def expected(rankings: list[LoggedRanking], events: list[Event]) -> dict[tuple[s
         c.completes += bool(b & COMPLETED)
         c.watch_s += watch[rid, item]
         c.watch_sq += watch[rid, item] ** 2
+        totals = per_user.setdefault((r.experiment or "", variant, r.user_id), [0, 0, 0, 0, 0.0])
+        for i, gained in enumerate((b & SHOWN, b & CLICKED, b & PLAYED, b & COMPLETED)):
+            totals[i] += bool(gained)
+        totals[4] += watch[rid, item]
         if b & PLAYED and r.mode == "interleave":
             plays.setdefault(rid, [0, 0])[r.variants.index(variant)] += 1
+    for (exp, variant, _), (y, *xs) in per_user.items():
+        c = out[exp, variant]
+        c.users += bool(y)
+        c.user_impressions_sq += y * y
+        for name, x in zip(("clicks", "plays", "completes", "watch"), xs, strict=True):
+            setattr(c, f"user_{name}_sq", getattr(c, f"user_{name}_sq") + x * x)
+            setattr(c, f"user_{name}_impressions", getattr(c, f"user_{name}_impressions") + x * y)
     for rid, p in plays.items():
         won = credit(p)
         if won == TIE:
@@ -97,8 +111,7 @@ def expected(rankings: list[LoggedRanking], events: list[Event]) -> dict[tuple[s
 
 
 def approx(counts: dict[tuple[str, str], Counts]) -> dict:
-    return {k: (c.rankings, c.impressions, c.clicks, c.plays, c.completes, round(c.watch_s, 6),
-                round(c.watch_sq, 3), c.preferred, c.tied) for k, c in counts.items()
+    return {k: tuple(round(v, 3) for v in astuple(c)) for k, c in counts.items()
             if any((c.rankings, c.impressions, c.watch_s, c.preferred, c.tied))}
 
 
@@ -108,7 +121,10 @@ def traffic(draw: st.DrawFn) -> tuple[list[LoggedRanking], list[Event]]:
     within the window after their ranking."""
     mode = draw(st.sampled_from(["ab", "interleave"]))
     n = draw(st.integers(1, 12))
-    rankings = [ranking(i, mode, T0 + 5_000 * i) for i in range(n)]
+    users = draw(st.integers(1, 4))  # a user's several rankings: their totals add up
+    rankings = [msgspec.structs.replace(ranking(i, mode, T0 + 5_000 * i),
+                                        user_id=f"u{draw(st.integers(0, users - 1))}")
+                for i in range(n)]
     events = []
     for _ in range(draw(st.integers(0, 40))):
         r = rankings[draw(st.integers(0, n - 1))]
