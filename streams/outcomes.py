@@ -142,7 +142,7 @@ _USER_SUMS = tuple((f"user_{m}_sq", f"user_{m}_impressions", i)
                    for i, m in enumerate(USER_TOTALS) if i)
 
 
-def add_user(row: Counts, before: list[float], after: list[float]) -> None:
+def add_user(row: Counts, after: list[float], before: list[float]) -> None:
     """Move one user's contribution to ``row``'s user sums from ``before`` to ``after``
     (their totals, ``USER_TOTALS`` order): the sums stay exact as the user's totals grow.
     """
@@ -181,6 +181,11 @@ class Held:
         self.credit = UNDECIDED
 
 
+def _group(user: str) -> int:
+    """The snapshot group of a user's totals (stable across processes, unlike ``hash``)."""
+    return zlib.crc32(user.encode()) & (USER_GROUPS - 1)
+
+
 def credit(plays: Iterable[int]) -> int:
     """Team-draft credit of one interleaved request from its items played per team: the team
     with more (its index), ``TIE`` when equal and some were played, ``UNDECIDED`` for none.
@@ -213,12 +218,17 @@ class OutcomeShard:
         self.rankings_wm: int = state.get("rankings_wm", 0)
         self.oldest = min((ev.ts for evs in self.pending.values() for ev in evs), default=0)
         self.dirty: set[tuple[str, str]] = set(self.counts)  # rows owed to the table
-        # user -> (experiment, variant) -> the user's totals (USER_TOTALS), in groups by a
-        # stable hash of the user so a snapshot pickles again only the groups that changed
+        # (user, experiment, variant) -> the user's totals now and as last added to the row's
+        # user sums (USER_TOTALS order, twice); kept in groups by a stable hash of the user so
+        # a snapshot pickles again only the groups that changed. An event updates the totals;
+        # ``_settle`` moves the row's sums to them, once per user and flush.
         self.user_blobs: dict[int, bytes] = dict(state.get("users", {}))
-        self.user_groups: dict[int, dict[str, dict[tuple[str, str], list[float]]]] = {
+        self.user_groups: dict[int, dict[tuple[str, str, str], list[float]]] = {
             group: pickle.loads(blob) for group, blob in self.user_blobs.items()}
-        self.users_touched: set[int] = set()
+        self.user_totals = {key: totals for by_key in self.user_groups.values()
+                            for key, totals in by_key.items()}
+        self.users_changed: set[tuple[str, str, str]] = set()
+        self.users_touched: set[int] = set()  # groups settled since the last snapshot
         self.unjoined: dict[str, int] = {}  # reason -> events since the last take
 
     # ---- input ------------------------------------------------------------------------------
@@ -306,8 +316,11 @@ class OutcomeShard:
         outcomes[item] = after
         variant = held.names[team]
         row = self._row(held.experiment, variant)
-        user = self._user_totals(getattr(held, "user", ""), held.experiment, variant)
-        before = user.copy()
+        key = (getattr(held, "user", ""), held.experiment, variant)
+        user = self.user_totals.get(key)
+        if user is None:
+            user = self._new_user(key)
+        self.users_changed.add(key)
         if gained & SHOWN:
             row.impressions += 1
             user[0] += 1
@@ -328,25 +341,27 @@ class OutcomeShard:
             now = totals[item] = was + watch
             row.watch_s += watch
             row.watch_sq += now * now - was * was
-        add_user(row, before, user)
         if gained & PLAYED:
             row.plays += 1
             if held.interleave:
                 self._credit(held, team)
 
-    def _user_totals(self, user: str, experiment: str, variant: str) -> list[float]:
-        group = zlib.crc32(user.encode()) & (USER_GROUPS - 1)
-        self.users_touched.add(group)
-        by_user = self.user_groups.get(group)
-        if by_user is None:
-            by_user = self.user_groups[group] = {}
-        mine = by_user.get(user)
-        if mine is None:
-            mine = by_user[user] = {}
-        totals = mine.get((experiment, variant))
-        if totals is None:
-            totals = mine[(experiment, variant)] = [0, 0, 0, 0, 0.0]
+    def _new_user(self, key: tuple[str, str, str]) -> list[float]:
+        totals = self.user_totals[key] = [0, 0, 0, 0, 0.0] * 2
+        self.user_groups.setdefault(_group(key[0]), {})[key] = totals
         return totals
+
+    def _settle(self) -> set[int]:
+        """Add the users whose totals changed to their rows' user sums; the groups touched."""
+        groups = set()
+        n = len(USER_TOTALS)
+        for key in self.users_changed:
+            totals = self.user_totals[key]
+            add_user(self._row(key[1], key[2]), totals[:n], totals[n:])
+            totals[n:] = totals[:n]
+            groups.add(_group(key[0]))
+        self.users_changed = set()
+        return groups
 
     def _credit(self, held: Held, team: int) -> None:
         plays = held.plays
@@ -412,6 +427,7 @@ class OutcomeShard:
     # ---- output -----------------------------------------------------------------------------
     def take_rows(self) -> list[tuple[Any, ...]]:
         """``(experiment, variant, mode, *counts)`` of every row changed since the last call."""
+        self.users_touched |= self._settle()
         rows = [(exp, variant, self.modes.get(exp, ""), *astuple(self.counts[exp, variant]))
                 for exp, variant in sorted(self.dirty)]
         self.dirty = set()
@@ -435,7 +451,7 @@ class OutcomeShard:
                 self.blobs[bucket] = pickle.dumps(self.buckets[bucket],
                                                   protocol=pickle.HIGHEST_PROTOCOL)
         self.touched = set()
-        for group in self.users_touched:
+        for group in self._settle() | self.users_touched:
             self.user_blobs[group] = pickle.dumps(self.user_groups[group],
                                                   protocol=pickle.HIGHEST_PROTOCOL)
         self.users_touched = set()

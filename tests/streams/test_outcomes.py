@@ -156,6 +156,7 @@ def feed(rankings: list[LoggedRanking], events: list[Event], seed: int,
         batches += 1
         if restore_every and batches % restore_every == 0:
             shard = OutcomeShard(CONFIG, pickle.loads(pickle.dumps(shard.snapshot())))
+    shard.take_rows()  # as the flow does before it writes: the user sums settle
     return shard
 
 
