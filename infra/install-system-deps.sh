@@ -3,8 +3,8 @@
 # Kafka client used to cross-check the broker), redis-server (Feast's optional online
 # store), prometheus (metrics), Node.js with npm (for s3rver, the embedded broker's
 # durable storage; see infra/install-s3rver.sh) and iproute2 (`ip`, which makes the network
-# namespaces of the multi-host tests, infra/netns.py). Idempotent: does nothing when all
-# are present.
+# namespaces of the multi-host tests, infra/netns.py) and haproxy (the ranking service's
+# admission front, infra/front.py). Idempotent: does nothing when all are present.
 set -euo pipefail
 need=()
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
@@ -13,6 +13,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -29,6 +30,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 # Debian starts these as services when a service manager runs; Marquee starts its own.
-for svc in prometheus redis-server; do
+for svc in prometheus redis-server haproxy; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done

@@ -149,25 +149,44 @@ def train_and_export(layout: Layout, minutes: float | None = 1.0, reuse: bool = 
 
 def start_service(layout: Layout, model_path: Path | None, port: int = 8000,
                   replicas: int | None = None, kafka: KafkaSettings | None = None) -> str:
-    """Start the Ray Serve ranking app over this layout's features and model; returns its URL.
+    """Start the Ray Serve ranking app over this layout's features and model, behind the
+    admission front (``infra.front``) unless ``MARQUEE_FRONT_ENABLED=false``; returns the URL
+    clients call.
 
     ``replicas=None`` leaves the count to ``MARQUEE_REPLICAS`` (default 1); ``kafka`` is the
     broker and topic the rankings log goes to (default: ``KAFKA_BOOTSTRAP_SERVERS``).
     """
-    from serve.app import start
+    from infra import front
     from serve.config import ServeSettings
 
+    global _FRONT
     over: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
     if kafka is not None:
         over |= {"bootstrap_servers": kafka.bootstrap_servers,
                  "rankings_topic": kafka.rankings_topic}
-    return start(ServeSettings(data_dir=layout.root, model_path=model_path, port=port, **over))
+    settings = ServeSettings(data_dir=layout.root, model_path=model_path, port=port, **over)
+    url, _FRONT = front.serve(settings, layout.root / "front")
+    return url
+
+
+_FRONT: Any = None  # the admission front start_service started (infra.front.Front)
+
+
+def running_front() -> Any:
+    """The admission front of the running service (None when it is off or not started), for
+    the caller that supervises it.
+    """
+    return _FRONT
 
 
 def stop_service() -> None:
-    """Shut Ray Serve down."""
+    """Stop the admission front and shut Ray Serve down."""
     from serve.app import stop
 
+    global _FRONT
+    if _FRONT is not None:
+        _FRONT.stop()
+        _FRONT = None
     stop()
 
 

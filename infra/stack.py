@@ -30,6 +30,7 @@ from infra.demo import DemoConfig, show_rankings, step, world_of
 from infra.pipeline import (
     Layout,
     run_flow_to_end,
+    running_front,
     seed_events,
     start_service,
     stop_service,
@@ -144,6 +145,8 @@ def run_up(cfg: DemoConfig, fresh: bool = False, serve: bool = True,
         if serve:
             url = _seed_train_serve(cfg, kafka, layout)
             _stop_on_signals(stop)  # ray.init replaced the handlers with one that aborts
+            if (gate := running_front()) is not None:  # restarted like the other children
+                sup.add("front", gate, layout.root / "front" / "haproxy.log")
         sup.add("flow", _flow(kafka, layout, cfg.flow_metrics_port), layout.root / "flow.log")
         sup.add("prometheus", _prometheus(layout, cfg, url, host),
                 layout.root / "prometheus" / "prometheus.log")

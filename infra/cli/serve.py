@@ -52,6 +52,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
                    "--replicas: errors and p99 per second for 30 s after, and the time to "
                    "normal latency (about 1 min per count, plus a redeploy when the count "
                    "differs from the running one; no no-op floor: it has nothing to recover)")
+    p.add_argument("--front", action=argparse.BooleanOptionalAction, default=True,
+                   help="behind the admission front (HAProxy, as `marquee up` runs it); "
+                   "--no-front: clients call Ray Serve's proxy directly")
     out_path(p, Path("var/bench/serve.json"), "JSON report")
 
     p = command(
@@ -147,26 +150,33 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - lazy import of the se
 def _serve(args: argparse.Namespace) -> int:
     import time
 
+    from infra import front
     from serve import app
 
     settings = _settings(args)
     watch = None
     if settings.model_path is None:  # no model named: serve the registry's, and follow it
         settings, watch = _from_registry(settings)
-    url = app.start(settings)
+    url, gate = front.serve(settings, settings.data_dir / "front")
     print(f"serving on {url} (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops",
           flush=True)
     watched = _experiment_file(settings.experiments)
     seen = _mtime(watched)
     try:
         while True:
-            time.sleep(2 if watched or watch else 3600)
+            time.sleep(2 if watched or watch or gate else 3600)
+            if gate is not None and not gate.alive():
+                print(f"admission front exited ({gate.exit_code()}); starting it again",
+                      flush=True)
+                gate.start()
             if watched and _mtime(watched) != seen:
                 seen = _mtime(watched)
                 _apply_experiment(app, settings, watched)
             if watch is not None:
                 settings = _follow(watch, settings)
     finally:
+        if gate is not None:
+            gate.stop()
         app.stop()
 
 
@@ -226,6 +236,7 @@ def _apply_experiment(app, settings, path: Path) -> None:  # noqa: ANN001 - lazy
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
+    from infra import front
     from infra.bench.sample_world import SampleWorld
     from infra.bench.serve import print_report, run_bench
     from serve import app
@@ -236,7 +247,8 @@ def _bench_serve(args: argparse.Namespace) -> int:
     world = SampleWorld(data_dir, n_users=args.users, days=4)
     settings = world.settings(port=free_port(), replicas=args.replicas,
                               **({"model_path": args.model} if args.model else {}))
-    url = app.start(settings, noop=True)
+    url, gate = front.serve(settings, data_dir / "front", noop=True,
+                            front=front.FrontSettings(enabled=args.front))
     try:
         report = run_bench(url, world.users, seconds=args.seconds, out=args.out,
                            concurrency=tuple(args.clients), rates=tuple(args.rates),
@@ -244,6 +256,8 @@ def _bench_serve(args: argparse.Namespace) -> int:
         if args.fault:
             _bench_faults(report, settings, url, world.users, tuple(args.fault), args.out)
     finally:
+        if gate is not None:
+            gate.stop()
         app.stop()
     print_report(report)
     print(f"wrote {args.out}")

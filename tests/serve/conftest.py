@@ -17,17 +17,24 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> SampleWorld:
 
 
 @pytest.fixture(scope="session")
-def served(world: SampleWorld) -> Iterator[tuple[str, ServeSettings]]:
-    """The app running on Ray Serve (one start per session) and its settings."""
+def served(world: SampleWorld, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[str, ServeSettings]]:
+    """The app running on Ray Serve behind its admission front, as ``marquee up`` runs it
+    (one start per session), and its settings.
+    """
     import ray
 
+    from infra import front
     from serve import app
 
     app.init_ray(num_cpus=2)
     settings = world.settings()  # the port is chosen once Ray's own processes are up
+    gate = None
     try:
-        url = app.start(settings, noop=False)
+        url, gate = front.serve(settings, tmp_path_factory.mktemp("front"))
         yield url, settings
     finally:
+        if gate is not None:
+            gate.stop()
         app.stop()
         ray.shutdown()
