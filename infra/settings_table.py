@@ -16,6 +16,7 @@ BEGIN, END = "<!-- settings:begin -->", "<!-- settings:end -->"
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
     """(component, settings class) of every part that reads the environment."""
     from feature_repo.store import FeatureSettings
+    from infra.front import FrontSettings
     from models.retrain_settings import RetrainSettings
     from serve.config import ServeSettings
     from streams.config import KafkaSettings
@@ -24,6 +25,7 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
 
     return [("Kafka clients", KafkaSettings), ("flow", FlowSettings),
             ("feature store", FeatureSettings), ("service", ServeSettings),
+            ("admission front (marquee up, serve)", FrontSettings),
             ("Prometheus (marquee up)", ListenSettings),
             ("continuous training (marquee retrain, models)", RetrainSettings)]
 
