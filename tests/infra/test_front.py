@@ -121,3 +121,15 @@ def test_a_sigkilled_front_is_started_again_by_the_supervisor(backend, tmp_path:
     finally:
         sup.stop_all()
     assert not gate.alive()
+
+
+def test_with_the_service_away_the_front_says_so_in_json(tmp_path):
+    gate = Front(FrontConfig("127.0.0.1", free_port(), "127.0.0.1", free_port(), inflight=4,
+                             queue=4), tmp_path)  # nothing listens on the backend port
+    gate.start()
+    try:
+        r = httpx.post(f"{gate.url}/v1/rank", json={}, timeout=30)
+    finally:
+        gate.stop()
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert "/readyz" in r.json()["detail"]
