@@ -4,7 +4,10 @@ What runs where: the ranking service as a KubeRay ``RayService`` (its ``serveCon
 ``serve_config.render`` of the same settings, so it cannot drift from ``marquee deploy
 serve-config``), the flow as a ``StatefulSet`` of Bytewax processes joined over a headless
 Service (process id = pod ordinal), Redis as the online store, and Prometheus scraping as
-``ServiceMonitor``s plus a plain scrape config. Kafka is the team's own (``--kafka``).
+``ServiceMonitor``s plus a plain scrape config. Kafka is the team's own (``--kafka``). Apps
+call the admission front (``infra.front``: HAProxy, a Deployment of ``FRONT_REPLICAS`` pods
+before the RayService's ``-serve-svc``), which holds the ranking's bounded queue as it does in
+``marquee up``; each pod takes its share of the bounds.
 
 Every flow pod and every Ray pod mounts one ReadWriteMany volume at ``DATA``: the flow
 processes agree on new vocabulary ids through a locked file there, write the token log and
@@ -28,6 +31,7 @@ from serve.config import ServeSettings
 
 DATA = "/data"
 FLOW, REDIS, RANKING, VOLUME = "marquee-flow", "marquee-redis", "marquee-ranking", "marquee-data"
+FRONT, FRONT_IMAGE, FRONT_REPLICAS = "marquee-front", "haproxy:2.6", 2
 FLOW_PORT, FLOW_METRICS_PORT, REDIS_PORT, RAY_METRICS_PORT = 2101, 9101, 6379, 8080
 NAME = "app.kubernetes.io/name"
 CLUSTER = ClusterShape()  # one CPU per replica, a fixed MARQUEE_REPLICAS
@@ -194,6 +198,45 @@ def ray_service(settings: ServeSettings, shape: KubeShape,
     return [service, scrape]
 
 
+def front(settings: ServeSettings, cluster: ClusterShape = CLUSTER) -> list[dict[str, Any]]:
+    """The admission front: its HAProxy config (``infra.front.render``) as a ConfigMap, a
+    Deployment, and the Service apps call. The bounds are the service's (replicas at most, x
+    ``MARQUEE_MAX_ONGOING_REQUESTS`` in flight, ``MARQUEE_MAX_QUEUED_REQUESTS`` waiting),
+    split over the front's pods.
+    """
+    from infra.front import FrontConfig, render
+
+    replicas = cluster.autoscale[1] if cluster.autoscale else settings.replicas
+    share = -(-settings.max_ongoing_requests * replicas // FRONT_REPLICAS)
+    queue = -(-max(settings.max_queued_requests, 0) // FRONT_REPLICAS)
+    cfg = FrontConfig("0.0.0.0", settings.port, f"{RANKING}-serve-svc", 8000, share, queue,
+                      settings.request_timeout_ms, settings.retry_after_s)
+    labels = {NAME: FRONT}
+    config = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": FRONT, "labels": labels},
+              "data": {"haproxy.cfg": render(cfg)}}
+    container = {"name": "haproxy", "image": FRONT_IMAGE,
+                 "ports": [{"name": "http", "containerPort": settings.port}],
+                 "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 5},
+                 "volumeMounts": [{"name": "config", "mountPath": "/usr/local/etc/haproxy",
+                                   "readOnly": True}],
+                 "resources": {"requests": {"cpu": "500m", "memory": "128Mi"}}}
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": FRONT, "labels": labels},
+        "spec": {"replicas": FRONT_REPLICAS, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [container],
+                                       "volumes": [{"name": "config",
+                                                    "configMap": {"name": FRONT}}]}}}}
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": FRONT, "labels": labels},
+               "spec": {"selector": labels,
+                        "ports": [{"name": "http", "port": settings.port,
+                                   "targetPort": "http"}]}}
+    return [config, deployment, service]
+
+
 class _Dumper(yaml.SafeDumper):
     """YAML with multi-line strings (the embedded serve config) as literal blocks."""
 
@@ -222,6 +265,7 @@ def documents(settings: ServeSettings, shape: KubeShape = KubeShape(),
     settings = service_settings(settings)
     return {"data.yaml": data_volume(shape), "redis.yaml": redis(shape),
             "flow.yaml": flow(shape), "ranking.yaml": ray_service(settings, shape, cluster),
+            "front.yaml": front(settings, cluster),
             "monitoring.yaml": monitors(FLOW, RANKING)}
 
 

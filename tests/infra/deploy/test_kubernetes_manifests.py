@@ -63,7 +63,8 @@ def test_every_committed_document_passes_its_schema():
     kinds = [d["kind"] for p in sorted(COMMITTED.glob("*.yaml")) for d in validate_file(p)]
     assert sorted(kinds) == sorted(["PersistentVolumeClaim", "Service", "StatefulSet",
                                     "Service", "StatefulSet", "RayService", "Service",
-                                    "ServiceMonitor", "ServiceMonitor"])
+                                    "ServiceMonitor", "ServiceMonitor", "ConfigMap",
+                                    "Deployment", "Service"])
 
 
 def test_flow_members_take_their_id_from_the_pod_index_and_peers_from_the_headless_service(docs):
@@ -221,3 +222,24 @@ def test_cli_writes_checked_files_for_a_bigger_cluster(tmp_path, settings):
     assert "autoscaling_config" in ray["spec"]["serveConfigV2"]
     with pytest.raises(ValueError, match="--ray-workers"):
         documents(settings, KubeShape(ray_workers=5, ray_workers_max=4))
+
+
+def test_the_front_holds_the_services_bounds_split_over_its_pods(docs, tmp_path, settings):
+    import subprocess
+
+    from infra.front import executable
+
+    cfg = docs["ConfigMap/marquee-front"]["data"]["haproxy.cfg"]
+    deployment = docs["Deployment/marquee-front"]
+    pods = deployment["spec"]["replicas"]
+    assert f"server ray {docs['RayService/marquee-ranking']['metadata']['name']}-serve-svc:8000" \
+        in cfg
+    inflight = settings.replicas * settings.max_ongoing_requests
+    assert f"maxconn {-(-inflight // pods)}" in cfg
+    assert f"queue(rank) ge {-(-settings.max_queued_requests // pods)}" in cfg
+    service = docs["Service/marquee-front"]
+    assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(cfg)  # HAProxy accepts it, the Service's name unresolved here
+    check = subprocess.run([executable(), "-c", "-f", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
