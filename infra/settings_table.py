@@ -25,7 +25,7 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
     return [("Kafka clients", KafkaSettings), ("flow", FlowSettings),
             ("feature store", FeatureSettings), ("service", ServeSettings),
             ("Prometheus (marquee up)", ListenSettings),
-            ("continuous training (marquee retrain, models)", RetrainSettings)]
+            ("continuous training (marquee retrain, models, up)", RetrainSettings)]
 
 
 def variable(cls: type[BaseSettings], name: str) -> str:
