@@ -162,11 +162,17 @@ def _wait_until_due(args: argparse.Namespace, every: float) -> None:
 
     wait = next_retrain_s(_open(args), every)
     if wait > 0:
-        print(f"marquee retrain: next run in {wait / 3600:.2f} h ({args.every} after the "
+        print(f"marquee retrain: next run in {_duration(wait)} ({args.every} after the "
               "registry's newest version)", flush=True)
     while wait > 0:
         time.sleep(min(wait, 60.0))
         wait = next_retrain_s(_open(args), every)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _list(args: argparse.Namespace) -> int:
