@@ -41,6 +41,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _cmdline(pid: int) -> list[str]:
+    """A process's command line (empty for a moment while it execs, so read until set)."""
+    deadline = time.monotonic() + 10
+    while not (raw := Path(f"/proc/{pid}/cmdline").read_bytes()):
+        assert time.monotonic() < deadline, f"pid {pid} has no command line"
+        time.sleep(0.05)
+    return raw.decode().split("\0")[:-1]
+
+
 def _copy(trained: Path, tmp_path: Path) -> Layout:
     return Layout(Path(shutil.copytree(trained, tmp_path / "data")))
 
@@ -113,8 +122,7 @@ def test_retrain_every_runs_a_supervised_child_that_promotes(trained, tmp_path, 
     sup.add("retrain", retrain_child(layout, kafka, "2s"), layout.root / "retrain.log")
     try:
         (pid,) = read_state(layout.root / "stack.json")["components"]["retrain"]["pids"]
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
-        assert cmdline == command
+        assert _cmdline(pid) == command
         deadline = time.monotonic() + 120
         while registry.serving() == first:
             sup.check()  # a crash of the child would be restarted here (and counted)
