@@ -63,7 +63,11 @@ def add_model(registry: Registry, model_dir: Path, promote: bool = False,
     """
     from models.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(model_dir)
+    return _add_checkpoint(registry, load_checkpoint(model_dir), model_dir, promote, command)
+
+
+def _add_checkpoint(registry: Registry, ckpt: Any, model_dir: Path, promote: bool,
+                    command: str | None) -> Version:
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     metrics.pop("history", None)
@@ -72,6 +76,35 @@ def add_model(registry: Registry, model_dir: Path, promote: bool = False,
                "code_version": code_version()}
     version = registry.add(ckpt.version, _write_checkpoint(ckpt), lineage, metrics)
     return registry.promote(version.name, "add") if promote else version
+
+
+def register_trained(registry: Registry, model_dir: Path,
+                     command: str | None = None) -> tuple[Version, str]:
+    """The version to serve after a start that trained (or reused) ``model_dir``: a checkpoint
+    new to the registry is registered and promoted (fresh training on new data serves); one
+    already registered is not added again, and the registry's serving version stays, so a
+    promote or rollback done before a restart survives it. Returns it and what was done.
+    """
+    from models.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(model_dir)
+    if ckpt.version not in registry.index()["versions"]:
+        version = _add_checkpoint(registry, ckpt, model_dir, promote=True, command=command)
+        return version, f"registered {version.name} and promoted it"
+    serving = registry.serving()
+    if serving is None:
+        return registry.promote(ckpt.version, "add"), f"promoted {ckpt.version}"
+    return serving, f"{ckpt.version} already registered; the registry serves {serving.name}"
+
+
+def next_retrain_s(registry: Registry, every_s: float, now: float | None = None) -> float:
+    """Seconds until a scheduled retrain is due: ``every_s`` after the newest version was
+    registered (0: due now). Anchored on the registry, not on the process, so a restarted
+    ``marquee up`` or retrain child neither retrains at once nor waits a full period again.
+    """
+    now = time.time() if now is None else now
+    times = [e["registered_at"] for e in registry.index()["versions"].values()]
+    return max(0.0, max(times) + every_s - now) if times else 0.0
 
 
 def _token_span(corpus: Any, cut_ms: int) -> dict[str, Any]:
@@ -172,10 +205,13 @@ def write_experiment(path: Path, current: Version, candidate: Version) -> Path:
 class ServingWatch:
     """Tells a running service's owner when the registry names another serving version."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, current: str | None = None) -> None:
+        """``current``: the version the service runs (default: the registry's serving one)."""
         self.registry = registry
-        serving = registry.serving()
-        self.current = serving.name if serving else None
+        if current is None:
+            serving = registry.serving()
+            current = serving.name if serving else None
+        self.current = current
 
     def changed(self) -> Version | None:
         """The new serving version since the last call (None: unchanged)."""
@@ -198,3 +234,47 @@ class ServingWatch:
         settings = settings.model_copy(update={"model_path": version.onnx})
         app.rollover(settings, version.onnx, **where)
         return settings
+
+
+class RegistryFollower:
+    """Keeps a running ranking app on the registry's serving version: ``marquee serve`` and
+    ``marquee up`` call it on their loops' ticks (at most once per ``every_s``). A version
+    that fails to load is reported and the running model kept.
+    """
+
+    def __init__(self, registry: Registry, settings: Any, current: str, every_s: float = 2.0,
+                 **where: str) -> None:
+        """``settings`` serve version ``current`` now."""
+        self.watch = ServingWatch(registry, current)
+        self.settings = settings
+        self.every_s = every_s
+        self.where = where
+        self._next = 0.0
+
+    @classmethod
+    def serving(cls, registry: Registry, settings: Any, every_s: float = 2.0,
+                **where: str) -> RegistryFollower | None:
+        """A follower whose settings serve the registry's serving version now (None: the
+        registry has none).
+        """
+        serving = registry.serving()
+        if serving is None:
+            return None
+        return cls(registry, settings.model_copy(update={"model_path": serving.onnx}),
+                   serving.name, every_s, **where)
+
+    def __call__(self) -> None:
+        """Roll over when the serving version changed (checked once per ``every_s``)."""
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.every_s
+        try:
+            new = self.watch.apply(self.settings, **self.where)
+        except Exception as exc:  # noqa: BLE001 - keep serving what runs
+            print(f"registry: could not switch to {self.watch.current} ({exc}); the running "
+                  "model is kept", flush=True)
+            return
+        if new is not None:
+            self.settings = new
+            print(f"registry: now serving {self.watch.current} ({new.model_path})", flush=True)

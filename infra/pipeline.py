@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.synthetic import SyntheticWorld, WorldConfig
 from streams import launch
@@ -22,6 +22,9 @@ from streams.config import KafkaSettings
 from streams.contract.layout import DataLayout
 from streams.contract.vocab_files import journal_path
 from streams.produce import ProduceReport, produce_events
+
+if TYPE_CHECKING:
+    from serve.config import ServeSettings
 
 
 @dataclass(frozen=True)
@@ -151,20 +154,35 @@ def start_service(layout: Layout, model_path: Path | None, port: int = 8000,
                   replicas: int | None = None, kafka: KafkaSettings | None = None) -> str:
     """Start the Ray Serve ranking app over this layout's features and model, behind the
     admission front (``infra.front``) unless ``MARQUEE_FRONT_ENABLED=false``; returns the URL
-    clients call.
+    clients call (``service_settings`` says what it runs).
+    """
+    return start_app(layout, service_settings(layout, model_path, port, replicas, kafka))
+
+
+def service_settings(layout: Layout, model_path: Path | None, port: int = 8000,
+                     replicas: int | None = None,
+                     kafka: KafkaSettings | None = None) -> ServeSettings:
+    """The ranking app's settings over this layout's features and ``model_path``.
 
     ``replicas=None`` leaves the count to ``MARQUEE_REPLICAS`` (default 1); ``kafka`` is the
     broker and topic the rankings log goes to (default: ``KAFKA_BOOTSTRAP_SERVERS``).
     """
-    from infra import front
     from serve.config import ServeSettings
 
-    global _FRONT
     over: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
     if kafka is not None:
         over |= {"bootstrap_servers": kafka.bootstrap_servers,
                  "rankings_topic": kafka.rankings_topic}
-    settings = ServeSettings(data_dir=layout.root, model_path=model_path, port=port, **over)
+    return ServeSettings(data_dir=layout.root, model_path=model_path, port=port, **over)
+
+
+def start_app(layout: Layout, settings: ServeSettings) -> str:
+    """Start the ranking app of ``settings`` behind the admission front (when enabled);
+    returns the URL clients call.
+    """
+    from infra import front
+
+    global _FRONT
     url, _FRONT = front.serve(settings, layout.root / "front")
     return url
 

@@ -27,7 +27,7 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
             ("feature store", FeatureSettings), ("service", ServeSettings),
             ("admission front (marquee up, serve)", FrontSettings),
             ("Prometheus (marquee up)", ListenSettings),
-            ("continuous training (marquee retrain, models)", RetrainSettings)]
+            ("continuous training (marquee retrain, models, up)", RetrainSettings)]
 
 
 def variable(cls: type[BaseSettings], name: str) -> str:

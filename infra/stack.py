@@ -11,6 +11,11 @@ On the first start ``up`` seeds the synthetic world, runs the flow over it to th
 topic (on the recovery folder the tailing flow then resumes from), trains and serves, like
 ``marquee demo``. ``--only stream`` runs the streaming half alone (broker, flow, Prometheus)
 for teams that bring their own producers.
+
+The trained model is registered in the model registry, and the service runs the registry's
+serving version and follows it on the supervision loop's tick: ``marquee models
+promote|rollback`` and a promoting retrain switch the running service, and survive a restart
+of ``up``. ``--retrain-every`` adds ``marquee retrain --every`` as one more supervised child.
 """
 
 from __future__ import annotations
@@ -26,18 +31,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from infra.continuous import RegistryFollower, open_registry, register_trained
 from infra.demo import DemoConfig, show_rankings, step, world_of
 from infra.pipeline import (
     Layout,
     run_flow_to_end,
     running_front,
     seed_events,
-    start_service,
+    service_settings,
+    start_app,
     stop_service,
     train_and_export,
     wait_ready,
 )
 from infra.supervisor import CrashLoop, Processes, RestartPolicy, Supervisor
+from models.registry import Version
 from streams.config import KafkaSettings
 from streams.contract.listen import ListenSettings, address, is_loopback, reachable
 from streams.contract.tokens import DAY_MS
@@ -70,7 +78,7 @@ def recovery_dir(layout: Layout) -> Path:
 def wipe(layout: Layout) -> None:
     """``--fresh``: forget the stack's state in ``layout`` (events, features, token log,
     vocabulary, snapshots, markers). A trained model stays: it is reused only when its data
-    key and recipe match, and retrained otherwise.
+    key and recipe match, and retrained otherwise. The model registry stays too.
     """
     for name in ("broker", "recovery", "tokens", "feast", "prometheus"):
         shutil.rmtree(layout.root / name, ignore_errors=True)
@@ -127,9 +135,10 @@ def _done(marker: Path, key: str, **facts: Any) -> None:
 
 
 def run_up(cfg: DemoConfig, fresh: bool = False, serve: bool = True,
-           policy: RestartPolicy | None = None) -> int:
+           policy: RestartPolicy | None = None, retrain_every: str | None = None) -> int:
     """Start (or resume) the stack and keep it running until SIGINT/SIGTERM (exit 0) or a
-    crash loop (exit 1, with the component and its log named).
+    crash loop (exit 1, with the component and its log named). ``retrain_every`` (e.g.
+    ``6h``): also a supervised ``marquee retrain`` on that schedule.
     """
     layout = Layout(cfg.data_dir)
     host = ListenSettings().bind_host  # the flow and the service read it themselves
@@ -139,19 +148,24 @@ def run_up(cfg: DemoConfig, fresh: bool = False, serve: bool = True,
     stop = threading.Event()
     _stop_on_signals(stop)
     sup = Supervisor(policy, state_file=layout.root / "stack.json")
-    url = None
+    url = follow = None
     try:
         kafka = _start_broker(sup, cfg, layout)
         if serve:
-            url = _seed_train_serve(cfg, kafka, layout)
+            url, follow = _seed_train_serve(cfg, kafka, layout)
             _stop_on_signals(stop)  # ray.init replaced the handlers with one that aborts
             if (gate := running_front()) is not None:  # restarted like the other children
                 sup.add("front", gate, layout.root / "front" / "haproxy.log")
         sup.add("flow", _flow(kafka, layout, cfg.flow_metrics_port), layout.root / "flow.log")
         sup.add("prometheus", _prometheus(layout, cfg, url, host),
                 layout.root / "prometheus" / "prometheus.log")
-        _print_up(kafka, layout, cfg, url, host)
-        sup.run(stop)
+        if retrain_every:
+            sup.add("retrain", retrain_child(layout, kafka, retrain_every),
+                    layout.root / "retrain.log")
+        _print_up(kafka, layout, cfg, url, host, retrain_every)
+        # The follower runs on this loop, not a thread of its own: one thread talks to Ray
+        # Serve, and the service is stopped only after the last switch returned.
+        sup.run(stop, extra=follow)
         return 0
     except CrashLoop as exc:
         print(f"marquee up: {exc}", file=sys.stderr, flush=True)
@@ -187,8 +201,43 @@ def _start_broker(sup: Supervisor, cfg: DemoConfig, layout: Layout) -> KafkaSett
     return kafka
 
 
-def _seed_train_serve(cfg: DemoConfig, kafka: KafkaSettings, layout: Layout) -> str:
-    """First start: seed, tokenize to the end, train; every start: serve and show a ranking."""
+def retrain_command(layout: Layout, every: str) -> list[str]:
+    """``marquee retrain --every`` on ``layout`` and its registry (resolved here, so the child
+    writes where ``up`` follows).
+    """
+    return [sys.executable, "-m", "infra.cli", "retrain", "--every", every,
+            "--data-dir", str(layout.root), "--registry", str(open_registry(layout.root).root)]
+
+
+def retrain_child(layout: Layout, kafka: KafkaSettings, every: str) -> Processes:
+    """The scheduled retrain as a supervised child logging to ``retrain.log``."""
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+
+    def start() -> list[subprocess.Popen]:
+        with (layout.root / "retrain.log").open("ab") as log:
+            return [subprocess.Popen(retrain_command(layout, every), env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)]
+
+    return Processes(start)
+
+
+def serving_model(layout: Layout) -> Version:
+    """Register the model ``up`` trained (or reused) and return the registry's serving
+    version (``register_trained``: no duplicate per restart; a promote or rollback made
+    before the restart keeps serving).
+    """
+    registry = open_registry(layout.root)
+    version, done = register_trained(registry, layout.model_dir, command="marquee up")
+    print(f"      registry {registry.root}: {done}", flush=True)
+    return version
+
+
+def _seed_train_serve(cfg: DemoConfig, kafka: KafkaSettings,
+                      layout: Layout) -> tuple[str, RegistryFollower]:
+    """First start: seed, tokenize to the end, train; every start: register the model, serve
+    the registry's serving version and show a ranking. Returns the URL and the follower that
+    keeps the service on the registry.
+    """
     world_cfg, world = world_of(cfg)
     key = json.dumps({**asdict(world_cfg), "start_ms": None}, sort_keys=True)
     total = 7
@@ -209,14 +258,19 @@ def _seed_train_serve(cfg: DemoConfig, kafka: KafkaSettings, layout: Layout) -> 
     step(3, total, f"foundation model (train <= {cfg.train_minutes} min unless reused)")
     onnx, reused = train_and_export(layout, minutes=cfg.train_minutes, data_key=key)
     print(f"      {'reused' if reused else 'exported'} {onnx}", flush=True)
+    version = serving_model(layout)
     replicas = serve_replicas(cfg.serve_replicas)
-    step(4, total, f"Ray Serve ranking app on port {cfg.serve_port}, {replicas} replicas")
-    url = start_service(layout, onnx, port=cfg.serve_port, replicas=replicas, kafka=kafka)
+    step(4, total, f"Ray Serve ranking app on port {cfg.serve_port}, {replicas} replicas, "
+                   f"model {version.name}")
+    settings = service_settings(layout, version.onnx, port=cfg.serve_port, replicas=replicas,
+                                kafka=kafka)
+    url = start_app(layout, settings)
     wait_ready(url)
     print(f"      {_replica_line(replicas)}", flush=True)
     step(5, total, f"a ranking for u000007 (POST {url}/v1/rank)")
     show_rankings(url, world, "u000007", world_cfg.start_ms + cfg.days * DAY_MS, 5, total)
-    return url
+    # a switch made since `version` was read is picked up on the first tick
+    return url, RegistryFollower(open_registry(layout.root), settings, version.name)
 
 
 def _replica_line(wanted: int) -> str:
@@ -233,13 +287,19 @@ def _replica_line(wanted: int) -> str:
 
 
 def _print_up(kafka: KafkaSettings, layout: Layout, cfg: DemoConfig, url: str | None,
-              host: str) -> None:
+              host: str, retrain_every: str | None) -> None:
     print("the stack is up and supervised; Ctrl-C stops it", flush=True)
     print(f"      KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers} "
           f"(produce with `marquee produce`)", flush=True)
+    registry = open_registry(layout.root).root
     if url is not None:
         print(f"      ranking: {url}/v1/rank   docs: {url}/docs   readiness: {url}/readyz",
               flush=True)
+        print(f"      models: {registry} is followed (`marquee models promote|rollback "
+              f"--data-dir {layout.root}` switch the service)", flush=True)
+    if retrain_every:
+        print(f"      retrain: every {retrain_every} after the newest version "
+              f"(log {layout.root / 'retrain.log'})", flush=True)
     print(f"      Prometheus: http://{address(reachable(host), cfg.prometheus_port)} (flow "
           f":{cfg.flow_metrics_port}/metrics); listening on {host}"
           f"{'' if is_loopback(host) else ': put auth and TLS in front (README)'}", flush=True)

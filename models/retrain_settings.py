@@ -7,10 +7,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.contract.settings import ENV_FILE
+
+
+def period_s(text: str) -> float:
+    """``90s``, ``30m``, ``1h``, ``1d`` (or plain seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise ValueError(f"period {text!r}: a number with s, m, h or d (e.g. 1h)") from None
+    if value <= 0:
+        raise ValueError(f"period {text!r} must be positive")
+    return value
 
 
 class RetrainSettings(BaseSettings):
@@ -35,3 +48,14 @@ class RetrainSettings(BaseSettings):
     gate_margin: float = Field(
         0.02, ge=0, le=1, description="the gate promotes a candidate whose NDCG@10 is at least "
         "(1 - margin) x the serving model's, on the recent slice and on the standard split")
+    retrain_every: str | None = Field(
+        None, description="marquee up: retrain on this schedule (e.g. 6h, 30m, 1d), as a "
+        "supervised `marquee retrain --every` child; a retrain is due this long after the "
+        "registry's newest version (unset: no schedule)")
+
+    @field_validator("retrain_every")
+    @classmethod
+    def _period(cls, value: str | None) -> str | None:
+        if value is not None:
+            period_s(value)  # fails at load, naming the value
+        return value

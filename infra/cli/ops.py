@@ -40,7 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "state in --data-dir (broker storage, flow recovery snapshots, features); a "
                 "crash loop stops the stack with exit code 1 and names the component and its "
                 "log. A second `up` resumes where the last one stopped; --fresh starts from "
-                "nothing." if keep else ""))
+                "nothing. The trained model is registered in the model registry "
+                "(DATA_DIR/models, MARQUEE_MODEL_REGISTRY) once, and the service runs and "
+                "follows the registry's serving version: `marquee models promote|rollback` "
+                "and a promoting `marquee retrain` switch it without dropping a request, and "
+                "a restart of `up` keeps what they chose." if keep else ""))
         p.add_argument("--data-dir", type=Path, default=Path("var/demo"), help="data folder")
         p.add_argument("--users", type=int, default=400, help="synthetic users")
         p.add_argument("--days", type=int, default=14, help="synthetic days")
@@ -55,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="the flow's /metrics port")
             p.add_argument("--fresh", action="store_true",
                            help="forget the state in --data-dir (events, features, snapshots) "
-                           "and start from nothing")
+                           "and start from nothing (a trained model and the model registry "
+                           "stay)")
             p.add_argument("--replicas", type=int, default=None,
                            help="ranking replicas (default MARQUEE_REPLICAS, else 2: when one "
                            "dies, the other keeps answering while Ray replaces it, so only "
@@ -71,6 +76,13 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--restart-backoff-s", type=float, default=1.0,
                            help="delay before the first restart; doubles per exit inside "
                            "the window, up to 30 s")
+            p.add_argument("--retrain-every", default=None, metavar="PERIOD",
+                           help="retrain on a schedule (e.g. 6h, 30m, 1d; "
+                           "MARQUEE_RETRAIN_EVERY, default off): a supervised `marquee "
+                           "retrain --every PERIOD` child on --data-dir, logging to "
+                           "DATA_DIR/retrain.log; a run is due PERIOD after the registry's "
+                           "newest version, and a candidate the gate promotes is served "
+                           "without a dropped request")
     register_settings(sub)
     command(sub, "version", _version, "the version, and whether the hot modules run compiled",
             "Print Marquee's version and which path the flow's hot modules (the tokenizer's "
@@ -167,7 +179,20 @@ def _up(args: argparse.Namespace) -> int:
                         serve_replicas=args.replicas)
     policy = RestartPolicy(max_restarts=args.max_restarts, window_s=args.restart_window_s,
                            backoff_s=args.restart_backoff_s)
-    return run_up(config, fresh=args.fresh, serve=args.only == "all", policy=policy)
+    return run_up(config, fresh=args.fresh, serve=args.only == "all", policy=policy,
+                  retrain_every=retrain_every(args.retrain_every))
+
+
+def retrain_every(flag: str | None) -> str | None:
+    """``--retrain-every``, else ``MARQUEE_RETRAIN_EVERY`` (None: no schedule); checked here,
+    so a bad period stops ``up`` before anything starts.
+    """
+    from models.retrain_settings import RetrainSettings, period_s
+
+    if flag is None:
+        return RetrainSettings().retrain_every
+    period_s(flag)
+    return flag
 
 
 def _bench_all(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import traceback
 from pathlib import Path
 
 from infra.cli.args import command, log_progress, print_json
@@ -60,7 +61,9 @@ def _retrain_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-promote", action="store_true",
                    help="register and gate only; promote later with `marquee models promote`")
     p.add_argument("--every", default=None, metavar="PERIOD",
-                   help="run again every PERIOD (e.g. 30m, 1h, 1d) until stopped")
+                   help="run on a schedule until stopped: each time PERIOD (e.g. 30m, 1h, 1d) "
+                   "has passed since the registry's newest version was registered (so a "
+                   "restart neither retrains early nor waits a full period again)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--progress", action="store_true", help="show training progress bars")
 
@@ -111,22 +114,9 @@ def _dir(args: argparse.Namespace) -> Path:
     return ServeSettings().data_dir
 
 
-def period_s(text: str) -> float:
-    """``90s``, ``30m``, ``1h``, ``1d`` (or plain seconds) -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    try:
-        value = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError):
-        raise ValueError(f"period {text!r}: a number with s, m, h or d (e.g. 1h)") from None
-    if value <= 0:
-        raise ValueError(f"period {text!r} must be positive")
-    return value
-
-
 def _retrain(args: argparse.Namespace) -> int:
     from infra.continuous import retrain_and_gate
-    from models.retrain_settings import RetrainSettings
+    from models.retrain_settings import RetrainSettings, period_s
 
     over = {"retrain_epochs": args.epochs, "retrain_lr": args.lr,
             "retrain_minutes": args.max_minutes, "holdout_hours": args.holdout_hours,
@@ -140,6 +130,8 @@ def _retrain(args: argparse.Namespace) -> int:
     if args.progress:
         log_progress()
     while True:
+        if every is not None:
+            _wait_until_due(args, every)
         registry = _open(args)
         try:
             report = retrain_and_gate(data_dir, registry, settings, experiment=experiment,
@@ -147,14 +139,40 @@ def _retrain(args: argparse.Namespace) -> int:
                                       progress=args.progress)
             print_json(report)
             status = 3 if report["action"] == "rejected" else 0
-        except (ValueError, FileNotFoundError) as exc:
+        except Exception as exc:
             if every is None:
                 raise
+            if not isinstance(exc, ValueError | FileNotFoundError):  # a bug: say where
+                traceback.print_exc()
+            # A scheduled run that fails waits for the next one: under `marquee up` a crash
+            # loop of this child would stop the whole stack, the service included.
             print(f"marquee retrain: {exc}; next try in {args.every}", flush=True)
             status = 2
         if every is None:
             return status
-        time.sleep(every)
+        if status == 2:
+            time.sleep(every)  # nothing was registered: the schedule's anchor did not move
+
+
+def _wait_until_due(args: argparse.Namespace, every: float) -> None:
+    """Sleep until ``every`` after the registry's newest version (re-read each minute: a
+    version registered meanwhile, by hand or by another retrain, moves the next run).
+    """
+    from infra.continuous import next_retrain_s
+
+    wait = next_retrain_s(_open(args), every)
+    if wait > 0:
+        print(f"marquee retrain: next run in {_duration(wait)} ({args.every} after the "
+              "registry's newest version)", flush=True)
+    while wait > 0:
+        time.sleep(min(wait, 60.0))
+        wait = next_retrain_s(_open(args), every)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _list(args: argparse.Namespace) -> int:

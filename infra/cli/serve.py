@@ -154,9 +154,10 @@ def _serve(args: argparse.Namespace) -> int:
     from serve import app
 
     settings = _settings(args)
-    watch = None
+    follow = None
     if settings.model_path is None:  # no model named: serve the registry's, and follow it
-        settings, watch = _from_registry(settings)
+        follow = _from_registry(settings)
+        settings = follow.settings if follow else settings
     url, gate = front.serve(settings, settings.data_dir / "front")
     print(f"serving on {url} (docs {url}/docs, metrics {url}/metrics); Ctrl-C stops",
           flush=True)
@@ -164,16 +165,16 @@ def _serve(args: argparse.Namespace) -> int:
     seen = _mtime(watched)
     try:
         while True:
-            time.sleep(2 if watched or watch or gate else 3600)
+            time.sleep(2 if watched or follow or gate else 3600)
             if gate is not None and not gate.alive():
                 print(f"admission front exited ({gate.exit_code()}); starting it again",
                       flush=True)
                 gate.start()
             if watched and _mtime(watched) != seen:
                 seen = _mtime(watched)
-                _apply_experiment(app, settings, watched)
-            if watch is not None:
-                settings = _follow(watch, settings)
+                _apply_experiment(app, follow.settings if follow else settings, watched)
+            if follow is not None:
+                follow()
     finally:
         if gate is not None:
             gate.stop()
@@ -181,34 +182,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _from_registry(settings):  # noqa: ANN001, ANN202 - lazy imports
-    """Settings serving the registry's serving version, and a watch on its index (None, None
-    when the registry has no serving version).
-    """
-    from infra.continuous import ServingWatch, open_registry
+    """A follower serving the registry's serving version (None when it has none)."""
+    from infra.continuous import RegistryFollower, open_registry
 
-    watch = ServingWatch(open_registry(settings.data_dir))
-    serving = watch.registry.serving()
-    if serving is None:
-        return settings, None
-    print(f"model: {serving.name} from the registry {watch.registry.root} (followed: "
-          "`marquee models promote|rollback` switch it)", flush=True)
-    return settings.model_copy(update={"model_path": serving.onnx}), watch
-
-
-def _follow(watch, settings):  # noqa: ANN001, ANN202 - lazy imports
-    """Roll over to the registry's serving version when it changed; a failed load is
-    reported and the running model kept.
-    """
-    try:
-        new = watch.apply(settings)
-    except Exception as exc:  # noqa: BLE001 - keep serving what runs
-        print(f"registry: could not switch models ({exc}); the running model is kept",
-              flush=True)
-        return settings
-    if new is not None:
-        print(f"registry: now serving {watch.current} ({new.model_path})", flush=True)
-        return new
-    return settings
+    registry = open_registry(settings.data_dir)
+    follow = RegistryFollower.serving(registry, settings)
+    if follow is not None:
+        print(f"model: {follow.watch.current} from the registry {registry.root} (followed: "
+              "`marquee models promote|rollback` switch it)", flush=True)
+    return follow
 
 
 def _experiment_file(spec: str | None) -> Path | None:

@@ -1,20 +1,25 @@
 """The continuous-training loop on a running service: a tiny model trained on three simulated
 days serves from the registry; the token log grows by a fourth day (new titles among it);
 ``retrain_and_gate`` warm-starts, examines and promotes a candidate; the service follows the
-registry to it under load without a dropped request, and a rollback brings the first back."""
+registry to it under load without a dropped request, and a rollback brings the first back. The
+following is the one ``marquee up`` and ``marquee serve`` run: a ``RegistryFollower`` on a
+supervision loop's tick."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 
 import pytest
 
-from infra.continuous import ServingWatch, add_model, retrain_and_gate, write_experiment
+from infra.continuous import RegistryFollower, add_model, retrain_and_gate, write_experiment
+from infra.supervisor import Supervisor
 from infra.synthetic import WorldConfig
 from infra.token_days import TokenLogDays
 from models.data import load_corpus
-from models.registry import Registry
+from models.registry import Registry, Version
 from models.retrain_settings import RetrainSettings
 from models.train import TrainConfig, train, write_outputs
 from serve import app
@@ -48,6 +53,15 @@ def _features(root, days: TokenLogDays) -> None:
         "duration_s": t.duration_s} for t in days.world.catalogue])
 
 
+def _settled(follow: RegistryFollower, version: Version) -> None:
+    """The follower's rollover returned (clients see a switch before Serve's call returns)."""
+    deadline = time.monotonic() + 60
+    while follow.settings.model_path != version.onnx:
+        assert time.monotonic() < deadline, (follow.watch.current, follow.settings.model_path)
+        time.sleep(0.1)
+    assert follow.watch.current == version.name
+
+
 def test_retrain_gate_promote_switch_and_rollback(served, tmp_path) -> None:
     from ray import serve as ray_serve
 
@@ -63,7 +77,10 @@ def test_retrain_gate_promote_switch_and_rollback(served, tmp_path) -> None:
     settings = ServeSettings(data_dir=root, model_path=first.onnx, online_store="sqlite",
                              rankings_log=False)
     ray_serve.run(app.build_app(settings), name=NAME, route_prefix=PREFIX)
-    watch = ServingWatch(registry)
+    follow = RegistryFollower(registry, settings, first.name, every_s=0.1, name=NAME,
+                              route_prefix=PREFIX)
+    stop = threading.Event()
+    loop = threading.Thread(target=Supervisor().run, args=(stop,), kwargs={"extra": follow})
     user = days.events[-1].user_id
     try:
         days.grow_to(4)  # a simulated day: more events, new titles
@@ -80,19 +97,13 @@ def test_retrain_gate_promote_switch_and_rollback(served, tmp_path) -> None:
         assert span["tokens"] < span["log_tokens"]
         assert second.metrics()["gate"]["promote"] is True
 
-        state = {"settings": settings}
+        # the loop starts after the promotion: its first tick finds the registry moved on
+        switch_under_load(f"{url}{PREFIX}", user, loop.start, second.name)
+        _settled(follow, second)
 
-        def follow() -> None:
-            new = watch.apply(state["settings"], name=NAME, route_prefix=PREFIX)
-            assert new is not None
-            state["settings"] = new
-
-        switch_under_load(f"{url}{PREFIX}", user, follow, second.name)
-        assert watch.apply(state["settings"], name=NAME, route_prefix=PREFIX) is None
-
-        assert registry.rollback().name == first.name
-        seen = switch_under_load(f"{url}{PREFIX}", user, follow, first.name)
+        seen = switch_under_load(f"{url}{PREFIX}", user, registry.rollback, first.name)
         assert seen[0][0] == second.name
+        _settled(follow, first)
 
         # the experiment route: an interleaving config of candidate vs current that the
         # service's own validation accepts
@@ -102,6 +113,9 @@ def test_retrain_gate_promote_switch_and_rollback(served, tmp_path) -> None:
         assert [v.model for v in experiment.variants] == [str(first.onnx.resolve()),
                                                            str(second.onnx.resolve())]
     finally:
+        stop.set()
+        if loop.is_alive():
+            loop.join(60)
         ray_serve.delete(NAME)
     from infra.cli import main
 
