@@ -148,7 +148,8 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - lazy import of the se
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import time
+    import signal
+    import threading
 
     from infra import front
     from serve import app
@@ -163,9 +164,11 @@ def _serve(args: argparse.Namespace) -> int:
           flush=True)
     watched = _experiment_file(settings.experiments)
     seen = _mtime(watched)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # ray.init installed handlers that abort
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        while True:
-            time.sleep(2 if watched or follow or gate else 3600)
+        while not stop.wait(2 if watched or follow or gate else 3600):
             if gate is not None and not gate.alive():
                 print(f"admission front exited ({gate.exit_code()}); starting it again",
                       flush=True)
@@ -179,6 +182,8 @@ def _serve(args: argparse.Namespace) -> int:
         if gate is not None:
             gate.stop()
         app.stop()
+    print("stopped", flush=True)
+    return 0
 
 
 def _from_registry(settings):  # noqa: ANN001, ANN202 - lazy imports
