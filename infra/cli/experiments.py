@@ -102,8 +102,9 @@ def register_bench(bench_sub: argparse._SubParsersAction) -> None:
                 examples=("marquee bench experiments",
                           "marquee bench experiments --seeds 5 --weak untrained"))
     p.add_argument("--seeds", type=int, default=9, help="streams per design (median over them)")
-    p.add_argument("--weak", choices=("tenth", "half", "untrained"), default="tenth",
-                   help="the weak model: trained on a tenth or half of the users, or untrained")
+    p.add_argument("--weak", choices=("tenth", "half", "close", "untrained"), default="tenth",
+                   help="the weak model: trained on a tenth or half of the users, on every "
+                   "user but stopped after 6 of the 8 epochs (the closest pair), or untrained")
     p.add_argument("--users", type=int, default=300, help="the world's users (the audience)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where the model pair is built, or reused (default var/bench/pair-WEAK)")
@@ -115,7 +116,8 @@ def _bench(args: argparse.Namespace) -> int:
     from infra.model_pair import PairConfig
 
     weak = {"tenth": {"weak_share": 0.1}, "half": {"weak_share": 0.5},
-            "untrained": {"weak_epochs": 0}}[args.weak]
+            "close": {"weak_share": 1.0, "weak_epochs": 6}, "untrained": {"weak_epochs": 0}}[
+                args.weak]
     pair = PairConfig(n_users=args.users, **weak)
     data_dir = args.data_dir or args.out / f"pair-{args.weak}-{args.users}"
     result = run_bench(data_dir, args.out, BenchConfig(seeds=args.seeds), pair)
