@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feature_repo.store import int64_list_bytes, proto_value, scalar_bytes
+from feature_repo.value_bytes import int64_list_bytes, proto_value, scalar_bytes
 
 EDGES = st.sampled_from([0, 1, 127, 128, 255, 256, 16_383, 16_384, -1, 2**62, -(2**63)])
 INTS = st.one_of(EDGES, st.integers(0, 300), st.integers(-(2**63), 2**63 - 1))
