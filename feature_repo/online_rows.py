@@ -6,11 +6,15 @@ stores, from rows whose values are encoded by hand (``feature_repo.value_bytes``
 from __future__ import annotations
 
 import sqlite3
+import struct
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from feature_repo.value_bytes import int64_list_bytes, proto_value, scalar_bytes
+
+_U32 = struct.Struct("<I")
+_STRING = 2  # Feast's ValueType.STRING
 
 
 def plain_sqlite(store: Any) -> bool:
@@ -208,25 +212,51 @@ class RedisRows:
 
 
 class EntityKeys:
-    """Serialized entity keys (Feast's ``serialize_entity_key``), cached: a user is written
-    again and again.
+    """Serialized entity keys (Feast's ``serialize_entity_key``) of one string join key.
+
+    Version 3 of the layout is ``<I count, then per key <I type, <I length, utf-8 name, then
+    per value <I type, <I length, bytes``: for one string key that is a fixed prefix, the
+    value's length and its bytes, built here without a protobuf message (each new user's first
+    row paid ~40 us for it). The prefix is checked against Feast's own function when first
+    built; another version (or a Feast that encodes otherwise) goes through Feast, cached.
     """
 
     def __init__(self, version: int) -> None:
         self.version = version
+        self.prefixes: dict[str, bytes | None] = {}  # join key -> prefix (None: use Feast)
         self.cache: dict[tuple[str, str], bytes] = {}
 
     def __call__(self, key: str, value: str) -> bytes:
         """``serialize_entity_key`` of the join key ``key`` = ``value``."""
+        prefix = self.prefixes.get(key, b"")
+        if prefix == b"":
+            prefix = self.prefixes[key] = self._prefix(key)
+        if prefix is not None:
+            data = value.encode()
+            return prefix + _U32.pack(len(data)) + data
         got = self.cache.get((key, value))
         if got is None:
-            from feast.infra.key_encoding_utils import serialize_entity_key
-            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-            from feast.protos.feast.types.Value_pb2 import Value
-
             if len(self.cache) > 1_000_000:
                 self.cache.clear()
-            got = self.cache[(key, value)] = serialize_entity_key(
-                EntityKey(join_keys=[key], entity_values=[Value(string_val=value)]),
-                entity_key_serialization_version=self.version)
+            got = self.cache[(key, value)] = self.feast(key, value)
         return got
+
+    def feast(self, key: str, value: str) -> bytes:
+        """Feast's own ``serialize_entity_key``."""
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        return serialize_entity_key(
+            EntityKey(join_keys=[key], entity_values=[Value(string_val=value)]),
+            entity_key_serialization_version=self.version)
+
+    def _prefix(self, key: str) -> bytes | None:
+        name = key.encode()
+        prefix = (_U32.pack(1) + _U32.pack(_STRING) + _U32.pack(len(name)) + name
+                  + _U32.pack(_STRING))
+        probe = "\u00e9-probe"
+        data = probe.encode()
+        if self.version != 3 or self.feast(key, probe) != prefix + _U32.pack(len(data)) + data:
+            return None
+        return prefix

@@ -28,9 +28,14 @@ def proto_value(v: Any) -> Any:
 # protobuf's Python binding converts a repeated field element by element (~0.2 us each).
 _VARINT = [bytes([i]) for i in range(128)] + [bytes([(i & 0x7F) | 0x80, i >> 7])
                                               for i in range(128, 1 << 14)]
+_TABLED = len(_VARINT)
+_EMPTY_LIST = b"\x72\x00"  # field 14 (int64_list_val), an empty Int64List
 
 
 def _varint(n: int) -> bytes:
+    """The varint of a non-negative ``n``."""
+    if n < _TABLED:
+        return _VARINT[n]
     out = bytearray()
     while True:
         byte = n & 0x7F
@@ -47,7 +52,7 @@ def int64_list_bytes(values: list[int]) -> bytes:
     the small non-negative ids of token sequences (anything else goes through protobuf).
     """
     if not values:
-        return b"\x72\x00"  # field 14 (int64_list_val), an empty Int64List
+        return _EMPTY_LIST
     try:  # ids below 128 are their own varint: bytes() checks the range in C
         packed = bytes(values)
         if not packed.isascii():
@@ -59,7 +64,10 @@ def int64_list_bytes(values: list[int]) -> bytes:
             packed = b"".join(map(_VARINT.__getitem__, values))
         except (IndexError, TypeError):
             return proto_value(values).SerializeToString()
-    inner = b"\x0a" + _varint(len(packed)) + packed  # Int64List field 1, packed
+    size = len(packed)
+    if size < 126:  # both lengths fit one varint byte: the header from the table
+        return b"\x72" + _VARINT[size + 2] + b"\x0a" + _VARINT[size] + packed
+    inner = b"\x0a" + _varint(size) + packed  # Int64List field 1, packed
     return b"\x72" + _varint(len(inner)) + inner
 
 

@@ -25,3 +25,9 @@ def test_small_ids_take_the_bytes_path_and_still_match(values: list[int]) -> Non
 def test_scalars_encode_as_protobuf_does(value: object) -> None:
     got = scalar_bytes(value)
     assert got is None or got == proto_value(value).SerializeToString()
+
+
+def test_lengths_around_the_one_byte_header_match():
+    for n in range(120, 135):
+        for values in ([5] * n, [300] * (n // 2), [300] + [5] * n):
+            assert int64_list_bytes(values) == proto_value(values).SerializeToString()
