@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from feature_repo.value_bytes import int64_list_bytes, proto_value, scalar_bytes
+from feature_repo.value_bytes import int64_list_bytes, proto_value, scalar_bytes, varint
 
 _U32 = struct.Struct("<I")
 _STRING = 2  # Feast's ValueType.STRING
@@ -133,8 +133,13 @@ class SqliteRows:
 
 
 def plain_redis(store: Any) -> bool:
-    """Feast's Redis online store without view versioning (which renames the hash fields)."""
-    return (getattr(store.config.online_store, "type", "") == "redis"
+    """Feast's Redis online store on one server (or a sentinel's master), without view
+    versioning (which renames the hash fields): a cluster spreads keys over nodes, which
+    ``RedisRows``'s single connection does not.
+    """
+    online = store.config.online_store
+    return (getattr(online, "type", "") == "redis"
+            and getattr(online, "redis_type", "redis") != "redis_cluster"  # a str enum
             and not getattr(store.config.registry, "enable_online_feature_view_versioning",
                             False))
 
@@ -146,6 +151,11 @@ class RedisRows:
     server's own cost per 200-token row, ``marquee bench redis``). Like Feast it reads the
     stored timestamps first and skips a row no newer than the one stored, so an old write
     replayed after a crash never overwrites a newer row; it goes through Feast's own client.
+
+    The commands are packed here (``HSET key field value ...`` in the protocol's bytes, the
+    field names' parts built once) and sent in one write on a connection of the client's
+    pool: redis-py's pipeline packs every argument in Python, which cost more than encoding
+    the values.
     """
 
     def __init__(self, store: Any, provider: Any) -> None:
@@ -167,48 +177,105 @@ class RedisRows:
 
     def write(self, view: Any, key: str, rows: list[dict[str, Any]],
               features: list[str]) -> None:
-        """Write ``rows`` (keyed by ``key``) of ``view`` in one pipeline."""
-        from google.protobuf.timestamp_pb2 import Timestamp
-
+        """Write ``rows`` (keyed by ``key``) of ``view``: one round trip, two when the stored
+        times are read first (Feast's dedupe, off in Marquee's config).
+        """
         cfg = self.config.online_store
         client = self.online._get_client(cfg)
-        ts_key = f"_ts:{view.name}"
-        fields = [(name, self.field(view.name, name)) for name in features]
+        ts_key = f"_ts:{view.name}".encode()
+        fields = [(name, _bulk(self.field(view.name, name))) for name in features]
         redis_keys = [self.keys(key, row[key]) + self.project for row in rows]
-        with client.pipeline(transaction=False) as pipe:
-            if not cfg.skip_dedup:
+        stored: list[bytes | None] = [None] * len(rows)
+        if not cfg.skip_dedup:
+            with client.pipeline(transaction=False) as pipe:
                 for redis_key in redis_keys:
                     pipe.hmget(redis_key, ts_key)
                 stored = [got[0] for got in pipe.execute()]
-            else:
-                stored = [None] * len(rows)
-            latest: dict[bytes, int] = {}
-            for redis_key, before, row in zip(redis_keys, stored, rows, strict=True):
-                ts = Timestamp()
-                ts.FromDatetime(datetime.fromtimestamp(row["event_timestamp"] / 1000, tz=UTC))
-                nanos = ts.seconds * 1_000_000_000 + ts.nanos
-                if not cfg.skip_dedup:
-                    seen = latest.get(redis_key, 0)
-                    if before:
-                        old = Timestamp()
-                        old.ParseFromString(before)
-                        seen = max(seen, old.seconds * 1_000_000_000 + old.nanos)
-                    if seen and nanos <= seen:
-                        continue  # Feast skips a row no newer than the stored one
-                    latest[redis_key] = nanos
-                mapping: dict[Any, bytes] = {ts_key: ts.SerializeToString()}
-                for name, field in fields:
-                    value = row[name]
-                    if isinstance(value, list):
-                        mapping[field] = int64_list_bytes(value)
-                    else:
-                        blob = scalar_bytes(value)
-                        mapping[field] = (blob if blob is not None
-                                          else proto_value(value).SerializeToString())
-                pipe.hset(redis_key, mapping=mapping)
-                if cfg.key_ttl_seconds:
-                    pipe.expire(name=redis_key, time=cfg.key_ttl_seconds)
-            pipe.execute()
+        commands: list[bytes] = []
+        head = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(fields) + 1))
+        ts_field = _bulk(ts_key)
+        latest: dict[bytes, int] = {}
+        for redis_key, before, row in zip(redis_keys, stored, rows, strict=True):
+            ts_bytes, nanos = _timestamp(row["event_timestamp"])
+            if not cfg.skip_dedup:
+                seen = latest.get(redis_key, 0)
+                if before:
+                    seen = max(seen, _nanos(before))
+                if seen and nanos <= seen:
+                    continue  # Feast skips a row no newer than the stored one
+                latest[redis_key] = nanos
+            parts = [head, _bulk(redis_key), ts_field, _bulk(ts_bytes)]
+            for name, field in fields:
+                value = row[name]
+                if isinstance(value, list):
+                    blob = int64_list_bytes(value)
+                else:
+                    blob = scalar_bytes(value) or proto_value(value).SerializeToString()
+                parts += (field, b"$%d\r\n" % len(blob), blob, b"\r\n")
+            commands.append(b"".join(parts))
+            if cfg.key_ttl_seconds:
+                commands.append(_command(b"EXPIRE", redis_key, b"%d" % cfg.key_ttl_seconds))
+        if commands:
+            _send(client, commands)
+
+
+def _bulk(data: bytes) -> bytes:
+    """One argument of a command in the protocol's bytes: its length, then the data."""
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def _command(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(map(_bulk, args))
+
+
+def _send(client: Any, commands: list[bytes]) -> None:
+    """Send packed ``commands`` in one write and read every reply (an error reply raises, as
+    a pipeline does), with the connection's retries; a connection left with unread replies is
+    dropped, not returned to the pool.
+    """
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    data = b"".join(commands)
+
+    def round_trip() -> None:
+        conn.send_packed_command([data])
+        for _ in commands:
+            conn.read_response()
+
+    try:
+        conn.retry.call_with_retry(round_trip, lambda _error: conn.disconnect())
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
+def _timestamp(ms: int) -> tuple[bytes, int]:
+    """Feast's row time (``Timestamp.FromDatetime`` of ``ms``) serialized, and in nanoseconds.
+
+    Proto3 leaves zero fields out: ``seconds`` is field 1 and ``nanos`` field 2, varints.
+    A time before 1970 goes through protobuf.
+    """
+    if ms < 0:
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        ts = Timestamp()
+        ts.FromDatetime(datetime.fromtimestamp(ms / 1000, tz=UTC))
+        return ts.SerializeToString(), ts.seconds * 1_000_000_000 + ts.nanos
+    seconds, millis = divmod(ms, 1000)
+    out = (b"\x08" + varint(seconds) if seconds else b"") + (
+        b"\x10" + varint(millis * 1_000_000) if millis else b"")
+    return out, ms * 1_000_000
+
+
+def _nanos(serialized: bytes) -> int:
+    """A stored ``Timestamp``'s time in nanoseconds."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    ts.ParseFromString(serialized)
+    return ts.seconds * 1_000_000_000 + ts.nanos
 
 
 class EntityKeys:

@@ -32,7 +32,7 @@ _TABLED = len(_VARINT)
 _EMPTY_LIST = b"\x72\x00"  # field 14 (int64_list_val), an empty Int64List
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     """The varint of a non-negative ``n``."""
     if n < _TABLED:
         return _VARINT[n]
@@ -67,8 +67,8 @@ def int64_list_bytes(values: list[int]) -> bytes:
     size = len(packed)
     if size < 126:  # both lengths fit one varint byte: the header from the table
         return b"\x72" + _VARINT[size + 2] + b"\x0a" + _VARINT[size] + packed
-    inner = b"\x0a" + _varint(size) + packed  # Int64List field 1, packed
-    return b"\x72" + _varint(len(inner)) + inner
+    inner = b"\x0a" + varint(size) + packed  # Int64List field 1, packed
+    return b"\x72" + varint(len(inner)) + inner
 
 
 def scalar_bytes(value: Any) -> bytes | None:
@@ -77,10 +77,10 @@ def scalar_bytes(value: Any) -> bytes | None:
     payload but keeps the field tag, which is what this writes too.
     """
     if type(value) is int and 0 <= value < 1 << 63:
-        return b"\x20" + _varint(value)  # field 4, varint
+        return b"\x20" + varint(value)  # field 4, varint
     if type(value) is float:
         return b"\x29" + struct.pack("<d", value)  # field 5, fixed64
     if type(value) is str:
         data = value.encode()
-        return b"\x12" + _varint(len(data)) + data  # field 2, length-delimited
+        return b"\x12" + varint(len(data)) + data  # field 2, length-delimited
     return None

@@ -32,3 +32,17 @@ def test_another_layout_version_goes_through_feast() -> None:
         warnings.simplefilter("ignore")  # Feast warns that version 2 is retired
         assert keys("user_id", "u1") == feast_key("user_id", "u1", 2)
     assert keys.prefixes["user_id"] is None
+
+
+@given(st.one_of(st.integers(0, 4_102_444_800_000), st.sampled_from([0, 1, 999, 1000, 1001]),
+                 st.integers(-10**12, -1)))
+def test_row_times_are_serialized_as_protobuf_serializes_them(ms: int) -> None:
+    from datetime import UTC, datetime
+
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from feature_repo.online_rows import _timestamp
+
+    ts = Timestamp()
+    ts.FromDatetime(datetime.fromtimestamp(ms / 1000, tz=UTC))
+    assert _timestamp(ms) == (ts.SerializeToString(), ts.seconds * 1_000_000_000 + ts.nanos)
