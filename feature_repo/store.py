@@ -10,10 +10,7 @@ batch first, because each Feast write row costs ~0.2 ms on SQLite.
 from __future__ import annotations
 
 import logging
-import sqlite3
-import struct
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +22,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_repo.definitions import ITEM_FEATURES, OBJECTS, USER_FEATURES
+from feature_repo.online_rows import RedisRows, SqliteRows, plain_redis, plain_sqlite
 from feature_repo.reach import named_failures, preflight
+from feature_repo.value_bytes import proto_value
 from streams.contract.atomic import locked, replace_bytes
 from streams.contract.layout import DataLayout
 from streams.contract.settings import ENV_FILE
@@ -159,7 +158,7 @@ class FeatureWriter:
     ``execute`` per feature value (~40 us each, 10 per user row); the same rows, serialized
     the same way, go in with one ``executemany`` per batch (the contract suite reads them back
     through ``get_online_features``). On Redis the hashes Feast writes are built from the rows'
-    bytes directly (``_RedisRows``), skipping a protobuf message per feature value.
+    bytes directly (``RedisRows``), skipping a protobuf message per feature value.
     """
 
     def __init__(self, store: Any) -> None:
@@ -171,8 +170,8 @@ class FeatureWriter:
         # Worker threads of one process share this writer; Feast's SQLite store shares one
         # connection, and interleaved transactions on it can lose a write.
         self.lock = threading.Lock()
-        self.sqlite = _SqliteRows(store, self.provider) if _plain_sqlite(store) else None
-        self.redis = _RedisRows(store, self.provider) if _plain_redis(store) else None
+        self.sqlite = SqliteRows(store, self.provider) if plain_sqlite(store) else None
+        self.redis = RedisRows(store, self.provider) if plain_redis(store) else None
 
     def write_users(self, rows: list[dict[str, Any]]) -> None:
         """Write ``user_row`` rows (one per user)."""
@@ -262,256 +261,6 @@ def python_value(value: Any) -> Any:
         return None
     got = getattr(value, which)
     return list(got.val) if which.endswith("_list_val") else got
-
-
-def proto_value(v: Any) -> Any:
-    """A row value as Feast's ``ValueProto`` (int list, string, float or int)."""
-    from feast.protos.feast.types.Value_pb2 import Int64List, Value
-
-    if isinstance(v, list):
-        return Value(int64_list_val=Int64List(val=v))
-    if isinstance(v, str):
-        return Value(string_val=v)
-    if isinstance(v, float):
-        return Value(double_val=v)
-    return Value(int64_val=int(v))
-
-
-# Varint bytes of 0 .. 2**14 - 1: ids are small, and joining table entries runs in C, where
-# protobuf's Python binding converts a repeated field element by element (~0.2 us each).
-_VARINT = [bytes([i]) for i in range(128)] + [bytes([(i & 0x7F) | 0x80, i >> 7])
-                                              for i in range(128, 1 << 14)]
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def int64_list_bytes(values: list[int]) -> bytes:
-    """``Value(int64_list_val=Int64List(val=values)).SerializeToString()``, ~10x faster for
-    the small non-negative ids of token sequences (anything else goes through protobuf).
-    """
-    if not values:
-        return b"\x72\x00"  # field 14 (int64_list_val), an empty Int64List
-    try:  # ids below 128 are their own varint: bytes() checks the range in C
-        packed = bytes(values)
-        if not packed.isascii():
-            raise ValueError
-    except (ValueError, TypeError):
-        try:
-            if min(values) < 0:
-                raise IndexError  # a negative index would wrap around the table
-            packed = b"".join(map(_VARINT.__getitem__, values))
-        except (IndexError, TypeError):
-            return proto_value(values).SerializeToString()
-    inner = b"\x0a" + _varint(len(packed)) + packed  # Int64List field 1, packed
-    return b"\x72" + _varint(len(inner)) + inner
-
-
-def scalar_bytes(value: Any) -> bytes | None:
-    """``proto_value(value).SerializeToString()`` for a non-negative int, a float or a
-    string, by hand (None: let protobuf do it). Proto3 leaves a zero out of the oneof's
-    payload but keeps the field tag, which is what this writes too.
-    """
-    if type(value) is int and 0 <= value < 1 << 63:
-        return b"\x20" + _varint(value)  # field 4, varint
-    if type(value) is float:
-        return b"\x29" + struct.pack("<d", value)  # field 5, fixed64
-    if type(value) is str:
-        data = value.encode()
-        return b"\x12" + _varint(len(data)) + data  # field 2, length-delimited
-    return None
-
-
-def _plain_sqlite(store: Any) -> bool:
-    """The SQLite online store without the options that change its rows (vectors, value_num,
-    view versioning): the layout ``_SqliteRows`` writes.
-    """
-    online = store.config.online_store
-    return (getattr(online, "type", "") == "sqlite"
-            and not getattr(online, "vector_enabled", False)
-            and not getattr(online, "enable_openai_compatible_store", False)
-            and not getattr(store.config.registry, "enable_online_feature_view_versioning",
-                            False))
-
-
-def wal_mode(conn: sqlite3.Connection, timeout_s: float = 10.0) -> None:
-    """Switch ``conn``'s database to WAL. The switch needs the database alone and SQLite does
-    not wait for it (no busy handler): two flow processes opening one fresh store at once got
-    "database is locked" in about 1 start of 20, which ended the whole cluster. Tried again
-    until ``timeout_s``.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-class _SqliteRows:
-    """Feast's SQLite online rows (``entity_key, feature_name, value, value_text, event_ts,
-    created_ts``), written in bulk. Mirrors ``SqliteOnlineStore.online_write_batch``.
-    """
-
-    def __init__(self, store: Any, provider: Any) -> None:
-        from feast.infra.online_stores.sqlite import _quote_id, _table_id
-
-        self.config = store.config
-        self.online = provider.online_store
-        self.table_name = lambda view: _quote_id(_table_id(self.config.project, view, False))
-        self.entity_key = _EntityKeys(self.config.entity_key_serialization_version)
-        # A commit in the default rollback-journal mode waits for several fsyncs (tens of ms
-        # here), on the flow's thread. WAL with synchronous=NORMAL commits without one;
-        # a process crash loses nothing (the flow replays anyway), a power cut may lose the
-        # last commits, which the flow's at-least-once replay from its snapshot rewrites.
-        conn = self.online._get_conn(self.config)
-        wal_mode(conn)
-        conn.execute("PRAGMA synchronous=NORMAL")
-
-    def write(self, view: Any, key: str, rows: list[dict[str, Any]],
-              features: list[str]) -> None:
-        from feast.infra.online_stores.helpers import extract_text_and_num
-
-        sql = (f"INSERT INTO {self.table_name(view)} "
-               "(entity_key, feature_name, value, value_text, event_ts, created_ts) "
-               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-               "value = excluded.value, value_text = excluded.value_text, "
-               "event_ts = excluded.event_ts, created_ts = excluded.created_ts;")
-        params = []
-        for row in rows:
-            entity = self.entity_key(key, row[key])
-            # What Feast's registered sqlite3 adapter stores for the naive UTC datetime
-            # (``int(val.timestamp())``), computed once per row instead of per value.
-            when = int(datetime.fromtimestamp(row["event_timestamp"] / 1000, tz=UTC).replace(
-                tzinfo=None).timestamp())
-            for name in features:
-                value = row[name]
-                if isinstance(value, list):
-                    params.append((entity, name, int64_list_bytes(value), None, when, None))
-                    continue
-                blob = scalar_bytes(value)
-                if blob is None:
-                    val = proto_value(value)
-                    blob, text = val.SerializeToString(), extract_text_and_num(val, False)[0]
-                else:
-                    text = value if isinstance(value, str) else str(value)
-                params.append((entity, name, blob, text, when, None))
-        conn = self.online._get_conn(self.config)
-        with conn:
-            conn.executemany(sql, params)
-
-
-def _plain_redis(store: Any) -> bool:
-    """Feast's Redis online store without view versioning (which renames the hash fields)."""
-    return (getattr(store.config.online_store, "type", "") == "redis"
-            and not getattr(store.config.registry, "enable_online_feature_view_versioning",
-                            False))
-
-
-class _RedisRows:
-    """The hashes Feast's ``RedisOnlineStore.online_write_batch`` writes, field for field and
-    byte for byte (``tests/feature_repo/test_redis_rows.py`` compares them), from the rows'
-    values encoded by hand instead of one ``ValueProto`` per feature value (~8x the Redis
-    server's own cost per 200-token row, ``marquee bench redis``). Like Feast it reads the
-    stored timestamps first and skips a row no newer than the one stored, so an old write
-    replayed after a crash never overwrites a newer row; it goes through Feast's own client.
-    """
-
-    def __init__(self, store: Any, provider: Any) -> None:
-        from feast.infra.online_stores.helpers import _mmh3
-
-        self.config = store.config
-        self.online = provider.online_store
-        self.project = self.config.project.encode()
-        self.mmh3 = _mmh3
-        self.fields: dict[tuple[str, str], bytes] = {}
-        self.keys = _EntityKeys(self.config.entity_key_serialization_version)
-
-    def field(self, view: str, feature: str) -> bytes:
-        got = self.fields.get((view, feature))
-        if got is None:
-            got = self.fields[(view, feature)] = self.mmh3(f"{view}:{feature}")
-        return got
-
-    def write(self, view: Any, key: str, rows: list[dict[str, Any]],
-              features: list[str]) -> None:
-        from google.protobuf.timestamp_pb2 import Timestamp
-
-        cfg = self.config.online_store
-        client = self.online._get_client(cfg)
-        ts_key = f"_ts:{view.name}"
-        fields = [(name, self.field(view.name, name)) for name in features]
-        redis_keys = [self.keys(key, row[key]) + self.project for row in rows]
-        with client.pipeline(transaction=False) as pipe:
-            if not cfg.skip_dedup:
-                for redis_key in redis_keys:
-                    pipe.hmget(redis_key, ts_key)
-                stored = [got[0] for got in pipe.execute()]
-            else:
-                stored = [None] * len(rows)
-            latest: dict[bytes, int] = {}
-            for redis_key, before, row in zip(redis_keys, stored, rows, strict=True):
-                ts = Timestamp()
-                ts.FromDatetime(datetime.fromtimestamp(row["event_timestamp"] / 1000, tz=UTC))
-                nanos = ts.seconds * 1_000_000_000 + ts.nanos
-                if not cfg.skip_dedup:
-                    seen = latest.get(redis_key, 0)
-                    if before:
-                        old = Timestamp()
-                        old.ParseFromString(before)
-                        seen = max(seen, old.seconds * 1_000_000_000 + old.nanos)
-                    if seen and nanos <= seen:
-                        continue  # Feast skips a row no newer than the stored one
-                    latest[redis_key] = nanos
-                mapping: dict[Any, bytes] = {ts_key: ts.SerializeToString()}
-                for name, field in fields:
-                    value = row[name]
-                    if isinstance(value, list):
-                        mapping[field] = int64_list_bytes(value)
-                    else:
-                        blob = scalar_bytes(value)
-                        mapping[field] = (blob if blob is not None
-                                          else proto_value(value).SerializeToString())
-                pipe.hset(redis_key, mapping=mapping)
-                if cfg.key_ttl_seconds:
-                    pipe.expire(name=redis_key, time=cfg.key_ttl_seconds)
-            pipe.execute()
-
-
-class _EntityKeys:
-    """Serialized entity keys (Feast's ``serialize_entity_key``), cached: a user is written
-    again and again.
-    """
-
-    def __init__(self, version: int) -> None:
-        self.version = version
-        self.cache: dict[tuple[str, str], bytes] = {}
-
-    def __call__(self, key: str, value: str) -> bytes:
-        got = self.cache.get((key, value))
-        if got is None:
-            from feast.infra.key_encoding_utils import serialize_entity_key
-            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-            from feast.protos.feast.types.Value_pb2 import Value
-
-            if len(self.cache) > 1_000_000:
-                self.cache.clear()
-            got = self.cache[(key, value)] = serialize_entity_key(
-                EntityKey(join_keys=[key], entity_values=[Value(string_val=value)]),
-                entity_key_serialization_version=self.version)
-        return got
 
 
 def write_users(store: Any, rows: list[dict[str, Any]]) -> None:

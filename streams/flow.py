@@ -52,6 +52,7 @@ from streams.contract.merge import TokenizerConfig
 from streams.contract.settings import ENV_FILE
 from streams.contract.tokens import KNOWN_VALUES, Vocab
 from streams.drill import Drill, parse_faults
+from streams.gc_tuning import tune_for_flow
 from streams.guards import guard_logic, guard_router, slice_ranges, trace_counts, traced_ranges
 from streams.outcome_steps import ExperimentSink, OutcomeLogic, RankingRouter
 from streams.outcomes import JoinConfig
@@ -604,4 +605,6 @@ def consumer_config(fetch_wait_ms: int = 10) -> dict[str, str]:
 def from_env() -> Dataflow:
     """Factory for ``python -m bytewax.run "streams.flow:from_env()"``: all from the env."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return production_flow()
+    flow = production_flow()
+    tune_for_flow()
+    return flow

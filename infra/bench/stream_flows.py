@@ -48,6 +48,7 @@ def full_flow(kafka: KafkaSettings, topic: str, data: Path, online: str, batch_s
     """The production flow over ``topic`` with Feast opened already (outside the clock)."""
     from feature_repo.store import FeatureWriter, open_store
     from streams.flow import FlowSettings, build_flow, load_shared
+    from streams.gc_tuning import tune_for_flow
     from streams.sinks import DeadLetterSink, OutputSink, shared_writer
 
     settings = FlowSettings(data_dir=data, flush_s=flush_s, batch_size=batch_size)
@@ -58,7 +59,9 @@ def full_flow(kafka: KafkaSettings, topic: str, data: Path, online: str, batch_s
     sink = OutputSink(lambda: writer, data / "tokens", key=key)
     dead = DeadLetterSink(kafka.client_config(), kafka.dead_letter_topic)
     source = until_end(kafka, topic, batch_size, batched=True, on_end=on_end)
-    return build_flow(source, sink, dead, shared, "bench"), writer
+    flow = build_flow(source, sink, dead, shared, "bench")
+    tune_for_flow()  # as ``streams.flow.from_env`` does
+    return flow, writer
 
 
 def write_stats() -> dict[str, float]:

@@ -124,7 +124,10 @@ def test_the_bulk_sqlite_path_stores_the_same_bytes_as_feast(tmp_path: Path):
 
     rows = [user_row("u1", tokens(5), T0 + 10), user_row("u2", tokens(MAX_SEQ, 300), T0 + 7),
             user_row("u3", [], T0)]
-    items = [item_row("m1", 3), {**item_row("m2", 0), "ctr_24h": 0.0, "genre": ""}]
+    later = [user_row("u1", tokens(7), T0 + 20), user_row("u4", tokens(2), T0 + 20)]
+    # a title released before 1970 (a negative int: protobuf's own encoding), a zero CTR
+    items = [item_row("m1", 3), {**item_row("m2", 0), "ctr_24h": 0.0, "genre": ""},
+             {**item_row("m3", 1), "release_ms": -86_400_000}]
     dumps = []
     for bulk in (True, False):
         store = open_store(online="sqlite", data_dir=tmp_path / str(bulk))
@@ -134,10 +137,11 @@ def test_the_bulk_sqlite_path_stores_the_same_bytes_as_feast(tmp_path: Path):
             writer.sqlite = None  # Feast's own online_write_batch, row by row
         writer.write_users(rows)
         writer.write_items(items)
+        writer.write_users(later)  # updates in place, and a new user beside them
         conn = writer.provider.online_store._get_conn(store.config)
         dumps.append({table: sorted(conn.execute(
-            f'SELECT entity_key, feature_name, value, value_text, CAST(event_ts AS TEXT), '
-            f'created_ts FROM "marquee_{table}"').fetchall()) for table in ("user_tokens",
-                                                                       "item_stats")})
+            f'SELECT entity_key, feature_name, value, typeof(value), value_text, '
+            f'typeof(value_text), CAST(event_ts AS TEXT), typeof(event_ts), created_ts '
+            f'FROM "marquee_{table}"').fetchall()) for table in ("user_tokens", "item_stats")})
     assert dumps[0] == dumps[1]
-    assert len(dumps[0]["user_tokens"]) == 3 * 10
+    assert len(dumps[0]["user_tokens"]) == 4 * 10

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from feature_repo.store import wal_mode
+from feature_repo.online_rows import wal_mode
 
 
 def held_database(path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
