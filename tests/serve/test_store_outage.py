@@ -55,8 +55,10 @@ def test_redis_killed_and_restarted_degrades_fast_and_recovers_by_itself(world, 
             slowest = max(slowest, time.perf_counter() - t0)
         assert all(a.degraded and a.fallback == "feature_store_unavailable" for a in answers)
         assert all(len(a.items) == 10 for a in answers)  # ranked from the session events
-        # redis-py's default retries would hold each read 3-4 s; one refused connect is < 50 ms
-        assert slowest < 0.2, slowest
+        # redis-py's default retries held each read 3-4 s; now a refused connect takes < 50 ms
+        # and no read can take more than its 0.25 s timeout (0.57 s seen once on a busy CI
+        # machine, a request reading both the user row and the item stats)
+        assert slowest < 1.0, slowest
 
         restarted = RedisServer(server.data_dir, port=server.port, persist=True).start()
         try:
