@@ -107,6 +107,7 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-request 10s
+    timeout http-keep-alive 60s
     timeout queue {cfg.wait_ms}ms
     http-error status 502 content-type application/json string "{down}"
     http-error status 503 content-type application/json string "{down}" {retry}

@@ -27,7 +27,7 @@ from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import JSONResponse, Response
 from ray import serve as ray_serve  # `serve` is this package
 
-from serve import http_guard, metrics, rankings_log
+from serve import http_guard, metrics, priority, rankings_log
 from serve.config import ServeSettings
 from serve.experiment_config import load_experiment, parse_experiment
 from serve.replicas import APP, DEPLOYMENT
@@ -79,6 +79,7 @@ class RankingService:
         self.experiment: dict[str, Any] | None = None  # as last configured
         self.rankings = self._rankings_log()
         self._ranking = 0  # requests between features and inference (batch when > 1)
+        self._serving = False  # priority.take done (after the first configuration)
         self.infer.set_max_batch_size(self.settings.batch_max_size)
         self.infer.set_batch_wait_timeout_s(self.settings.batch_wait_s)
         api.state.model_version = self.ranker.version
@@ -111,6 +112,9 @@ class RankingService:
             plan = await asyncio.to_thread(self.ranker.build_plan, parsed)
             self.ranker.plan = plan
             self.experiment = experiment
+        if not self._serving:  # Serve configures a new replica once before routing to it
+            self._serving = True
+            log.info("serving at niceness %d", priority.take(self.settings.replica_niceness))
 
     @ray_serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def infer(self, prepared: list[Any]) -> list[Any]:

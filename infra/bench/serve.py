@@ -16,6 +16,7 @@ import http.client
 import json
 import queue
 import random
+import select
 import sys
 import threading
 import time
@@ -42,7 +43,12 @@ def _connect(parts: SplitResult, timeout_s: float = 30.0) -> http.client.HTTPCon
 
 
 def _post(conn: http.client.HTTPConnection, path: str, payload: bytes) -> tuple[int, bytes]:
-    """One JSON POST on a keep-alive connection: (status, body)."""
+    """One JSON POST on a keep-alive connection: (status, body). A connection the server
+    closed while it sat idle (its keep-alive timeout) is opened again first, as pooled HTTP
+    clients (urllib3, httpx) do: that close is not an answer of the service.
+    """
+    if conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
+        conn.close()  # readable while idle: the server's FIN (no request is in flight)
     conn.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
     r = conn.getresponse()
     return r.status, r.read()
