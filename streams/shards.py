@@ -250,12 +250,11 @@ class UserShard:
     @staticmethod
     def row(tok: UserTokenizer) -> dict[str, Any]:
         """The ``user_tokens`` row of one user (``feature_repo.store.user_row``'s shape)."""
-        facets, last_ts = tok.preview()
+        columns, last_ts = tok.preview_columns()
+        n = len(columns[0])
         row: dict[str, Any] = {"user_id": tok.user_id, "event_timestamp": tok.max_ts or 0,
-                               "last_ts": last_ts if facets else 0, "n_tokens": len(facets)}
-        columns = zip(*facets, strict=True) if facets else ((),) * len(SEQ_NAMES)
-        for name, column in zip(SEQ_NAMES, columns, strict=True):
-            row[name] = list(column)
+                               "last_ts": last_ts if n else 0, "n_tokens": n}
+        row.update(zip(SEQ_NAMES, columns, strict=True))
         return row
 
     def take_tokens(self) -> TokenBatch | None:

@@ -165,6 +165,8 @@ def _ray_pod(shape: KubeShape, name: str, head: bool) -> dict[str, Any]:
                  "volumeMounts": [mount],
                  "resources": {"requests": {"cpu": "2" if head else "4",
                                             "memory": "4Gi" if head else "8Gi"}}}
+    if not head:  # a ready replica lowers its niceness below Ray's 15 (serve/priority.py)
+        container["securityContext"] = {"capabilities": {"add": ["SYS_NICE"]}}
     return {"metadata": {"labels": {NAME: RANKING}},
             "spec": {"containers": [container], "volumes": [volume]}}
 

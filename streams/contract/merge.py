@@ -30,7 +30,6 @@ released token) and ``session_start`` never change after release.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -117,6 +116,19 @@ class _Draft:
         self.weight = 1.0
         self.pending = 0  # 1 while the group's dwell on its surface is not known yet
         self.ok = False  # at least one impression was on screen long enough
+
+
+    def copy(self) -> _Draft:
+        """A draft with the same fields (slot by slot, written out: the generic loop over
+        ``__slots__`` cost most of a clone).
+        """
+        c = _Draft.__new__(_Draft)
+        c.kind, c.ts, c.event_id, c.item_id = self.kind, self.ts, self.event_id, self.item_id
+        c.device, c.surface, c.session, c.action = (self.device, self.surface, self.session,
+                                                    self.action)
+        c.watch_seconds, c.n_events, c.decided = self.watch_seconds, self.n_events, self.decided
+        c.closed, c.weight, c.pending, c.ok = self.closed, self.weight, self.pending, self.ok
+        return c
 
 
 @dataclass
@@ -365,16 +377,14 @@ class TokenMachine:
         """A copy whose later ``feed`` calls leave this machine as it is (cheaper than
         ``copy.deepcopy``: only the drafts and the maps that point at them are copied).
         """
-        twin = copy.copy(self)  # __getstate__ leaves the shared parts out: put them back
-        twin.vocab, twin.durations = self.vocab, self.durations
+        twin = TokenMachine.__new__(TokenMachine)  # not copy.copy: no __getstate__ round
+        twin.__dict__.update(self.__dict__)
         mapping: dict[int, _Draft] = {}
 
         def twin_of(d: _Draft) -> _Draft:  # also drafts already released but still queued
             c = mapping.get(id(d))
             if c is None:
-                c = mapping[id(d)] = _Draft.__new__(_Draft)
-                for slot in _Draft.__slots__:
-                    setattr(c, slot, getattr(d, slot))
+                c = mapping[id(d)] = d.copy()
             return c
 
         twin.drafts = deque(twin_of(d) for d in self.drafts)

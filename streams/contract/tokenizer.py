@@ -26,6 +26,10 @@ from streams.contract.tokens import (
 )
 
 
+def _columns(size: int) -> list[deque[int]]:
+    return [deque(maxlen=size) for _ in FACETS]
+
+
 class LateEvent(ValueError):
     """An event too old to place: the user's stream moved on by more than the lateness bound."""
 
@@ -57,28 +61,36 @@ class UserTokenizer:
         self.max_ts: int | None = None
         self.seen: dict[str, int] = {}  # event_id -> ts, for the dedupe window
         self.prune_at = 64  # prune ``seen`` when it grows past this (amortized O(1))
-        # Facet ids of the newest final tokens (what the online row starts with): tuples, not
-        # Tokens, so a row is one transpose and a snapshot stays small.
-        self.recent: deque[tuple[int, ...]] = deque(maxlen=self.config.recent_tokens)
+        # Facet ids of the newest final tokens (what the online row starts with), one deque
+        # per facet (``FACETS`` order): a row's columns are then copies, not a transpose of
+        # up to 200 tuples, and a snapshot stays small.
+        self.columns: list[deque[int]] = _columns(self.config.recent_tokens)
         self.last_token_ts: int | None = None  # ts of the newest final token
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state["vocab"] = None  # shared and persisted on its own; ``attach`` gives it back
         state["durations"] = None
-        # Snapshots pickle every active user each epoch: 200 small tuples cost ~10x one
-        # flat int array, so ``recent`` travels as one.
-        state["recent"] = array("i", chain.from_iterable(self.recent)).tobytes()
+        # Snapshots pickle every active user each epoch: the recent tokens travel as one
+        # flat int array, token after token (``FACETS`` order within each).
+        columns = state.pop("columns")
+        state["recent"] = array("i", chain.from_iterable(zip(*columns))).tobytes()  # type: ignore[call-overload]
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         flat = array("i")
-        flat.frombytes(state["recent"])  # type: ignore[arg-type]
+        flat.frombytes(state.pop("recent"))  # type: ignore[arg-type]
         width = len(FACETS)
-        recent: deque[tuple[int, ...]] = deque(maxlen=state["config"].recent_tokens)  # type: ignore[attr-defined]
-        recent.extend(tuple(flat[i:i + width]) for i in range(0, len(flat), width))
+        columns = _columns(state["config"].recent_tokens)  # type: ignore[attr-defined]
+        for column, start in zip(columns, range(width), strict=True):
+            column.extend(flat[start::width])
         self.__dict__.update(state)
-        self.recent = recent
+        self.columns = columns
+
+    @property
+    def recent(self) -> list[tuple[int, ...]]:
+        """The newest final tokens' facet ids, oldest first, one tuple per token."""
+        return list(zip(*self.columns))
 
     def attach(self, vocab: Vocab, durations: Mapping[str, int] | None) -> None:
         """Give an unpickled tokenizer its shared vocabulary and catalogue durations back."""
@@ -149,10 +161,13 @@ class UserTokenizer:
         return out
 
     def _keep(self, tokens: list[Token]) -> None:
-        self.recent.extend([(t.item, t.action, t.gap, t.hour, t.dow, t.device, t.surface,
-                             t.duration) for t in tokens])
-        if tokens:
-            self.last_token_ts = tokens[-1].ts
+        if not tokens:
+            return
+        for column, values in zip(self.columns, zip(*[
+                (t.item, t.action, t.gap, t.hour, t.dow, t.device, t.surface, t.duration)
+                for t in tokens]), strict=True):
+            column.extend(values)
+        self.last_token_ts = tokens[-1].ts
 
     def provisional(self) -> list[Token]:
         """Held events and open groups rendered as provisional tokens; the state is left as
@@ -172,12 +187,22 @@ class UserTokenizer:
         of the newest ``recent_tokens`` tokens, final then provisional, and the newest
         token's ts.
         """
+        columns, last_ts = self.preview_columns()
+        return list(zip(*columns)), last_ts
+
+    def preview_columns(self) -> tuple[list[list[int]], int | None]:
+        """``preview`` as one list per facet (``FACETS`` order): the online row's columns."""
         provisional = self.provisional()
-        facets = list(self.recent)
+        columns = [list(column) for column in self.columns]
         if not provisional:
-            return facets, self.last_token_ts
-        facets.extend(t.facet_ids() for t in provisional)
-        return facets[-self.config.recent_tokens:], provisional[-1].ts
+            return columns, self.last_token_ts
+        for column, values in zip(columns, zip(*[t.facet_ids() for t in provisional]),
+                                  strict=True):
+            column.extend(values)
+        keep = self.config.recent_tokens
+        if len(columns[0]) > keep:
+            columns = [column[-keep:] for column in columns]
+        return columns, provisional[-1].ts
 
     def _forget(self, before: int) -> None:
         self.seen = {k: ts for k, ts in self.seen.items() if ts >= before}
