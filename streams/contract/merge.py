@@ -339,6 +339,24 @@ class TokenMachine:
 
     def _token(self, d: _Draft, emitted: _Emitted, final: bool) -> Token:
         """Render a draft as the token after ``emitted`` and advance ``emitted``."""
+        session_start = d.session != emitted.last_session
+        item, action, gap, hour, dow, device, surface, duration = self._facets(d, emitted)
+        duration_s = self.durations.get(d.item_id)
+        watched = d.watch_seconds
+        return _new_token({
+            "user_id": self.user_id, "ts": d.ts, "item_id": d.item_id, "item": item,
+            "action": action, "gap": gap, "hour": hour, "dow": dow,
+            "device": device, "surface": surface, "duration": duration,
+            "watch_seconds": watched,
+            "completion": min(watched / duration_s, 1.0) if duration_s else 0.0,
+            "session_start": session_start,
+            "weight": d.weight if final else 1.0, "n_events": d.n_events,
+            "event_id": d.event_id})
+
+    def _facets(self, d: _Draft, emitted: _Emitted) -> tuple[int, ...]:
+        """The facet ids (``FACETS`` order) of a draft rendered after ``emitted``, which it
+        advances: all an online row needs of a token, without building one.
+        """
         tables = self.vocab.tables
         item = tables["item"].get(d.item_id) if d.item_id else UNKNOWN
         device = tables["device"].get(d.device)
@@ -346,24 +364,11 @@ class TokenMachine:
         if item is None or device is None or surface is None:  # new value: assign or look up
             item, device, surface = self._ids(d)
         last = emitted.last_ts
-        duration = self.durations.get(d.item_id)
-        watched = d.watch_seconds
         ts = d.ts
-        token = _new_token({
-            "user_id": self.user_id, "ts": ts, "item_id": d.item_id, "item": item,
-            "action": tables["action"][d.action],
-            "gap": 1 if last is None else gap_bucket(ts - last),
-            "hour": hour_id(ts), "dow": dow_id(ts),
-            "device": device, "surface": surface,
-            "duration": duration_bucket(watched),
-            "watch_seconds": watched,
-            "completion": min(watched / duration, 1.0) if duration else 0.0,
-            "session_start": d.session != emitted.last_session,
-            "weight": d.weight if final else 1.0, "n_events": d.n_events,
-            "event_id": d.event_id})
         emitted.last_ts = ts
         emitted.last_session = d.session
-        return token
+        return (item, tables["action"][d.action], 1 if last is None else gap_bucket(ts - last),
+                hour_id(ts), dow_id(ts), device, surface, duration_bucket(d.watch_seconds))
 
     def _ids(self, d: _Draft) -> tuple[int, int, int]:
         vocab = self.vocab
@@ -396,6 +401,15 @@ class TokenMachine:
         twin.dwell = {k: [(t, twin_of(d)) for t, d in v] for k, v in self.dwell.items()}
         twin.emitted = _Emitted(self.emitted.last_ts, self.emitted.last_session)
         return twin
+
+    def render_open_facets(self) -> tuple[list[tuple[int, ...]], int | None]:
+        """``[t.facet_ids() for t in self.render_open()]`` and the last one's ts (None when
+        there is none), without building the tokens.
+        """
+        emitted = _Emitted(self.emitted.last_ts, self.emitted.last_session)
+        facets = self._facets
+        shown = [d for d in self.drafts if not d.decided or d.weight > 0]
+        return [facets(d, emitted) for d in shown], (shown[-1].ts if shown else None)
 
     def render_open(self) -> list[Token]:
         """The open groups as provisional tokens (clicks and impressions kept, an unfinished

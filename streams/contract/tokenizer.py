@@ -182,6 +182,25 @@ class UserTokenizer:
         out.extend(probe.render_open())
         return out
 
+    def provisional_facets(self) -> tuple[list[tuple[int, ...]], int | None]:
+        """``provisional()`` as facet ids (``FACETS`` order) and the newest one's ts (None:
+        nothing provisional), without building the open groups' tokens: what a row needs.
+        """
+        if not self.buffer:
+            return self.machine.render_open_facets()
+        probe = self.machine.clone()
+        out: list[tuple[int, ...]] = []
+        last_ts = None
+        for _, _, ev in sorted(self.buffer, key=lambda entry: entry[:2]):
+            for token in probe.feed(ev):
+                out.append(token.facet_ids())
+                last_ts = token.ts
+        open_facets, open_ts = probe.render_open_facets()
+        if open_facets:
+            out.extend(open_facets)
+            last_ts = open_ts
+        return out, last_ts
+
     def preview(self) -> tuple[list[tuple[int, ...]], int | None]:
         """What the online store shows for this user now: the facet ids (``FACETS`` order)
         of the newest ``recent_tokens`` tokens, final then provisional, and the newest
@@ -192,17 +211,16 @@ class UserTokenizer:
 
     def preview_columns(self) -> tuple[list[list[int]], int | None]:
         """``preview`` as one list per facet (``FACETS`` order): the online row's columns."""
-        provisional = self.provisional()
+        provisional, last_ts = self.provisional_facets()
         columns = [list(column) for column in self.columns]
         if not provisional:
             return columns, self.last_token_ts
-        for column, values in zip(columns, zip(*[t.facet_ids() for t in provisional]),
-                                  strict=True):
+        for column, values in zip(columns, zip(*provisional), strict=True):
             column.extend(values)
         keep = self.config.recent_tokens
         if len(columns[0]) > keep:
             columns = [column[-keep:] for column in columns]
-        return columns, provisional[-1].ts
+        return columns, last_ts
 
     def _forget(self, before: int) -> None:
         self.seen = {k: ts for k, ts in self.seen.items() if ts >= before}

@@ -223,6 +223,35 @@ def test_preview_is_a_prefix_consistent_rendering(events):
         assert tok.preview()[0][:len(recent)] == recent[-tok.config.recent_tokens:]
 
 
+@settings(max_examples=60, deadline=None)
+@given(histories(), st.sampled_from(CONFIGS))
+def test_facets_only_rendering_equals_the_tokens_rendering(events, cfg):
+    """Rows render open groups as facet ids only: the same ids and newest ts as the tokens."""
+    vocab = Vocab()
+    users: dict[str, UserTokenizer] = {}
+    for e in events:
+        tok = users.setdefault(e.user_id, UserTokenizer(e.user_id, vocab, cfg))
+        tok.offer(e)
+        tokens = tok.provisional()
+        assert tok.provisional_facets() == ([t.facet_ids() for t in tokens],
+                                            tokens[-1].ts if tokens else None)
+        opened = tok.machine.render_open()
+        assert tok.machine.render_open_facets() == ([t.facet_ids() for t in opened],
+                                                    opened[-1].ts if opened else None)
+
+
+def test_a_draft_copy_carries_every_slot():
+    from streams.contract.merge import _Draft
+
+    draft = _Draft.__new__(_Draft)
+    for i, slot in enumerate(_Draft.__slots__):
+        setattr(draft, slot, f"value {i}")
+    twin = draft.copy()
+    assert twin is not draft
+    assert [getattr(twin, s) for s in _Draft.__slots__] == [
+        getattr(draft, s) for s in _Draft.__slots__]
+
+
 def test_synthetic_world_streaming_equals_batch():
     world = SyntheticWorld(WorldConfig(n_users=30, days=4))
     events = [InteractionEvent.model_validate(e) for e in world.events()]
