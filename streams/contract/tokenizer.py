@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import chain
 
 from streams.contract.events import InteractionEvent
 from streams.contract.merge import TokenizerConfig, TokenMachine
@@ -25,9 +23,7 @@ from streams.contract.tokens import (
     Vocab,
 )
 
-
-def _columns(size: int) -> list[deque[int]]:
-    return [deque(maxlen=size) for _ in FACETS]
+WIDTH = len(FACETS)  # ints per token in ``UserTokenizer.flat``
 
 
 class LateEvent(ValueError):
@@ -61,36 +57,34 @@ class UserTokenizer:
         self.max_ts: int | None = None
         self.seen: dict[str, int] = {}  # event_id -> ts, for the dedupe window
         self.prune_at = 64  # prune ``seen`` when it grows past this (amortized O(1))
-        # Facet ids of the newest final tokens (what the online row starts with), one deque
-        # per facet (``FACETS`` order): a row's columns are then copies, not a transpose of
-        # up to 200 tuples, and a snapshot stays small.
-        self.columns: list[deque[int]] = _columns(self.config.recent_tokens)
+        # Facet ids of the newest final tokens (what the online row starts with), token
+        # after token in one flat int array (``FACETS`` order within a token): 32 bytes a
+        # token, a row's columns are strided slices, and a snapshot is its bytes.
+        self.flat = array("i")
         self.last_token_ts: int | None = None  # ts of the newest final token
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         state["vocab"] = None  # shared and persisted on its own; ``attach`` gives it back
         state["durations"] = None
-        # Snapshots pickle every active user each epoch: the recent tokens travel as one
-        # flat int array, token after token (``FACETS`` order within each).
-        columns = state.pop("columns")
-        state["recent"] = array("i", chain.from_iterable(zip(*columns))).tobytes()  # type: ignore[call-overload]
+        state["recent"] = state.pop("flat").tobytes()  # the layout snapshots always had
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         flat = array("i")
         flat.frombytes(state.pop("recent"))  # type: ignore[arg-type]
-        width = len(FACETS)
-        columns = _columns(state["config"].recent_tokens)  # type: ignore[attr-defined]
-        for column, start in zip(columns, range(width), strict=True):
-            column.extend(flat[start::width])
         self.__dict__.update(state)
-        self.columns = columns
+        self.flat = flat
 
     @property
     def recent(self) -> list[tuple[int, ...]]:
         """The newest final tokens' facet ids, oldest first, one tuple per token."""
-        return list(zip(*self.columns))
+        return list(zip(*self.columns()))
+
+    def columns(self) -> list[list[int]]:
+        """The newest final tokens' facet ids, one list per facet (``FACETS`` order)."""
+        flat = self.flat
+        return [flat[i::WIDTH].tolist() for i in range(WIDTH)]
 
     def attach(self, vocab: Vocab, durations: Mapping[str, int] | None) -> None:
         """Give an unpickled tokenizer its shared vocabulary and catalogue durations back."""
@@ -163,10 +157,13 @@ class UserTokenizer:
     def _keep(self, tokens: list[Token]) -> None:
         if not tokens:
             return
-        for column, values in zip(self.columns, zip(*[
-                (t.item, t.action, t.gap, t.hour, t.dow, t.device, t.surface, t.duration)
-                for t in tokens]), strict=True):
-            column.extend(values)
+        flat = self.flat
+        for t in tokens:
+            flat.extend((t.item, t.action, t.gap, t.hour, t.dow, t.device, t.surface,
+                         t.duration))
+        excess = len(flat) - WIDTH * self.config.recent_tokens
+        if excess > 0:
+            del flat[:excess]
         self.last_token_ts = tokens[-1].ts
 
     def provisional(self) -> list[Token]:
@@ -212,7 +209,7 @@ class UserTokenizer:
     def preview_columns(self) -> tuple[list[list[int]], int | None]:
         """``preview`` as one list per facet (``FACETS`` order): the online row's columns."""
         provisional, last_ts = self.provisional_facets()
-        columns = [list(column) for column in self.columns]
+        columns = self.columns()
         if not provisional:
             return columns, self.last_token_ts
         for column, values in zip(columns, zip(*provisional), strict=True):
