@@ -74,6 +74,10 @@ class FlowSettings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), description="vocab, catalogue, token log, feast")
     flush_s: float = Field(default=0.1, gt=0, description="changed users' and items' online "
                            "rows are written on this wall-clock grid (coalesced in between)")
+    flush_share: float = Field(default=0.5, gt=0, le=1, description="under load, flushes "
+                               "are spaced so that building and writing rows takes at most "
+                               "this share of the flow's time (a backlog is then written "
+                               "with more coalescing, at the cost of freshness)")
     log_flush_s: float = Field(default=5.0, gt=0, description="final tokens are appended to "
                                "the token log this often (and at every snapshot/EOF), and "
                                "changed experiment counts written to their table")
@@ -185,6 +189,7 @@ class Shared:
         self.user_shard = ShardMap("u", self.settings.shards)
         self.item_shard = ShardMap("i", self.settings.shards)
         self.drill = Drill.from_setting(self.settings.fault or "")
+        PACER.share = self.settings.flush_share  # one pacer per process
 
 
 # ---- step logic -----------------------------------------------------------------------------
