@@ -115,3 +115,18 @@ def test_flow_tokens_equal_the_batch_tokenizer_and_bad_events_are_dead_lettered(
         recent = [e for e in mine if e["ts"] // 60_000 > newest - 24 * 60]
         assert row["plays_24h"] == sum(e["action"] == "play" for e in recent)
         assert row["impressions_24h"] == sum(e["action"] == "impression" for e in recent)
+
+
+def test_flush_share_paces_the_process_flushes() -> None:
+    from streams.shards import PACER
+
+    before = PACER.share
+    try:
+        Shared(Vocab(), {}, {}, FlowSettings(flush_share=0.25))
+        assert PACER.share == 0.25
+        PACER.last = 0.1  # the last flush cost 0.1 s: at 0.25, the next waits 3x that
+        assert PACER.next_tick(0.1, now=100.0) == pytest.approx(100.3, abs=1e-6)
+    finally:
+        PACER.share, PACER.last, PACER.cost = before, 0.0, 0.0
+    with pytest.raises(ValueError):
+        FlowSettings(flush_share=0)
