@@ -31,10 +31,10 @@ class ServeSettings(BaseSettings):
     health_check_period_s: float = Field(
         2.0, gt=0, le=60, description="how often Ray Serve checks each replica: a killed "
         "replica is noticed (and replaced) within about this (Ray's default is 10 s)")
-    replica_niceness: int | None = Field(
+    replica_niceness: int = Field(
         0, ge=-20, le=19, description="CPU niceness a replica takes once it can serve (Ray "
         "starts workers at 15, so a booting replacement yields to the serving replicas); "
-        "lowering it needs CAP_SYS_NICE; unset = stay at Ray's")
+        "lowering it needs CAP_SYS_NICE; 15 keeps Ray's")
     onnx_threads: int = Field(1, ge=1, le=64, description="intra-op threads per replica")
     batch_max_size: int = Field(16, ge=1, le=512,
                                 description="most requests in one ONNX call")
