@@ -170,33 +170,31 @@ class UserTokenizer:
         """Held events and open groups rendered as provisional tokens; the state is left as
         it was (the rendering runs on a clone of the machine).
         """
-        if not self.buffer:
-            return self.machine.render_open()
-        probe = self.machine.clone()
-        out: list[Token] = []
-        for _, _, ev in sorted(self.buffer, key=lambda entry: entry[:2]):
-            out.extend(probe.feed(ev))
-        out.extend(probe.render_open())
-        return out
+        released, machine = self._held_released()
+        return released + machine.render_open()
 
     def provisional_facets(self) -> tuple[list[tuple[int, ...]], int | None]:
         """``provisional()`` as facet ids (``FACETS`` order) and the newest one's ts (None:
         nothing provisional), without building the open groups' tokens: what a row needs.
         """
+        released, machine = self._held_released()
+        facets, last_ts = machine.render_open_facets()
+        if not released:
+            return facets, last_ts
+        return ([t.facet_ids() for t in released] + facets,
+                last_ts if facets else released[-1].ts)
+
+    def _held_released(self) -> tuple[list[Token], TokenMachine]:
+        """What the held events release when fed in order to a clone of the machine, and that
+        clone (the machine itself when nothing is held: nothing then changes it).
+        """
         if not self.buffer:
-            return self.machine.render_open_facets()
+            return [], self.machine
         probe = self.machine.clone()
-        out: list[tuple[int, ...]] = []
-        last_ts = None
+        out: list[Token] = []
         for _, _, ev in sorted(self.buffer, key=lambda entry: entry[:2]):
-            for token in probe.feed(ev):
-                out.append(token.facet_ids())
-                last_ts = token.ts
-        open_facets, open_ts = probe.render_open_facets()
-        if open_facets:
-            out.extend(open_facets)
-            last_ts = open_ts
-        return out, last_ts
+            out.extend(probe.feed(ev))
+        return out, probe
 
     def preview(self) -> tuple[list[tuple[int, ...]], int | None]:
         """What the online store shows for this user now: the facet ids (``FACETS`` order)
