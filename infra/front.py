@@ -10,6 +10,14 @@ Ray at once (what the replicas work on), holds at most ``queue`` more in its own
 answers the rest at once with ``503``, ``Retry-After`` and the service's error body. Other
 paths (``/readyz``, ``/metrics``, ``/docs``) pass unbounded, so probes and scrapes still answer
 under overload.
+
+On one machine the front routes ``/v1/rank`` past Ray's proxy, straight to each replica's own
+HTTP port (Ray Serve direct ingress, ``MARQUEE_FRONT_DIRECT``): each backend holds ``slots``
+server slots that ``infra.front_routes`` points at the running replicas as Ray starts and
+replaces them, each taking at most a replica's share of ``inflight``, with Ray's proxy as the
+backup server while no replica answers. A request whose replica dies before answering is sent
+again to another (``retry-on conn-failure empty-response``): ranking has no side effect a
+repeat would double, except its line in the rankings log.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.front_routes import FrontRoutes, Targets
 from streams.contract.listen import ENV_FILE, address
 
 FIX = "install HAProxy (`infra/install-system-deps.sh`, or apt-get install haproxy), or " \
@@ -51,6 +61,8 @@ class FrontSettings(BaseSettings):
     queue: int | None = Field(None, ge=0, le=100_000, description="ranking requests waiting "
                               "at the front; past this a 503 at once (default: "
                               "MARQUEE_MAX_QUEUED_REQUESTS)")
+    direct: bool = Field(True, description="route to each replica's own port (Ray Serve "
+                         "direct ingress), past Ray's proxy; false: through the proxy")
 
 
 @dataclass(frozen=True)
@@ -65,20 +77,29 @@ class FrontConfig:
     queue: int  # /v1/rank requests waiting at the front
     wait_ms: int = 5000  # the longest a queued request waits (the service's deadline)
     retry_after_s: int = 1
+    slots: int = 0  # > 0: this many replica slots per backend (direct); 0: the proxy only
+    replica_inflight: int = 1  # /v1/rank requests at one replica at once (direct)
+    noop: bool = False  # a backend of its own for the no-op floor under /noop (direct)
 
     @classmethod
     def for_service(cls, serve: Any, front: FrontSettings, listen_port: int,
-                    backend_port: int) -> FrontConfig:
+                    backend_port: int, noop: bool = False) -> FrontConfig:
         """The front of a service with ``serve`` settings (a ``ServeSettings``)."""
         per_replica = front.inflight_per_replica or serve.max_ongoing_requests
         queue = front.queue if front.queue is not None else max(serve.max_queued_requests, 0)
+        # Room for a replacement beside every replica it replaces.
+        slots = 2 * serve.replicas + 2 if front.direct else 0
         return cls(str(serve.host), listen_port, "127.0.0.1", backend_port,
                    per_replica * serve.replicas, queue, serve.request_timeout_ms,
-                   serve.retry_after_s)
+                   serve.retry_after_s, slots, per_replica, noop and front.direct)
+
+    def socket_path(self, folder: Path) -> Path:
+        """HAProxy's runtime API socket (direct: how the slots are pointed at replicas)."""
+        return folder / "admin.sock"
 
 
-def render(cfg: FrontConfig) -> str:
-    """The HAProxy configuration."""
+def render(cfg: FrontConfig, socket_path: Path | None = None) -> str:
+    """The HAProxy configuration (``socket_path``: the runtime API socket, for direct slots)."""
     detail = (f"overloaded: {cfg.inflight} ranking requests in progress and {cfg.queue} "
               f"waiting, the most this service takes; retry after {cfg.retry_after_s} s "
               "(Retry-After), or add replicas (MARQUEE_REPLICAS)")
@@ -93,11 +114,36 @@ def render(cfg: FrontConfig) -> str:
     if not _is_ip(cfg.backend_host):  # a DNS name (a Kubernetes Service): resolved while up
         server += " resolvers dns init-addr last,libc,none"
         resolvers = "\nresolvers dns\n    parse-resolv-conf\n    hold valid 10s\n"
+    stats = ""
+    if cfg.slots:
+        if socket_path is None:
+            raise ValueError("a front with replica slots needs its runtime API socket path")
+        stats = f"\n    stats socket {socket_path} mode 600 level admin"
+    if cfg.slots and cfg.noop:
+        admit = (f"    acl noop path_beg {NOOP_PREFIX}/\n"
+                 f"    http-request return {reply} if rank noop {{ queue(noop) ge {cfg.queue} }}\n"
+                 f"    http-request return {reply} if rank !noop {{ queue(rank) ge {cfg.queue} }}\n"
+                 "    use_backend noop if noop\n")
+    else:
+        admit = f"    http-request return {reply} if rank {{ queue(rank) ge {cfg.queue} }}\n"
+    if cfg.slots:
+        backends = "".join(_slots_backend(name, cfg, server)
+                           for name in BACKENDS if name != "noop" or cfg.noop)
+    else:
+        backends = f"""
+backend rank
+    http-reuse always
+    server ray {server} maxconn {cfg.inflight}
+
+backend other
+    http-reuse always
+    server ray {server}
+"""
     return f"""# Generated by infra/front.py: the admission front of the ranking service.
 global
     maxconn 4096
     nbthread 1
-    log stderr format raw local0 warning
+    log stderr format raw local0 warning{stats}
 
 defaults
     mode http
@@ -116,18 +162,33 @@ defaults
 frontend ranking
     bind {address(cfg.listen_host, cfg.listen_port)}
     acl rank path_end /v1/rank
-    http-request return {reply} if rank {{ queue(rank) ge {cfg.queue} }}
-    use_backend rank if rank
+{admit}    use_backend rank if rank
     default_backend other
+{backends}{resolvers}"""
 
-backend rank
-    http-reuse always
-    server ray {server} maxconn {cfg.inflight}
 
-backend other
+# backend -> (its slots' name prefix, the route prefix of the app whose replicas fill them)
+BACKENDS = {"rank": ("r", "/"), "other": ("o", "/"), "noop": ("n", "/noop")}
+NOOP_PREFIX = BACKENDS["noop"][1]
+
+
+def _slots_backend(name: str, cfg: FrontConfig, proxy: str) -> str:
+    """A backend of ``cfg.slots`` replica slots (in maintenance until ``infra.front_routes``
+    points them at a replica), Ray's proxy as the backup while none is up.
+    """
+    limit = f" maxconn {cfg.replica_inflight}" if name != "other" else ""
+    backup = f" maxconn {cfg.inflight}" if name != "other" else ""
+    return f"""
+backend {name}
     http-reuse always
-    server ray {server}
-{resolvers}"""
+    balance leastconn
+    option redispatch 1
+    retries 2
+    retry-on conn-failure empty-response
+    default-server check inter 1s fall 1 rise 1{limit}
+    server-template {BACKENDS[name][0]} 1-{cfg.slots} 127.0.0.1:9 disabled
+    server proxy {proxy} backup{backup}
+"""
 
 
 def _is_ip(host: str) -> bool:
@@ -156,7 +217,7 @@ def write(cfg: FrontConfig, folder: Path) -> Path:
     """Write and check the configuration; its path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "haproxy.cfg"
-    path.write_text(render(cfg))
+    path.write_text(render(cfg, cfg.socket_path(folder) if cfg.slots else None))
     check = subprocess.run([executable(), "-c", "-q", "-f", str(path)], capture_output=True,
                            text=True, check=False)
     if check.returncode:
@@ -197,9 +258,17 @@ class Front:
     the same configuration after it exits.
     """
 
-    def __init__(self, cfg: FrontConfig, folder: Path) -> None:
+    def __init__(self, cfg: FrontConfig, folder: Path,
+                 targets: Callable[[], Targets] | None = None) -> None:
+        """``targets``: the replicas to route to (direct, ``cfg.slots`` > 0)."""
         self.cfg, self.folder = cfg, folder
         self.proc: subprocess.Popen | None = None
+        self.routes: FrontRoutes | None = None
+        if cfg.slots:
+            if targets is None:
+                raise ValueError("a front with replica slots needs a source of replicas")
+            used = {b: v for b, v in BACKENDS.items() if b != "noop" or cfg.noop}
+            self.routes = FrontRoutes(cfg.socket_path(folder), cfg.slots, used, targets)
 
     @property
     def url(self) -> str:
@@ -210,6 +279,8 @@ class Front:
         """Start HAProxy unless it runs already."""
         if not self.alive():
             self.proc = start(self.cfg, self.folder)
+            if self.routes is not None:  # a new HAProxy has its slots in maintenance
+                self.routes.start()
 
     def alive(self) -> bool:
         """HAProxy runs."""
@@ -217,6 +288,8 @@ class Front:
 
     def stop(self) -> None:
         """SIGTERM (HAProxy stops at once), SIGKILL after 5 s."""
+        if self.routes is not None:
+            self.routes.stop()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -237,8 +310,9 @@ class Front:
 def serve(settings: Any, folder: Path, noop: bool = False,
           front: FrontSettings | None = None) -> tuple[str, Front | None]:
     """Start the ranking app (``serve.app.start``) behind the front when it is enabled: Ray
-    Serve's proxy on a free loopback port, HAProxy on ``settings.host:port``. Returns the URL
-    clients call and the front (None when it is off; the caller stops it).
+    Serve's proxy on a free loopback port (and, direct, each replica on its own), HAProxy on
+    ``settings.host:port``. Returns the URL clients call and the front (None when it is off;
+    the caller stops it).
     """
     from serve import app
     from streams.launch import free_port
@@ -248,7 +322,9 @@ def serve(settings: Any, folder: Path, noop: bool = False,
         return app.start(settings, noop=noop), None
     executable()  # fail before Ray starts when HAProxy is missing
     backend = free_port()
-    app.start(settings.model_copy(update={"host": "127.0.0.1", "port": backend}), noop=noop)
-    gate = Front(FrontConfig.for_service(settings, front, settings.port, backend), folder)
+    app.start(settings.model_copy(update={"host": "127.0.0.1", "port": backend}), noop=noop,
+              direct_ingress=front.direct)
+    gate = Front(FrontConfig.for_service(settings, front, settings.port, backend, noop),
+                 folder, app.replica_targets)
     gate.start()
     return gate.url, gate

@@ -167,13 +167,15 @@ def open_loop(url: str, bodies: list[dict], rate: float, seconds: float,
 
 @dataclass(frozen=True)
 class Shot:
-    """One request: scheduled send time (``perf_counter`` s), HTTP status (-1: no answer)
-    and latency from the scheduled time (s).
+    """One request: scheduled send time (``perf_counter`` s), HTTP status (-1: no answer),
+    latency from the scheduled time (s), and how late the client sent it (s): the part of the
+    latency that is the client's own, when its threads fall behind the schedule.
     """
 
     due: float
     status: int
     latency: float
+    late: float = 0.0
 
 
 def poisson_shots(url: str, bodies: list[dict], rate: float, seconds: float, start: float,
@@ -191,13 +193,14 @@ def poisson_shots(url: str, bodies: list[dict], rate: float, seconds: float, sta
         conn = _connect(parts, timeout_s)
         while (job := jobs.get()) is not None:
             i, due = job
+            sent = time.perf_counter()
             try:
                 status = _post(conn, parts.path, payloads[i % len(payloads)])[0]
             except (OSError, http.client.HTTPException):
                 status = -1
                 conn.close()
                 conn = _connect(parts, timeout_s)
-            shots.append(Shot(due, status, time.perf_counter() - due))
+            shots.append(Shot(due, status, time.perf_counter() - due, sent - due))
         conn.close()
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(connections)]
@@ -233,6 +236,9 @@ def overload(url: str, bodies: list[dict], rate: float, seconds: float,
     shed = [s.latency for s in shots if s.status == 503]
     return {"offered_rps": rate, "offered": len(shots), "goodput_rps": len(answered) / spent,
             "answered": _pct(answered), "shed": _pct(shed),
+            "answered_from_send": _pct([s.latency - s.late for s in shots if s.status == 200]),
+            "shed_from_send": _pct([s.latency - s.late for s in shots if s.status == 503]),
+            "client_late": _pct([s.late for s in shots]),
             "other_errors": len(shots) - len(answered) - len(shed)}
 
 
@@ -329,6 +335,14 @@ def print_report(report: dict[str, Any]) -> None:
               f"p50/p99 {a.get('p50_ms', 0):.1f}/{a.get('p99_ms', 0):.1f} ms | shed "
               f"{sh['n']} p50/p99 {sh.get('p50_ms', 0):.1f}/{sh.get('p99_ms', 0):.1f} ms | "
               f"other errors {over['other_errors']}")
+        sent, late = over.get("shed_from_send", {}), over.get("client_late", {})
+        if sent:
+            got = over.get("answered_from_send", {})
+            print(f"  from the moment sent: answered p50/p99 {got.get('p50_ms', 0):.1f}/"
+                  f"{got.get('p99_ms', 0):.1f} ms, shed p50/p99 {sent.get('p50_ms', 0):.1f}/"
+                  f"{sent.get('p99_ms', 0):.1f} ms; the client sent late by p50/p99 "
+                  f"{late.get('p50_ms', 0):.1f}/{late.get('p99_ms', 0):.1f} ms (its threads "
+                  "behind the schedule)")
     for level in report["rank"].get("fault", []):
         from infra.bench.serve_fault import print_fault
 

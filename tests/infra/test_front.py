@@ -62,9 +62,14 @@ def test_the_bounds_follow_the_service_settings_and_haproxy_accepts_the_config(t
     mine = FrontConfig.for_service(serve, FrontSettings(inflight_per_replica=2, queue=0),
                                    8123, 9000)
     assert (mine.inflight, mine.queue) == (6, 0)
-    text = render(cfg)
-    assert "maxconn 24" in text and "queue(rank) ge 20" in text and "Retry-After 2" in text
+    text = render(cfg, tmp_path / "admin.sock")  # direct: a slot per replica, 8 in flight each
+    assert "server-template r 1-8 " in text and "maxconn 8\n" in text and "maxconn 24" in text
+    assert "queue(rank) ge 20" in text and "Retry-After 2" in text
     assert write(cfg, tmp_path).exists()  # `haproxy -c` passed
+    proxied = FrontConfig.for_service(serve, FrontSettings(direct=False), 8123, 9000)
+    text = render(proxied)  # through Ray's proxy: one server, the whole bound
+    assert "server-template" not in text and "server ray 127.0.0.1:9000 maxconn 24" in text
+    assert write(proxied, tmp_path).exists()
 
 
 def test_past_its_queue_the_front_answers_503_at_once(backend, tmp_path):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from infra.bench.sample_world import SampleWorld
+from infra.front import Front
 from serve.config import ServeSettings
 
 
@@ -17,11 +18,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> SampleWorld:
 
 
 @pytest.fixture(scope="session")
-def served(world: SampleWorld, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[tuple[str, ServeSettings]]:
+def served(front_served: tuple[str, ServeSettings, Front]) -> tuple[str, ServeSettings]:
     """The app running on Ray Serve behind its admission front, as ``marquee up`` runs it
     (one start per session), and its settings.
     """
+    url, settings, _ = front_served
+    return url, settings
+
+
+@pytest.fixture(scope="session")
+def front_served(world: SampleWorld, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[str, ServeSettings, Front]]:
+    """``served``, with the front itself."""
     import ray
 
     from infra import front
@@ -32,7 +40,8 @@ def served(world: SampleWorld, tmp_path_factory: pytest.TempPathFactory
     gate = None
     try:
         url, gate = front.serve(settings, tmp_path_factory.mktemp("front"))
-        yield url, settings
+        assert gate is not None
+        yield url, settings, gate
     finally:
         if gate is not None:
             gate.stop()

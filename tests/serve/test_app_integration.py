@@ -50,6 +50,18 @@ def test_rank_over_http(served, world) -> None:
     assert any(c["family"] == "goal" for c in got["constraints"])
 
 
+def test_the_front_routes_to_the_replicas_own_ports(front_served, world) -> None:
+    url, settings, gate = front_served
+    replicas = app.replica_targets()["/"]
+    assert len(replicas) == settings.replicas and all(port >= 30000 for _, port in replicas)
+    assert gate.routes is not None and gate.routes.applied is not None
+    assert gate.routes.applied["rank"] == gate.routes.applied["other"] == replicas
+    host, port = replicas[0]  # the replica answers on it itself, past Ray's proxy
+    r = httpx.post(f"http://{host}:{port}/v1/rank", json={"user_id": world.users[0]},
+                   timeout=30)
+    assert r.status_code == 200 and r.json()["user_id"] == world.users[0]
+
+
 def test_health_readiness_similar_and_metrics(served, world) -> None:
     url, _ = served
     assert httpx.get(f"{url}/healthz").json()["status"] == "ok"

@@ -1,0 +1,113 @@
+"""The front routing to replicas' own ports (``infra.front_routes``): the runtime API commands,
+and a real HAProxy front following a changing set of real HTTP servers, falling back to the
+proxy while none is up, skipping one that stopped, and routed again after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from infra.front import Front, FrontConfig, render
+from infra.front_routes import commands
+from streams.launch import free_port
+
+
+def test_commands_fill_slots_in_order_and_put_the_rest_in_maintenance():
+    assert commands("rank", "r", 3, [("127.0.0.1", 30001), ("127.0.0.1", 30000)]) == [
+        "set server rank/r1 addr 127.0.0.1 port 30001", "set server rank/r1 state ready",
+        "set server rank/r2 addr 127.0.0.1 port 30000", "set server rank/r2 state ready",
+        "set server rank/r3 state maint"]
+    assert commands("other", "o", 1, []) == ["set server other/o1 state maint"]
+
+
+def test_a_direct_front_needs_its_socket():
+    cfg = FrontConfig("127.0.0.1", 1, "127.0.0.1", 2, inflight=4, queue=4, slots=2)
+    with pytest.raises(ValueError, match="socket"):
+        render(cfg)
+
+
+def _named(name: str) -> type[BaseHTTPRequestHandler]:
+    class Named(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = name.encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Named
+
+
+@pytest.fixture
+def servers() -> Iterator[dict[str, ThreadingHTTPServer]]:
+    """Four servers answering with their own names: three replicas and Ray's proxy."""
+    made = {}
+    for name in ("a", "b", "c", "proxy"):
+        made[name] = ThreadingHTTPServer(("127.0.0.1", free_port()), _named(name))
+        threading.Thread(target=made[name].serve_forever, daemon=True).start()
+    try:
+        yield made
+    finally:
+        for server in made.values():
+            server.shutdown()
+            server.server_close()
+
+
+def _who(url: str, n: int = 12) -> list[str]:
+    """Who answered ``n`` rankings, each on a new connection (so the balancer picks anew)."""
+    out = []
+    for _ in range(n):
+        r = httpx.post(f"{url}/v1/rank", json={}, timeout=10)
+        assert r.status_code == 200, r.text
+        out.append(r.text)
+    return out
+
+
+def test_the_front_follows_the_replicas(servers, tmp_path):
+    def at(*names: str) -> list[tuple[str, int]]:
+        return [("127.0.0.1", servers[n].server_address[1]) for n in names]
+
+    replicas: dict[str, list[tuple[str, int]]] = {}
+    cfg = FrontConfig("127.0.0.1", free_port(), "127.0.0.1", servers["proxy"].server_address[1],
+                      inflight=8, queue=8, slots=3, replica_inflight=4)
+    gate = Front(cfg, tmp_path, targets=lambda: replicas)
+    gate.start()
+    try:
+        assert set(_who(gate.url)) == {"proxy"}  # no replica yet: Ray's proxy takes it
+        replicas["/"] = at("a", "b")
+        assert gate.routes is not None and gate.routes.sync()
+        assert set(_who(gate.url)) == {"a", "b"}
+        assert not gate.routes.sync()  # unchanged: nothing sent
+        replicas["/"] = at("c")  # a and b replaced by c
+        gate.routes.sync()
+        assert set(_who(gate.url)) == {"c"}
+        assert httpx.get(f"{gate.url}/readyz", timeout=10).text == "c"  # other paths too
+
+        replicas["/"] = at("a", "c")
+        gate.routes.sync()
+        servers["a"].shutdown()
+        servers["a"].server_close()  # a dies before Ray replaces it: sent on to c
+        assert set(_who(gate.url)) == {"c"}
+
+        (pid,) = gate.pids()
+        os.kill(pid, signal.SIGKILL)
+        gate.proc.wait(5)
+        gate.start()  # as the supervisor does: a new HAProxy, its slots routed again
+        assert set(_who(gate.url)) == {"c"}
+    finally:
+        gate.stop()
