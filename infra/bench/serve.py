@@ -260,12 +260,14 @@ def settle(url: str, body: dict, seconds: float = 30.0) -> None:
 
 def run_bench(base_url: str, users: list[str], seconds: float = 8.0,
               concurrency: tuple[int, ...] = (1, 8, 32), rates: tuple[float, ...] = (100, 300, 500),
-              out: Path | None = None, overload_factor: float = 3.0) -> dict[str, Any]:
+              out: Path | None = None, overload_factor: float = 3.0,
+              setup: dict[str, Any] | None = None) -> dict[str, Any]:
     """Closed- and open-loop load on ``/v1/rank`` and on the no-op ``/noop/v1/rank``; then
     the ranking at ``overload_factor`` x its capacity (the best closed-loop throughput).
+    ``setup`` (how the service runs: front, direct, bounds) is kept in the report.
     """
     bodies = [{"user_id": u, "k": 20, "explain": True} for u in users]
-    report: dict[str, Any] = {"seconds": seconds, "users": len(users)}
+    report: dict[str, Any] = {"seconds": seconds, "users": len(users), **(setup or {})}
     for name, path in (("noop", "/noop/v1/rank"), ("rank", "/v1/rank")):
         url = base_url + path
         closed_loop(url, bodies, 1, 1.0)  # warm-up

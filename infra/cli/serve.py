@@ -234,12 +234,17 @@ def _bench_serve(args: argparse.Namespace) -> int:
     world = SampleWorld(data_dir, n_users=args.users, days=4)
     settings = world.settings(port=free_port(), replicas=args.replicas,
                               **({"model_path": args.model} if args.model else {}))
-    url, gate = front.serve(settings, data_dir / "front", noop=True,
-                            front=front.FrontSettings(enabled=args.front))
+    gate_settings = front.FrontSettings(enabled=args.front)
+    url, gate = front.serve(settings, data_dir / "front", noop=True, front=gate_settings)
     try:
         report = run_bench(url, world.users, seconds=args.seconds, out=args.out,
                            concurrency=tuple(args.clients), rates=tuple(args.rates),
-                           overload_factor=args.overload)
+                           overload_factor=args.overload,
+                           setup={"front": gate_settings.enabled,
+                                  "direct": gate_settings.enabled and gate_settings.direct,
+                                  "replicas": settings.replicas,
+                                  "max_ongoing_requests": settings.max_ongoing_requests,
+                                  "max_queued_requests": settings.max_queued_requests})
         if args.fault:
             _bench_faults(report, settings, url, world.users, tuple(args.fault), args.out)
     finally:

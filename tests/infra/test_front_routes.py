@@ -96,7 +96,8 @@ def test_the_front_follows_the_replicas(servers, tmp_path):
         replicas["/"] = at("c")  # a and b replaced by c
         gate.routes.sync()
         assert set(_who(gate.url)) == {"c"}
-        assert httpx.get(f"{gate.url}/readyz", timeout=10).text == "c"  # other paths too
+        assert httpx.get(f"{gate.url}/readyz", timeout=10).text == "proxy"  # Ray routes those
+        assert httpx.post(f"{gate.url}/other-app/v1/rank", timeout=10).text == "proxy"
 
         replicas["/"] = at("a", "c")
         gate.routes.sync()
@@ -111,3 +112,50 @@ def test_the_front_follows_the_replicas(servers, tmp_path):
         assert set(_who(gate.url)) == {"c"}
     finally:
         gate.stop()
+
+
+_SLOW_SERVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        print("taken", flush=True)
+        time.sleep(30)
+server = HTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+print("up", flush=True)
+server.serve_forever()
+"""
+
+
+def test_a_request_in_flight_on_a_sigkilled_replica_is_answered_by_another(servers, tmp_path):
+    import subprocess
+    import sys
+
+    port = free_port()
+    doomed = subprocess.Popen([sys.executable, "-c", _SLOW_SERVER, str(port)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert doomed.stdout is not None and doomed.stdout.readline().strip() == "up"
+        live = ("127.0.0.1", servers["b"].server_address[1])
+        cfg = FrontConfig("127.0.0.1", free_port(), "127.0.0.1",
+                          servers["proxy"].server_address[1], inflight=8, queue=8, slots=2,
+                          replica_inflight=4)
+        # the doomed replica first in its slot list; leastconn sends the first request there
+        gate = Front(cfg, tmp_path, targets=lambda: {"/": [("127.0.0.1", port), live]})
+        gate.start()
+        try:
+            answer: list[httpx.Response] = []
+            call = threading.Thread(target=lambda: answer.append(
+                httpx.post(f"{gate.url}/v1/rank", json={}, timeout=20)))
+            call.start()
+            assert doomed.stdout.readline().strip() == "taken"  # in flight on the doomed one
+            os.kill(doomed.pid, signal.SIGKILL)
+            call.join(20)
+            assert answer and answer[0].status_code == 200 and answer[0].text == "b"
+        finally:
+            gate.stop()
+    finally:
+        doomed.kill()
+        doomed.wait(5)

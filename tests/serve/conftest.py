@@ -35,7 +35,7 @@ def front_served(world: SampleWorld, tmp_path_factory: pytest.TempPathFactory
     from infra import front
     from serve import app
 
-    app.init_ray(num_cpus=2)
+    app.init_ray(num_cpus=2, direct_ingress=True)  # as the front starts it
     settings = world.settings()  # the port is chosen once Ray's own processes are up
     gate = None
     try:
