@@ -172,6 +172,37 @@ class TokenMachine:
         state["durations"] = {}
         return state
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        """Pickle as plain tuples (``_restore_machine``): each draft once as a tuple of its
+        fields, the maps and queues as indices into them, so a draft shared by several of
+        them stays one object. A snapshot pickles every touched user's machine, and the
+        generic path (a dict per slotted draft) cost most of a user's pickle. Machines
+        pickled by ``__getstate__`` still load (pickle's default path).
+        """
+        index: dict[int, int] = {}
+        rows: list[tuple[object, ...]] = []
+
+        def ref(d: _Draft) -> int:
+            i = index.get(id(d))
+            if i is None:
+                i = index[id(d)] = len(rows)
+                rows.append((d.kind, d.ts, d.event_id, d.item_id, d.device, d.surface,
+                             d.session, d.action, d.watch_seconds, d.n_events, d.decided,
+                             d.closed, d.weight, d.pending, d.ok))
+            return i
+
+        layout = ([ref(d) for d in self.drafts],
+                  [(k, ref(d)) for k, d in self.open_watch.items()],
+                  [(k, ref(d)) for k, d in self.open_imp.items()],
+                  [(k, [ref(d) for d in ds]) for k, ds in self.open_clicks.items()],
+                  [(t, ref(d)) for t, d in self.click_deadlines],
+                  [(t, ref(d)) for t, d in self.imp_deadlines],
+                  [(k, [(t, ref(d)) for t, d in v]) for k, v in self.dwell.items()])
+        return (_restore_machine, (self.user_id, self.config, self.grow_vocab, self.session,
+                                   self.last_event_ts, self.last_session_id,
+                                   self.emitted.last_ts, self.emitted.last_session, rows,
+                                   layout))
+
     # ---- the rules ----------------------------------------------------------------------
     def feed(self, ev: InteractionEvent) -> list[Token]:
         """Apply one event (not older than the previous one) and release final tokens."""
@@ -424,3 +455,33 @@ class TokenMachine:
             else:
                 out.append(self._token(d, emitted, final=False))
         return out
+
+
+def _restore_machine(user_id: str, config: TokenizerConfig, grow_vocab: bool, session: int,
+                     last_event_ts: int | None, last_session_id: str | None,
+                     emitted_ts: int | None, emitted_session: int,
+                     rows: list[tuple[object, ...]], layout: tuple[list, ...]) -> TokenMachine:
+    """A ``TokenMachine`` from ``TokenMachine.__reduce__``'s tuples (vocab and durations
+    unset: the owner attaches them, as after ``__getstate__``).
+    """
+    drafts = []
+    new = _Draft.__new__
+    for row in rows:
+        d = new(_Draft)
+        (d.kind, d.ts, d.event_id, d.item_id, d.device, d.surface, d.session, d.action,
+         d.watch_seconds, d.n_events, d.decided, d.closed, d.weight, d.pending, d.ok) = row
+        drafts.append(d)
+    queue, watch, imp, clicks, click_due, imp_due, dwell = layout
+    m = TokenMachine.__new__(TokenMachine)
+    m.user_id, m.vocab, m.config, m.durations, m.grow_vocab = user_id, None, config, {}, grow_vocab
+    m.drafts = deque([drafts[i] for i in queue])
+    m.open_watch = {k: drafts[i] for k, i in watch}
+    m.open_imp = {k: drafts[i] for k, i in imp}
+    m.open_clicks = {k: [drafts[i] for i in ids] for k, ids in clicks}
+    m.click_deadlines = deque([(t, drafts[i]) for t, i in click_due])
+    m.imp_deadlines = deque([(t, drafts[i]) for t, i in imp_due])
+    m.dwell = {k: [(t, drafts[i]) for t, i in v] for k, v in dwell}
+    m.session, m.last_event_ts, m.last_session_id = session, last_event_ts, last_session_id
+    m.emitted = _Emitted(emitted_ts, emitted_session)
+    return m
+

@@ -240,6 +240,57 @@ def test_facets_only_rendering_equals_the_tokens_rendering(events, cfg):
                                                     opened[-1].ts if opened else None)
 
 
+class _OldFormat:
+    """Pickles a ``TokenMachine`` as pickle's default path did before its ``__reduce__``: a
+    bare instance, then its ``__getstate__`` dict as its ``__dict__``, as older snapshots hold.
+    """
+
+    def __init__(self, machine: object) -> None:
+        self.machine = machine
+
+    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+        import copyreg
+
+        return (copyreg._reconstructor, (type(self.machine), object, None),
+                self.machine.__getstate__())
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(min_step=1), st.floats(0, 1))
+def test_a_pickled_machine_resumes_exactly_in_either_format(events, at):
+    """Snapshot every user midway (the tuple format, and the dict format of older snapshots),
+    restore, feed the rest to the original and both restored copies: the same tokens, and
+    the two restored copies pickle to the same bytes.
+    """
+    cut = int(len(events) * at)
+    vocab = Vocab()
+    users: dict[str, UserTokenizer] = {}
+    for e in events[:cut]:
+        users.setdefault(e.user_id, UserTokenizer(e.user_id, vocab, durations=DURATIONS)).offer(e)
+    copies: dict[str, list[UserTokenizer]] = {}
+    for user, tok in users.items():
+        state = tok.__getstate__()
+        state["machine"] = _OldFormat(tok.machine)
+        old = UserTokenizer.__new__(UserTokenizer)
+        old.__setstate__(pickle.loads(pickle.dumps(state)))
+        new = pickle.loads(pickle.dumps(tok))
+        assert pickle.dumps(new) == pickle.dumps(old)  # the same state, byte for byte
+        for twin in (new, old):
+            twin.attach(vocab, DURATIONS)
+        copies[user] = [tok, new, old]
+    for e in events[cut:]:
+        if e.user_id not in copies:
+            continue
+        outs = [twin.offer(e) for twin in copies[e.user_id]]
+        assert [[token_tuple(t, vocab) for t in o[0]] for o in outs] == [
+            [token_tuple(t, vocab) for t in outs[0][0]]] * 3
+        assert {o[1] for o in outs} == {outs[0][1]}
+    for tok, new, old in copies.values():
+        assert [token_tuple(t, vocab) for t in new.flush()] == [
+            token_tuple(t, vocab) for t in tok.flush()] == [
+            token_tuple(t, vocab) for t in old.flush()]
+
+
 def test_a_draft_copy_carries_every_slot():
     from streams.contract.merge import _Draft
 
