@@ -410,6 +410,9 @@ def set_experiment(settings: ServeSettings, spec: str | Path | None, name: str =
                   name=name, route_prefix=route_prefix)
 
 
+_CONTROLLER: dict[str, Any] = {}  # the Serve controller's handle, once looked up
+
+
 def replica_targets(timeout_s: float = 5.0) -> dict[str, list[tuple[str, int]]]:
     """Route prefix -> (host, port) of each running ingress replica's own HTTP server, for
     the apps whose replicas answer directly (direct ingress); apps served only through Ray's
@@ -419,8 +422,15 @@ def replica_targets(timeout_s: float = 5.0) -> dict[str, list[tuple[str, int]]]:
     from ray.serve._private.common import RequestProtocol
     from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
-    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-    groups = ray.get(controller.get_target_groups.remote(), timeout=timeout_s)
+    controller = _CONTROLLER.get("handle")
+    if controller is None:  # looked up once: the front asks every 0.5 s
+        controller = _CONTROLLER["handle"] = ray.get_actor(SERVE_CONTROLLER_NAME,
+                                                           namespace=SERVE_NAMESPACE)
+    try:
+        groups = ray.get(controller.get_target_groups.remote(), timeout=timeout_s)
+    except Exception:
+        _CONTROLLER.clear()  # a new controller (Serve restarted) is looked up next time
+        raise
     return {g.route_prefix: sorted((t.ip, t.port) for t in g.targets) for g in groups
             if g.app_name and g.protocol == RequestProtocol.HTTP}
 
@@ -432,4 +442,5 @@ def handle() -> Any:
 
 def stop() -> None:
     """Tear the apps and Ray Serve down."""
+    _CONTROLLER.clear()
     ray_serve.shutdown()
