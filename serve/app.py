@@ -320,8 +320,8 @@ RAY_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
 
 # Direct ingress on one machine: each ingress replica also answers HTTP on a port of its own
 # (30000-31000, on the service's host), which the admission front routes to (``infra.front``),
-# so a request skips Ray's proxy and its hop to the replica: at one client 2.0 against 7.8 ms
-# at p50, at 32 clients 3.6x the requests/s (docs/results.md). Ray's proxy still listens on the
+# so a request skips Ray's proxy and its hop to the replica: at one client 1.8-1.9 against
+# 8.6 ms at p50, at 32 clients 3x the requests/s (docs/results.md). Ray's proxy still listens on the
 # service port. A stopping replica waits this long for the front to stop routing to it (the
 # front follows the replicas every 0.5 s; Ray's default of 30 s is sized for cloud balancers).
 DIRECT_INGRESS_ENV = {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
