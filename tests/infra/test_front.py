@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,40 +17,14 @@ from infra.front import Front, FrontConfig, FrontSettings, render, write
 from infra.supervisor import RestartPolicy, Supervisor
 from serve.config import ServeSettings
 from streams.launch import free_port
-
-
-class _Slow(BaseHTTPRequestHandler):
-    """Answers every request after 0.3 s (``/readyz`` at once)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
-        if not self.path.endswith("/readyz"):
-            time.sleep(0.3)
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args: object) -> None:
-        pass
+from tests.infra.http_stub import serving
 
 
 @pytest.fixture
 def backend() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Slow)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    """A backend answering every request after 0.3 s (``/readyz`` at once)."""
+    with serving(b'{"ok": true}', delay_s=0.3) as server:
         yield server.server_address[1]
-    finally:
-        server.shutdown()
 
 
 def test_the_bounds_follow_the_service_settings_and_haproxy_accepts_the_config(tmp_path):

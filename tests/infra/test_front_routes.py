@@ -9,7 +9,8 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import ExitStack
+from http.server import ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from infra.front import Front, FrontConfig, render
 from infra.front_routes import commands
 from streams.launch import free_port
+from tests.infra.http_stub import serving
 
 
 def test_commands_fill_slots_in_order_and_put_the_rest_in_maintenance():
@@ -33,39 +35,12 @@ def test_a_direct_front_needs_its_socket():
         render(cfg)
 
 
-def _named(name: str) -> type[BaseHTTPRequestHandler]:
-    class Named(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _answer(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            body = name.encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _answer
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    return Named
-
-
 @pytest.fixture
 def servers() -> Iterator[dict[str, ThreadingHTTPServer]]:
     """Four servers answering with their own names: three replicas and Ray's proxy."""
-    made = {}
-    for name in ("a", "b", "c", "proxy"):
-        made[name] = ThreadingHTTPServer(("127.0.0.1", free_port()), _named(name))
-        threading.Thread(target=made[name].serve_forever, daemon=True).start()
-    try:
-        yield made
-    finally:
-        for server in made.values():
-            server.shutdown()
-            server.server_close()
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(serving(name.encode()))
+               for name in ("a", "b", "c", "proxy")}
 
 
 def _who(url: str, n: int = 12) -> list[str]:
